@@ -1,0 +1,37 @@
+# One-command environment, run and test. Every target is idempotent.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The prepared offline MNIST copy that sits beside the checkout (see BUILD.md).
+TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
+export TFDS_DATA_DIR
+# Keep TF's C++ INFO chatter out of logs; warnings and errors still show.
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+
+.PHONY: venv run test test-fast bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# pip check would flag TFF's unsatisfiable jaxlib pin (see BUILD.md); an import proves the set works.
+	$(PY) -c "import tensorflow, tensorflow_datasets, tensorflow_federated"
+	touch $(STAMP)
+
+# The main job: 2-worker all-reduce training on MNIST.
+run: venv
+	$(PY) -m launch.local --approach=allreduce --num_workers=2 --timeout=1800 -- --model=mlp --epochs=2
+
+# The whole test suite (what .ci/run calls).
+test: venv
+	$(PY) -m pytest tests
+
+# Pure and in-process tests only (no multi-process launches, no real MNIST).
+test-fast: venv
+	$(PY) -m pytest tests -m "not multiprocess and not mnist"
+
+clean-venv:
+	rm -rf $(VENV)

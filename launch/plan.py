@@ -1,0 +1,152 @@
+"""Pure planning of a local (or host-list) cluster: no processes, no environment changes.
+
+A plan says, for every task: its role and index, its address, its TF_CONFIG, the
+environment variables it gets on top of the launcher's, the GPU it may see, where
+its log goes, the command it runs, and whether the job waits for it to finish
+(`primary`) or stops it once the primaries are done (a server task).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Callable, Mapping, Sequence
+
+# approach -> trainer module run by every task.
+TRAINER_MODULES = {
+    "allreduce": "trainers.allreduce",
+    "ps": "trainers.parameter_server",
+    "gossip": "trainers.gossip",
+    "fedavg": "trainers.federated",
+}
+
+# Roles that compute gradients (and so get a GPU when there are any).
+COMPUTE_ROLES = ("chief", "worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  role: str
+  index: int
+  address: str
+  tf_config: str
+  env: Mapping[str, str]
+  log_path: str
+  argv: tuple[str, ...]
+  primary: bool
+
+  @property
+  def name(self) -> str:
+    return f"{self.role}:{self.index}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  approach: str
+  run_dir: str
+  run_id: str
+  cluster: Mapping[str, tuple[str, ...]]
+  tasks: tuple[Task, ...]
+
+  def describe(self) -> str:
+    """Human-readable plan, as --dry_run prints it."""
+    lines = [f"approach {self.approach}, run_dir {self.run_dir}, {len(self.tasks)} task(s)",
+             f"cluster {json.dumps({r: list(a) for r, a in self.cluster.items()})}"]
+    for t in self.tasks:
+      gpu = t.env.get("CUDA_VISIBLE_DEVICES", "")
+      lines.append(f"  {t.name:<10} {t.address:<16} {'primary' if t.primary else 'server':<8}"
+                   f" gpu={gpu or '-'} log={t.log_path}")
+      lines.append(f"    TF_CONFIG={t.tf_config}")
+      lines.append(f"    $ {' '.join(t.argv)}")
+    return "\n".join(lines)
+
+
+def cluster_roles(approach: str, num_workers: int, num_ps: int = 0,
+                  num_evaluators: int = 0) -> dict[str, int]:
+  """Role -> task count for an approach. Evaluators are planned but kept out of the cluster."""
+  if approach not in TRAINER_MODULES:
+    raise ValueError(f"Unrecognized approach: {approach!r}; valid: {', '.join(TRAINER_MODULES)}")
+  if num_workers < 1 and approach != "fedavg":
+    raise ValueError(f"--num_workers must be >= 1 for {approach}, got {num_workers}")
+  if approach == "ps":
+    if num_ps < 1:
+      raise ValueError(f"--num_ps must be >= 1, got {num_ps}")
+    roles = {"chief": 1, "worker": num_workers, "ps": num_ps}
+  elif approach == "fedavg":
+    # The chief runs the FedAvg loop; workers are executor services it dispatches to.
+    if num_workers < 0:
+      raise ValueError(f"--num_workers must be >= 0 for fedavg, got {num_workers}")
+    roles = {"chief": 1, "worker": num_workers}
+  else:
+    roles = {"worker": num_workers}
+  if num_evaluators:
+    roles["evaluator"] = num_evaluators
+  return {r: n for r, n in roles.items() if n > 0}
+
+
+def primary_roles(approach: str) -> tuple[str, ...]:
+  """Roles the job waits for; the others are servers stopped once these finish."""
+  return ("chief", "evaluator") if approach in ("ps", "fedavg") else ("worker",)
+
+
+def assign_addresses(roles: Mapping[str, int], host: str,
+                     port_fn: Callable[[], int]) -> dict[str, tuple[str, ...]]:
+  """host:port for every task, in role order; ports come from `port_fn` (e.g. portpicker)."""
+  return {role: tuple(f"{host}:{port_fn()}" for _ in range(n)) for role, n in roles.items()}
+
+
+def make_tf_config(cluster: Mapping[str, Sequence[str]], role: str, index: int) -> str:
+  """The TF_CONFIG of one task. An evaluator is not part of the cluster spec (TF requires
+  this: with it inside, ClusterCoordinator hangs on some TF versions)."""
+  spec = {r: list(a) for r, a in cluster.items() if r != "evaluator"}
+  return json.dumps({"cluster": spec, "task": {"type": role, "index": index}}, sort_keys=True)
+
+
+def assign_gpus(task_names: Sequence[str], num_gpus: int, gpus_per_worker: int) -> dict[str, str]:
+  """Round-robin CUDA_VISIBLE_DEVICES for compute tasks; '' (no GPU) when there are none.
+
+  With 4 GPUs and 1 per worker: worker:0 -> "0", worker:1 -> "1", ... wrapping
+  around when there are more tasks than GPUs.
+  """
+  if gpus_per_worker < 0:
+    raise ValueError(f"--gpus_per_worker must be >= 0, got {gpus_per_worker}")
+  if num_gpus == 0 or gpus_per_worker == 0:
+    return {name: "" for name in task_names}
+  if gpus_per_worker > num_gpus:
+    raise ValueError(f"--gpus_per_worker={gpus_per_worker} but only {num_gpus} GPU(s) visible")
+  out = {}
+  for i, name in enumerate(task_names):
+    first = i * gpus_per_worker
+    out[name] = ",".join(str((first + k) % num_gpus) for k in range(gpus_per_worker))
+  return out
+
+
+def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
+              trainer_argv: Sequence[str], port_fn: Callable[[], int], num_ps: int = 0,
+              num_evaluators: int = 0, host: str = "localhost", num_gpus: int = 0,
+              gpus_per_worker: int = 1, python: str = sys.executable,
+              base_env: Mapping[str, str] | None = None) -> Plan:
+  """The whole launch, as values. `base_env` holds extra variables for every task."""
+  roles = cluster_roles(approach, num_workers, num_ps, num_evaluators)
+  cluster = assign_addresses(roles, host, port_fn)
+  ordered = [(r, i) for r, n in roles.items() for i in range(n)]
+  compute = [f"{r}:{i}" for r, i in ordered if r in COMPUTE_ROLES]
+  gpus = assign_gpus(compute, num_gpus, gpus_per_worker)
+  primaries = primary_roles(approach)
+  module = TRAINER_MODULES[approach]
+  tasks = []
+  for role, index in ordered:
+    name = f"{role}:{index}"
+    env = dict(base_env or {})
+    env.update({
+        "TF_CONFIG": make_tf_config(cluster, role, index),
+        "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps/evaluator tasks: CPU only
+        "PYTHONUNBUFFERED": "1",
+        "TFDIST_RUN_ID": run_id,  # lets tests find every process of a run
+    })
+    tasks.append(Task(
+        role=role, index=index, address=cluster[role][index], tf_config=env["TF_CONFIG"],
+        env=env, log_path=os.path.join(run_dir, "logs", f"{role}_{index}.log"),
+        argv=(python, "-m", module, f"--run_dir={run_dir}", *trainer_argv),
+        primary=role in primaries))
+  return Plan(approach, run_dir, run_id, cluster, tuple(tasks))

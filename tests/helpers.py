@@ -1,0 +1,112 @@
+"""Test helpers: bounded launcher runs and the no-survivor check."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TFDS = os.path.join(os.path.dirname(REPO), "shared", "data", "tensorflow_datasets")
+TAG_VAR = "TFDIST_TEST_TAG"
+
+
+def tfds_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR") or SHARED_TFDS
+
+
+def base_env(tag: str) -> dict:
+  env = dict(os.environ)
+  env.update({TAG_VAR: tag, "TFDS_DATA_DIR": tfds_dir(), "TF_CPP_MIN_LOG_LEVEL": "2",
+              "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO})
+  return env
+
+
+def tagged_pids(tag: str) -> list[tuple[int, str]]:
+  """Every live process whose environment carries `tag` (children inherit it)."""
+  found = []
+  needle = f"{TAG_VAR}={tag}".encode()
+  for pid in os.listdir("/proc"):
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        if needle in f.read().split(b"\0"):
+          with open(f"/proc/{pid}/cmdline", "rb") as c:
+            found.append((int(pid), c.read().replace(b"\0", b" ").decode(errors="replace")))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+      continue
+  return found
+
+
+def assert_no_survivors(tag: str, wait_s: float = 5.0) -> None:
+  """Fails (after killing them) if any process of the tagged run is still alive."""
+  deadline = time.monotonic() + wait_s
+  left = tagged_pids(tag)
+  while left and time.monotonic() < deadline:
+    time.sleep(0.2)
+    left = tagged_pids(tag)
+  for pid, _ in left:
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  assert not left, f"processes survived the run: {left}"
+
+
+class Launch:
+  """A launcher subprocess with a tag on its environment and a hard time bound."""
+
+  def __init__(self, args: list[str], timeout_s: float, module: str = "launch.local",
+               env: dict | None = None):
+    self.tag = uuid.uuid4().hex
+    self.timeout_s = timeout_s
+    self.started = time.monotonic()
+    full_env = base_env(self.tag)
+    full_env.update(env or {})
+    self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+    self.lines: list[tuple[float, str]] = []  # (monotonic arrival time, line)
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+    self.ended: float | None = None
+
+  def _read(self) -> None:
+    for line in self.proc.stdout:
+      self.lines.append((time.monotonic(), line))
+
+  @property
+  def output(self) -> str:
+    return "".join(line for _, line in self.lines)
+
+  def first_time(self, text: str) -> float | None:
+    """When the first line containing `text` arrived (monotonic), or None."""
+    return next((t for t, line in self.lines if text in line), None)
+
+  def wait(self) -> tuple[int, str, float]:
+    """Returns (exit code, output, seconds); kills everything and fails past the bound."""
+    try:
+      self.proc.wait(timeout=self.timeout_s)
+    except subprocess.TimeoutExpired:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+      for pid, _ in tagged_pids(self.tag):
+        os.kill(pid, signal.SIGKILL)
+      self.proc.wait()
+      self._reader.join(timeout=5)
+      raise AssertionError(f"launcher ran past {self.timeout_s}s; output tail:\n"
+                           f"{self.output[-3000:]}")
+    self.ended = time.monotonic()
+    self._reader.join(timeout=5)
+    return self.proc.returncode, self.output, self.ended - self.started
+
+
+def run_launcher(args: list[str], timeout_s: float, **kw) -> tuple[int, str, float]:
+  """Runs the launcher to completion, then asserts that none of its processes survived."""
+  launch = Launch(args, timeout_s, **kw)
+  try:
+    return launch.wait()
+  finally:
+    assert_no_survivors(launch.tag)

@@ -1,0 +1,30 @@
+"""The all-reduce trainer run in-process (single worker) on synthetic data."""
+
+import json
+
+from trainers import allreduce
+from trainers.cluster import SINGLE_PROCESS
+from trainers.config import TrainConfig
+from trainers.outputs import REQUIRED_SUMMARY_KEYS
+
+
+def test_single_process_run_learns_and_writes_the_output_contract(tmp_path):
+  cfg = TrainConfig(approach="allreduce", dataset="synthetic", synthetic_examples=2000,
+                    batch_size=32, epochs=2, log_every=20, run_dir=str(tmp_path))
+  summary = allreduce.run(allreduce.AllReduceConfig(cfg), SINGLE_PROCESS,
+                          flag_values={"epochs": 2})
+  for key in REQUIRED_SUMMARY_KEYS:
+    assert key in summary
+  assert summary["num_workers"] == 1 and summary["epochs"] == 2
+  assert summary["steps"] == 2 * (2000 // 32)
+  assert summary["test_accuracy"] > 0.9  # synthetic classes are separable
+  assert json.loads((tmp_path / "summary.json").read_text())["test_accuracy"] == \
+      summary["test_accuracy"]
+  assert json.loads((tmp_path / "config.json").read_text()) == {"epochs": 2}
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  epochs = [r for r in records if r["kind"] == "epoch"]
+  assert [r["epoch"] for r in epochs] == [1, 2]
+  assert all({"time", "loss", "accuracy", "examples_per_sec", "test_accuracy"} <= set(r)
+             for r in epochs)
+  assert any(r["kind"] == "step" for r in records)
+  assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

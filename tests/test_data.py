@@ -1,0 +1,75 @@
+"""The shared data path: sharding, synthetic data, offline TFDS loading and its errors."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests import helpers
+from trainers import data
+
+
+@pytest.mark.parametrize("n,shards", [(60000, 2), (10, 3), (7, 7)])
+def test_shards_are_disjoint_complete_and_balanced(n, shards):
+  parts = [data.shard_indices(n, shards, i, seed=5) for i in range(shards)]
+  together = np.concatenate(parts)
+  assert len(together) == n and len(np.unique(together)) == n
+  assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_sharding_is_reproducible_from_the_seed_and_changes_with_it():
+  a = data.shard_indices(1000, 2, 0, seed=1)
+  assert np.array_equal(a, data.shard_indices(1000, 2, 0, seed=1))
+  assert not np.array_equal(a, data.shard_indices(1000, 2, 0, seed=2))
+  with pytest.raises(ValueError):
+    data.shard_indices(10, 2, 2, seed=0)
+
+
+def test_train_order_is_reproducible_from_the_seed():
+  arr = data.synthetic_split("train", 200)
+  first = lambda s: next(iter(data.train_dataset(arr, 50, seed=s)))[1].numpy()
+  assert np.array_equal(first(3), first(3))
+  assert not np.array_equal(first(3), first(4))
+
+
+def test_synthetic_has_mnist_shapes_and_is_learnable_by_nearest_class_mean():
+  train, test = data.synthetic_split("train", 2000), data.synthetic_split("test", 500)
+  assert train.x.shape == (2000, 28, 28, 1) and train.x.dtype == np.float32
+  assert set(np.unique(train.y)) == set(range(10))
+  means = np.stack([train.x[train.y == c].mean(0) for c in range(10)])
+  dists = ((test.x[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
+  assert (dists.argmin(1) == test.y).mean() > 0.9  # learnable...
+  assert (test.x.std() > 0.5)  # ...but noisy, not a copy of the prototypes
+
+
+def test_eval_dataset_covers_the_whole_split_once():
+  arr = data.synthetic_split("test", 2500)
+  assert sum(int(y.shape[0]) for _, y in data.eval_dataset(arr, 1000)) == 2500
+
+
+def test_real_mnist_loads_offline(mnist_dir):
+  test = data.load_split("mnist", "test", mnist_dir)
+  assert test.x.shape == (10000, 28, 28, 1) and len(np.unique(test.y)) == 10
+  assert abs(float(test.x.mean())) < 0.05  # standardised
+
+
+def test_missing_dataset_is_one_clear_line_without_network_stall(tmp_path):
+  start = time.monotonic()
+  with pytest.raises(data.DataError) as e:
+    data.load_split("mnist", "train", str(tmp_path))
+  msg = str(e.value)
+  assert time.monotonic() - start < 20
+  assert "\n" not in msg and "mnist" in msg and str(tmp_path) in msg and "--data_dir" in msg
+
+
+def test_trainer_with_missing_data_exits_nonzero_with_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "trainers.allreduce", f"--data_dir={tmp_path}",
+       f"--run_dir={tmp_path / 'run'}"], cwd=helpers.REPO, env=helpers.base_env("data"),
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and str(tmp_path) in errors[0]
+  assert "Traceback" not in proc.stderr

@@ -1,0 +1,22 @@
+"""Real-MNIST accuracy, one test per approach (the slow ones; a few tens of seconds each)."""
+
+import json
+
+import pytest
+
+from tests import helpers
+
+pytestmark = [pytest.mark.mnist, pytest.mark.multiprocess]
+
+
+def test_allreduce_two_workers_mlp_reaches_97_percent(tmp_path, mnist_dir):
+  # One epoch of the seed's tanh MLP lands at 96.7-97.1 % (see BENCHMARKS.md);
+  # two epochs give the 97 % bar a margin instead of a coin flip.
+  code, out, _ = helpers.run_launcher(
+      ["--approach=allreduce", "--num_workers=2", f"--run_dir={tmp_path}", "--timeout=500",
+       "--", "--model=mlp", "--epochs=2", f"--data_dir={mnist_dir}"], timeout_s=600)
+  assert code == 0, out[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["dataset"] == "mnist" and summary["num_workers"] == 2
+  assert summary["examples_processed"] == 2 * 468 * 128  # disjoint halves, every epoch
+  assert summary["test_accuracy"] >= 0.97, summary

@@ -1,0 +1,23 @@
+import pytest
+
+from models import build_model, model_names
+
+
+@pytest.mark.parametrize("name,params", [
+    ("fedavg_2nn", 199_210),    # McMahan et al. 2017
+    ("fedavg_cnn", 1_663_370),  # McMahan et al. 2017
+    ("mlp", 784 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 128 + 128 + 128 * 10 + 10),
+    ("cnn", (25 * 10 + 10) + (250 * 20 + 20) + (320 * 50 + 50) + (50 * 10 + 10)),
+])
+def test_parameter_counts(name, params):
+  model = build_model(name)
+  assert model.count_params() == params
+  assert model.output_shape == (None, 10)
+  assert not model._is_compiled  # pylint: disable=protected-access  # builders return uncompiled models
+
+
+def test_unknown_model_lists_the_valid_ones():
+  with pytest.raises(ValueError) as e:
+    build_model("resnet")
+  for name in model_names():
+    assert name in str(e.value)

@@ -1,0 +1,115 @@
+"""Pure launcher planning: roles, TF_CONFIG, ports, GPUs, logs; and the CLI's usage errors."""
+
+import io
+import itertools
+import json
+
+import pytest
+
+from launch import local, plan
+
+
+def _ports(start=20000):
+  counter = itertools.count(start)
+  return lambda: next(counter)
+
+
+def _plan(approach="allreduce", n=2, **kw):
+  return plan.make_plan(approach, n, "/runs/x", "rid", ["--epochs=1"], _ports(), **kw)
+
+
+def test_allreduce_plan_has_one_worker_task_per_worker_with_its_own_tf_config():
+  p = _plan(n=3)
+  assert [t.name for t in p.tasks] == ["worker:0", "worker:1", "worker:2"]
+  assert p.cluster == {"worker": ("localhost:20000", "localhost:20001", "localhost:20002")}
+  for i, t in enumerate(p.tasks):
+    cfg = json.loads(t.tf_config)
+    assert cfg == {"cluster": {"worker": list(p.cluster["worker"])},
+                   "task": {"type": "worker", "index": i}}
+    assert t.env["TF_CONFIG"] == t.tf_config
+    assert t.env["TFDIST_RUN_ID"] == "rid"
+    assert t.primary
+    assert t.log_path == f"/runs/x/logs/worker_{i}.log"
+    assert t.argv[1:] == ("-m", "trainers.allreduce", "--run_dir=/runs/x", "--epochs=1")
+
+
+def test_ps_plan_has_chief_workers_and_ps_and_waits_only_for_the_chief():
+  p = _plan("ps", 2, num_ps=2)
+  assert [t.name for t in p.tasks] == ["chief:0", "worker:0", "worker:1", "ps:0", "ps:1"]
+  assert [t.primary for t in p.tasks] == [True, False, False, False, False]
+  assert len({t.address for t in p.tasks}) == 5
+
+
+def test_evaluator_is_planned_but_kept_out_of_the_cluster_spec():
+  p = _plan("ps", 1, num_ps=1, num_evaluators=1)
+  evaluator = p.tasks[-1]
+  assert evaluator.name == "evaluator:0"
+  cfg = json.loads(evaluator.tf_config)
+  assert "evaluator" not in cfg["cluster"] and cfg["task"]["type"] == "evaluator"
+  assert all("evaluator" not in json.loads(t.tf_config)["cluster"] for t in p.tasks)
+
+
+def test_fedavg_with_zero_workers_is_a_single_chief():
+  p = _plan("fedavg", 0)
+  assert [t.name for t in p.tasks] == ["chief:0"]
+
+
+@pytest.mark.parametrize("approach,n,kw,match", [
+    ("allreduce", 0, {}, "--num_workers"),
+    ("ps", 2, {"num_ps": 0}, "--num_ps"),
+    ("nope", 2, {}, "Unrecognized approach"),
+])
+def test_invalid_plans_name_the_flag(approach, n, kw, match):
+  with pytest.raises(ValueError, match=match):
+    _plan(approach, n, **kw)
+
+
+def test_gpus_round_robin_one_per_worker():
+  names = [f"worker:{i}" for i in range(5)]
+  assert plan.assign_gpus(names, 4, 1) == {
+      "worker:0": "0", "worker:1": "1", "worker:2": "2", "worker:3": "3", "worker:4": "0"}
+  assert plan.assign_gpus(names[:2], 4, 2) == {"worker:0": "0,1", "worker:1": "2,3"}
+
+
+def test_no_gpus_means_empty_cuda_visible_devices_everywhere():
+  p = _plan(n=2, num_gpus=0)
+  assert [t.env["CUDA_VISIBLE_DEVICES"] for t in p.tasks] == ["", ""]
+  with pytest.raises(ValueError, match="gpus_per_worker"):
+    plan.assign_gpus(["worker:0"], 1, 2)
+
+
+def test_ps_tasks_get_no_gpu():
+  p = _plan("ps", 2, num_ps=1, num_gpus=2)
+  gpus = {t.name: t.env["CUDA_VISIBLE_DEVICES"] for t in p.tasks}
+  assert gpus == {"chief:0": "0", "worker:0": "1", "worker:1": "0", "ps:0": ""}
+
+
+def test_planning_does_not_touch_the_parent_environment(monkeypatch):
+  import os
+  before = dict(os.environ)
+  _plan(n=2)
+  assert dict(os.environ) == before
+
+
+def test_dry_run_prints_every_tf_config_and_starts_nothing(tmp_path):
+  out = io.StringIO()
+  code = local.main(["launch", "--num_workers=2", f"--run_dir={tmp_path}", "--dry_run", "--",
+                     "--dataset=synthetic"], console=out)
+  assert code == 0
+  text = out.getvalue()
+  assert text.count("TF_CONFIG=") == 2 and '"index": 1' in text
+  assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--approach=bogus"], "approach"),
+    (["--num_workers=0"], "--num_workers"),
+    (["--", "--no_such_flag=1"], "no_such_flag"),
+    (["--", "--batch_size=abc"], "batch_size"),
+    (["--", "--run_dir=/tmp/x"], "--run_dir"),
+])
+def test_usage_errors_exit_2_with_one_line(capsys, argv, needle):
+  code = local.main(["launch", *argv])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert len(err.splitlines()) == 1 and needle in err

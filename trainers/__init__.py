@@ -1,0 +1,1 @@
+"""Trainers for the four distributed approaches, plus the path they share."""

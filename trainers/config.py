@@ -1,0 +1,57 @@
+"""Frozen, validated configuration shared by every trainer, built from flags at the edge."""
+
+import dataclasses
+import re
+
+from absl import flags
+
+from trainers.errors import ConfigError
+from trainers.outputs import default_run_dir
+
+_TASK_RE = re.compile(r"^(chief|worker|ps|evaluator):\d+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """What every approach needs; invalid values raise ConfigError naming the flag."""
+  approach: str
+  dataset: str = "mnist"
+  data_dir: str | None = None
+  synthetic_examples: int = 6000
+  model: str = "mlp"
+  batch_size: int = 64
+  epochs: int = 1
+  steps_per_epoch: int | None = None
+  learning_rate: float = 2e-3
+  lr_schedule: str = "cosine"
+  optimizer: str = "adam"
+  seed: int = 42
+  run_dir: str = ""
+  log_every: int = 100
+  fail_task: str | None = None
+  fail_at_step: int | None = None
+
+  def __post_init__(self):
+    for name in ("batch_size", "epochs", "log_every", "synthetic_examples"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+      raise ConfigError(f"--steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
+    if self.fail_task is not None and not _TASK_RE.match(self.fail_task):
+      raise ConfigError(f"--fail_task must look like 'worker:1', got {self.fail_task!r}")
+    if (self.fail_task is None) != (self.fail_at_step is None):
+      raise ConfigError("--fail_task and --fail_at_step go together")
+    if not self.run_dir:
+      object.__setattr__(self, "run_dir", default_run_dir(self.approach))
+
+  @classmethod
+  def from_flags(cls, fv: flags.FlagValues, approach: str) -> "TrainConfig":
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "approach"]
+    return cls(approach=approach, **{n: fv[n].value for n in names if n in fv})
+
+
+def flag_dict(fv: flags.FlagValues) -> dict:
+  """Every flag value, for config.json."""
+  return {name: fv[name].value for name in sorted(fv)}

@@ -1,0 +1,131 @@
+"""The data path every approach shares: TFDS loading, synthetic data, sharding.
+
+Datasets are read once into memory (MNIST-sized sets are ~50 MB as float32), so
+sharding is by example index, not by file: the prepared splits are one tfrecord
+file each, which tf.distribute's FILE auto-shard policy cannot split.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from trainers.errors import DataError  # pylint: disable=unused-import  # re-exported
+
+SYNTHETIC = "synthetic"
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+# Inputs are standardised with MNIST's pixel mean and std (as the seed's PyTorch
+# example does): zero-centred inputs make the tanh MLP train markedly faster.
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+
+
+def standardize(pixels01: np.ndarray) -> np.ndarray:
+  return ((pixels01 - PIXEL_MEAN) / PIXEL_STD).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrays:
+  """One split in memory: standardised float32 images (see PIXEL_MEAN), int32 labels."""
+  x: np.ndarray
+  y: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+  def take(self, indices: np.ndarray) -> "Arrays":
+    return Arrays(self.x[indices], self.y[indices])
+
+
+def synthetic_split(split: str, num_examples: int | None = None, seed: int = 0) -> Arrays:
+  """A learnable 28x28x1 10-class set: one fixed random pattern per class plus noise.
+
+  Class prototypes are the same for every split (seed 1234) so a model trained on
+  `train` generalises to `test`; the noise depends on the split and `seed`.
+  """
+  protos = np.random.default_rng(1234).uniform(0.0, 1.0, (NUM_CLASSES,) + IMAGE_SHAPE)
+  n = num_examples or (6000 if split == "train" else 1000)
+  rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+  y = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+  x = 0.5 * protos[y] + 0.5 * rng.uniform(0.0, 1.0, (n,) + IMAGE_SHAPE)
+  return Arrays(standardize(x), y)
+
+
+def _tfds_offline():
+  """Imports tensorflow_datasets with its GCS probing switched off."""
+  # With a prepared copy on disk TFDS needs no network, but it may still probe
+  # GCS (and trigger Google auth) for metadata; this is TFDS's documented way to
+  # stop that, so an offline run never stalls on a connection attempt.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+  return tfds
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+  """The directory TFDS will search: --data_dir, else $TFDS_DATA_DIR, else TFDS's default."""
+  if data_dir:
+    return os.path.abspath(os.path.expanduser(data_dir))
+  env = os.environ.get("TFDS_DATA_DIR")
+  if env:
+    return os.path.abspath(os.path.expanduser(env))
+  return os.path.expanduser("~/tensorflow_datasets")
+
+
+def load_split(dataset: str, split: str, data_dir: str | None = None,
+               synthetic_examples: int | None = None) -> Arrays:
+  """Loads `split` ("train" or "test") of `dataset` fully into memory.
+
+  Raises DataError (one line: the dataset, the directory searched, the fix) when
+  a TFDS dataset is unknown, not prepared offline, or not 28x28x1 with 10 classes.
+  """
+  if dataset == SYNTHETIC:
+    return synthetic_split(split, synthetic_examples)
+  tfds = _tfds_offline()
+  searched = resolve_data_dir(data_dir)
+  try:
+    builder = tfds.builder(dataset, data_dir=searched)
+  except Exception as e:  # DatasetNotFoundError and friends
+    raise DataError(f"unknown dataset {dataset!r}: {str(e).splitlines()[0]}") from e
+  if not builder.is_prepared():
+    raise DataError(
+        f"dataset {dataset!r} is not prepared in {searched} and this machine cannot "
+        f"download it; point --data_dir (or TFDS_DATA_DIR) at a directory holding "
+        f"{dataset}/<version>/, e.g. ../shared/data/tensorflow_datasets")
+  image = builder.info.features["image"]
+  label = builder.info.features["label"]
+  if tuple(image.shape) != IMAGE_SHAPE or label.num_classes != NUM_CLASSES:
+    raise DataError(f"dataset {dataset!r} has images {tuple(image.shape)} and "
+                    f"{label.num_classes} classes; the suite needs 28x28x1 with 10")
+  x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+  return Arrays(standardize(x.astype(np.float32) / 255.0), y.astype(np.int32))
+
+
+def shard_indices(num_examples: int, num_shards: int, shard: int, seed: int) -> np.ndarray:
+  """Indices of shard `shard` of `num_shards`: a seeded permutation dealt round-robin.
+
+  The shards are disjoint, together cover every example, and differ in size by
+  at most one. Every worker computes the same permutation from `seed`.
+  """
+  if not 0 <= shard < num_shards:
+    raise ValueError(f"shard {shard} out of range for {num_shards} shards")
+  perm = np.random.default_rng(seed).permutation(num_examples)
+  return np.sort(perm[shard::num_shards])
+
+
+def train_dataset(data: Arrays, batch_size: int, seed: int, repeat: bool = True,
+                  drop_remainder: bool = True) -> tf.data.Dataset:
+  """Shuffled (reproducibly, from `seed`), batched, optionally repeated training input."""
+  ds = tf.data.Dataset.from_tensor_slices((data.x, data.y))
+  ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data: Arrays, batch_size: int = 1000) -> tf.data.Dataset:
+  """The whole split, in order, once (the last batch may be short)."""
+  return tf.data.Dataset.from_tensor_slices((data.x, data.y)).batch(batch_size).prefetch(2)

@@ -1,0 +1,70 @@
+"""Flag definitions for every trainer, importable without TensorFlow.
+
+The launcher defines the same flags into a private FlagValues to reject an
+unknown trainer flag or bad value *before* it starts any process.
+"""
+
+from absl import flags
+
+APPROACHES = ("allreduce", "ps", "gossip", "fedavg")
+MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def define_common_flags(fv: flags.FlagValues) -> None:
+  """Flags every approach shares: data, model, optimisation, outputs, fault injection."""
+  flags.DEFINE_string("dataset", "mnist", "TFDS name of a 28x28x1 10-class dataset "
+                      "(mnist, fashion_mnist, kmnist, ...) or 'synthetic'.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR, "
+                      "else TFDS's default).", flag_values=fv)
+  flags.DEFINE_integer("synthetic_examples", 6000, "Training examples of --dataset=synthetic.",
+                       flag_values=fv)
+  flags.DEFINE_enum("model", "mlp", MODELS, "Model from the models/ registry.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Batch size per worker.", flag_values=fv)
+  flags.DEFINE_integer("epochs", 1, "Training epochs.", flag_values=fv)
+  flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch "
+                       "(default: one pass over each worker's shard).", flag_values=fv)
+  flags.DEFINE_float("learning_rate", 2e-3, "Initial learning rate.", flag_values=fv)
+  flags.DEFINE_enum("lr_schedule", "cosine", ("constant", "cosine"), "Learning-rate schedule "
+                    "over the whole run (cosine: decays to 0 at the last step).", flag_values=fv)
+  flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.", flag_values=fv)
+  flags.DEFINE_integer("seed", 42, "Seed for weights, sharding and shuffling.", flag_values=fv)
+  flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<approach>-<time>).",
+                      flag_values=fv)
+  flags.DEFINE_integer("log_every", 100, "Print and record metrics every N steps.",
+                       flag_values=fv)
+  flags.DEFINE_string("fail_task", None, "Fault injection: task 'role:index' that crashes "
+                      "(exit 3) at --fail_at_step.", flag_values=fv)
+  flags.DEFINE_integer("fail_at_step", None, "Fault injection: global step at which "
+                       "--fail_task crashes.", flag_values=fv)
+
+
+def define_allreduce_flags(fv: flags.FlagValues) -> None:
+  define_common_flags(fv)
+  flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
+                    "Collective implementation for MultiWorkerMirroredStrategy.", flag_values=fv)
+
+
+_DEFINERS = {
+    "allreduce": define_allreduce_flags,
+}
+
+
+def implemented_approaches() -> tuple[str, ...]:
+  return tuple(a for a in APPROACHES if a in _DEFINERS)
+
+
+def define_flags_for(approach: str, fv: flags.FlagValues) -> None:
+  if approach not in _DEFINERS:
+    raise ValueError(f"Unrecognized --approach: {approach!r}; implemented: "
+                     f"{', '.join(implemented_approaches())}")
+  _DEFINERS[approach](fv)
+
+
+def check_trainer_argv(approach: str, argv: list[str]) -> None:
+  """Parses `argv` against `approach`'s flags; raises flags.Error on a bad flag."""
+  fv = flags.FlagValues()
+  define_flags_for(approach, fv)
+  leftover = fv(["trainer"] + list(argv))
+  if len(leftover) > 1:
+    raise flags.Error(f"unexpected trainer arguments: {' '.join(leftover[1:])}")

@@ -1,0 +1,100 @@
+"""The output contract every approach writes into its run directory.
+
+    <run_dir>/config.json     every flag value
+    <run_dir>/metrics.jsonl   one JSON object per logging step / epoch / round
+    <run_dir>/tb/             TensorBoard scalars of the same records
+    <run_dir>/summary.json    the final figures (see REQUIRED_SUMMARY_KEYS)
+
+Only the task that owns the outputs (the chief) writes; others get a writer
+that does nothing, so trainer code has no `if chief` around every record.
+"""
+
+import datetime
+import json
+import math
+import numbers
+import os
+import time
+from typing import Any, Mapping
+
+REQUIRED_SUMMARY_KEYS = ("approach", "dataset", "model", "num_workers", "test_accuracy",
+                         "test_loss", "wall_time_s", "train_time_s", "examples_per_sec")
+
+
+def default_run_dir(approach: str, now: datetime.datetime | None = None) -> str:
+  stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", f"{approach}-{stamp}")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Write then rename, so a reader never sees a half-written file."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+  if hasattr(value, "item"):  # numpy scalars
+    return value.item()
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  return str(value)
+
+
+class RunWriter:
+  """Writes config, metric records (JSONL + TensorBoard) and the summary."""
+
+  def __init__(self, run_dir: str, enabled: bool = True):
+    self.run_dir = run_dir
+    self.enabled = enabled
+    self._start = time.time()
+    self._metrics = None
+    self._tb = None
+    if enabled:
+      os.makedirs(run_dir, exist_ok=True)
+      self._metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a", buffering=1)
+
+  def write_config(self, config: Mapping[str, Any]) -> None:
+    if self.enabled:
+      write_json_atomic(os.path.join(self.run_dir, "config.json"), dict(config))
+
+  def log(self, kind: str, step: int, **values: Any) -> dict:
+    """Appends one record {time, elapsed_s, kind, step, **values}; returns it."""
+    record = {"time": time.time(), "elapsed_s": round(time.time() - self._start, 3),
+              "kind": kind, "step": int(step), **values}
+    if not self.enabled:
+      return record
+    self._metrics.write(json.dumps(record, default=_jsonable) + "\n")
+    self._write_tb(kind, step, values)
+    return record
+
+  def _write_tb(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if self._tb is None:
+      # Pinned to the CPU and outside any strategy: summaries are host-side files.
+      self._tb = tf.summary.create_file_writer(os.path.join(self.run_dir, "tb"))
+    with self._tb.as_default(step=int(step)):
+      for key, value in values.items():
+        if isinstance(value, numbers.Number) and not isinstance(value, bool) \
+            and math.isfinite(float(value)):
+          tf.summary.scalar(f"{kind}/{key}", float(value))
+    self._tb.flush()
+
+  def write_summary(self, summary: Mapping[str, Any]) -> dict:
+    summary = dict(summary)
+    missing = [k for k in REQUIRED_SUMMARY_KEYS if k not in summary]
+    if missing:
+      raise ValueError(f"summary lacks required keys {missing}")
+    if self.enabled:
+      write_json_atomic(os.path.join(self.run_dir, "summary.json"), summary)
+    return summary
+
+  def close(self) -> None:
+    if self._metrics:
+      self._metrics.close()
+      self._metrics = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
