@@ -36,12 +36,13 @@ def test_train_order_is_reproducible_from_the_seed():
 
 def test_synthetic_has_mnist_shapes_and_is_learnable_by_nearest_class_mean():
   train, test = data.synthetic_split("train", 2000), data.synthetic_split("test", 500)
-  assert train.x.shape == (2000, 28, 28, 1) and train.x.dtype == np.float32
+  assert train.x.shape == (2000, 28, 28, 1) and train.x.dtype == np.uint8
   assert set(np.unique(train.y)) == set(range(10))
-  means = np.stack([train.x[train.y == c].mean(0) for c in range(10)])
-  dists = ((test.x[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
+  tx, ex = train.x.astype(np.float32) / 255, test.x.astype(np.float32) / 255
+  means = np.stack([tx[train.y == c].mean(0) for c in range(10)])
+  dists = ((ex[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
   assert (dists.argmin(1) == test.y).mean() > 0.9  # learnable...
-  assert (test.x.std() > 0.5)  # ...but noisy, not a copy of the prototypes
+  assert np.abs(ex - means[test.y]).mean() > 0.1  # ...but noisy, not copies of the prototypes
 
 
 def test_eval_dataset_covers_the_whole_split_once():
@@ -52,7 +53,13 @@ def test_eval_dataset_covers_the_whole_split_once():
 def test_real_mnist_loads_offline(mnist_dir):
   test = data.load_split("mnist", "test", mnist_dir)
   assert test.x.shape == (10000, 28, 28, 1) and len(np.unique(test.y)) == 10
-  assert abs(float(test.x.mean())) < 0.05  # standardised
+  assert test.x.dtype == np.uint8 and test.x.max() == 255
+
+
+def test_pipeline_standardises_pixels(mnist_dir):
+  test = data.load_split("mnist", "test", mnist_dir)
+  x = np.concatenate([b.numpy() for b, _ in data.eval_dataset(test)])
+  assert x.dtype == np.float32 and abs(float(x.mean())) < 0.05 and 0.9 < float(x.std()) < 1.1
 
 
 def test_missing_dataset_is_one_clear_line_without_network_stall(tmp_path):
