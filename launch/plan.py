@@ -34,6 +34,7 @@ class Task:
   log_path: str
   argv: tuple[str, ...]
   primary: bool
+  may_fail: bool = False  # the job survives this task's death (PS workers)
 
   @property
   def name(self) -> str:
@@ -54,7 +55,8 @@ class Plan:
              f"cluster {json.dumps({r: list(a) for r, a in self.cluster.items()})}"]
     for t in self.tasks:
       gpu = t.env.get("CUDA_VISIBLE_DEVICES", "")
-      lines.append(f"  {t.name:<10} {t.address:<16} {'primary' if t.primary else 'server':<8}"
+      kind = "primary" if t.primary else "server" + (" (may fail)" if t.may_fail else "")
+      lines.append(f"  {t.name:<10} {t.address:<16} {kind:<8}"
                    f" gpu={gpu or '-'} log={t.log_path}")
       lines.append(f"    TF_CONFIG={t.tf_config}")
       lines.append(f"    $ {' '.join(t.argv)}")
@@ -87,6 +89,21 @@ def cluster_roles(approach: str, num_workers: int, num_ps: int = 0,
 def primary_roles(approach: str) -> tuple[str, ...]:
   """Roles the job waits for; the others are servers stopped once these finish."""
   return ("chief", "evaluator") if approach in ("ps", "fedavg") else ("worker",)
+
+
+def tolerated_roles(approach: str) -> tuple[str, ...]:
+  """Roles whose death the job survives: the PS coordinator re-schedules a dead
+  worker's closures on the others."""
+  return ("worker",) if approach == "ps" else ()
+
+
+def approach_env(approach: str) -> dict[str, str]:
+  """Variables every task of an approach needs."""
+  if approach == "ps":
+    # Required by ParameterServerStrategy: RPCs to a dead task fail instead of
+    # retrying forever, so the coordinator can re-schedule around it.
+    return {"GRPC_FAIL_FAST": "use_caller"}
+  return {}
 
 
 def assign_addresses(roles: Mapping[str, int], host: str,
@@ -138,6 +155,7 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   for role, index in ordered:
     name = f"{role}:{index}"
     env = dict(base_env or {})
+    env.update(approach_env(approach))
     env.update({
         "TF_CONFIG": make_tf_config(cluster, role, index),
         "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps/evaluator tasks: CPU only
@@ -148,5 +166,5 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
         role=role, index=index, address=cluster[role][index], tf_config=env["TF_CONFIG"],
         env=env, log_path=os.path.join(run_dir, "logs", f"{role}_{index}.log"),
         argv=(python, "-m", module, f"--run_dir={run_dir}", *trainer_argv),
-        primary=role in primaries))
+        primary=role in primaries, may_fail=role in tolerated_roles(approach)))
   return Plan(approach, run_dir, run_id, cluster, tuple(tasks))

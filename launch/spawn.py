@@ -137,9 +137,16 @@ def run_plan(plan: Plan, timeout_s: float | None = None, console: TextIO = sys.s
   try:
     for task in plan.tasks:
       running.append(_Running(task, child_env(task, os.environ, repo_root), console, lock))
+    tolerated: set[str] = set()
     while True:
       codes = {r.task.name: r.proc.poll() for r in running}
-      failed = next((r for r in running if r.proc.returncode not in (None, 0)), None)
+      for r in running:
+        if r.task.may_fail and r.proc.returncode not in (None, 0) and r.task.name not in tolerated:
+          tolerated.add(r.task.name)
+          _print(console, lock, f"launcher: task {r.task.name} exited with code "
+                 f"{r.proc.returncode}; the job tolerates losing it and continues")
+      failed = next((r for r in running if r.proc.returncode not in (None, 0)
+                     and not r.task.may_fail), None)
       if failed is not None:
         code = failed.proc.returncode
         failed.thread.join(timeout=2.0)

@@ -110,3 +110,18 @@ def run_launcher(args: list[str], timeout_s: float, **kw) -> tuple[int, str, flo
     return launch.wait()
   finally:
     assert_no_survivors(launch.tag)
+
+
+def task_pid(tag: str, role: str, index: int) -> int | None:
+  """The pid of task role:index of a tagged run (read from its TF_CONFIG), or None."""
+  import json  # pylint: disable=g-import-not-at-top
+  for pid, _ in tagged_pids(tag):
+    try:
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+      task = json.loads(env.get(b"TF_CONFIG", b"{}")).get("task", {})
+    except (OSError, ValueError):
+      continue
+    if task.get("type") == role and task.get("index") == index:
+      return pid
+  return None

@@ -53,6 +53,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
   from models import build_model  # pylint: disable=g-import-not-at-top
   from trainers import data, keras_utils  # pylint: disable=g-import-not-at-top
   from trainers.outputs import RunWriter  # pylint: disable=g-import-not-at-top
+  from trainers.progress import Progress  # pylint: disable=g-import-not-at-top
 
   cfg = config.train
   num_workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
@@ -91,29 +92,26 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
   # BackupAndRestore: a restarted job resumes from the last finished epoch.
   # Non-chief workers must write to their own scratch dirs (TF requirement).
   backup_dir = os.path.join(cfg.run_dir, "backup") if task.is_chief else tempfile.mkdtemp()
-  progress = keras_utils.ProgressCallback(
-      writer, APPROACH, global_batch, steps_per_epoch, cfg.epochs, cfg.log_every,
-      keras_utils.make_evaluator(model_fn, test) if task.is_chief else None,
-      task.name, cfg.fail_task, cfg.fail_at_step, verbose=task.is_chief)
+  progress = Progress(writer, APPROACH, cfg.epochs, steps_per_epoch, global_batch,
+                      verbose=task.is_chief)
+  callback = keras_utils.ProgressCallback(
+      progress, cfg.log_every, keras_utils.make_evaluator(model_fn, test) if task.is_chief else None,
+      task.name, cfg.fail_task, cfg.fail_at_step)
   print(f"[{APPROACH}] {task.name}: {num_workers} worker(s), {replicas} replica(s), "
         f"global batch {global_batch}, {steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), "
         f"model {cfg.model}, dataset {cfg.dataset} ({len(train)} train / {len(test)} test)",
         flush=True)
   model.fit(dist_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, verbose=0,
-            callbacks=[tf.keras.callbacks.BackupAndRestore(backup_dir), progress])
+            callbacks=[tf.keras.callbacks.BackupAndRestore(backup_dir), callback])
 
-  test_loss, test_acc = progress.last_test
   summary = {
       "approach": APPROACH, "dataset": cfg.dataset, "model": cfg.model,
       "num_workers": num_workers, "replicas": replicas, "communication": config.communication,
       "batch_size_per_worker": cfg.batch_size, "global_batch_size": global_batch,
       "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
       "steps": int(model.optimizer.iterations.numpy()),
-      "examples_processed": progress.examples,
-      "test_accuracy": test_acc, "test_loss": test_loss,
-      "wall_time_s": time.time() - t0, "train_time_s": progress.train_time_s,
-      "examples_per_sec": progress.examples / max(progress.train_time_s, 1e-9),
-      "run_dir": os.path.abspath(cfg.run_dir),
+      "wall_time_s": time.time() - t0, "run_dir": os.path.abspath(cfg.run_dir),
+      **progress.summary_fields(),
   }
   writer.write_summary(summary)
   writer.close()

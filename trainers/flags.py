@@ -45,8 +45,24 @@ def define_allreduce_flags(fv: flags.FlagValues) -> None:
                     "Collective implementation for MultiWorkerMirroredStrategy.", flag_values=fv)
 
 
+def define_ps_flags(fv: flags.FlagValues) -> None:
+  define_common_flags(fv)
+  flags.DEFINE_enum("ps_mode", "async", ("async", "sync"), "async: every worker step updates "
+                    "the variables at once (TF's native behaviour); sync: each global step "
+                    "aggregates one gradient per worker, then applies one update.", flag_values=fv)
+  flags.DEFINE_enum("sync_aggregation", "mean", ("mean", "sum"), "How sync mode combines the "
+                    "N gradients of a global step.", flag_values=fv)
+  flags.DEFINE_integer("steps_per_closure", 10, "Async mode: training steps a worker runs per "
+                       "scheduled closure (amortises the coordinator round trip).", flag_values=fv)
+  flags.DEFINE_integer("min_shard_bytes", 256 << 10, "With several ps tasks, variables are "
+                       "partitioned into shards of at least this many bytes.", flag_values=fv)
+  flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in the run dir.",
+                    flag_values=fv)
+
+
 _DEFINERS = {
     "allreduce": define_allreduce_flags,
+    "ps": define_ps_flags,
 }
 
 

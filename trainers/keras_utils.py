@@ -2,14 +2,13 @@
 
 import os
 import sys
-import time
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from trainers.data import Arrays, eval_dataset
-from trainers.outputs import RunWriter
+from trainers.progress import Progress
 
 
 def make_optimizer(name: str, learning_rate: float, schedule: str = "constant",
@@ -74,69 +73,31 @@ def fail_if_scheduled(task_name: str, fail_task: str | None, fail_at_step: int |
 
 
 class ProgressCallback(tf.keras.callbacks.Callback):
-  """Every `log_every` steps: one progress line and one metrics record; per epoch: test eval.
+  """Drives a Progress from Keras fit: step lines every `log_every`, test eval per epoch."""
 
-  `global_batch` is the number of examples one step consumes across all workers.
-  """
-
-  def __init__(self, writer: RunWriter, label: str, global_batch: int, steps_per_epoch: int,
-               epochs: int, log_every: int, evaluate: Callable | None, task_name: str,
-               fail_task: str | None = None, fail_at_step: int | None = None,
-               verbose: bool = True):
+  def __init__(self, progress: Progress, log_every: int, evaluate: Callable | None,
+               task_name: str, fail_task: str | None = None, fail_at_step: int | None = None):
     super().__init__()
-    self.writer, self.label, self.verbose = writer, label, verbose
-    self.global_batch, self.steps_per_epoch, self.epochs = global_batch, steps_per_epoch, epochs
-    self.log_every, self.evaluate, self.task_name = max(1, log_every), evaluate, task_name
-    self.fail_task, self.fail_at_step = fail_task, fail_at_step
-    self.train_time_s = 0.0
-    self.examples = 0
-    self.last_test = (float("nan"), float("nan"))
-    self.history: list[dict] = []
+    self.progress, self.log_every, self.evaluate = progress, max(1, log_every), evaluate
+    self.task_name, self.fail_task, self.fail_at_step = task_name, fail_task, fail_at_step
 
   def _step(self) -> int:
     return int(self.model.optimizer.iterations.numpy())
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
-    self._epoch_start = self._mark = time.perf_counter()
-    self._mark_step = 0
+    self.progress.start_epoch()
 
   def on_train_batch_end(self, batch, logs=None):
-    done = batch + 1
-    step = self._step()
+    done, step = batch + 1, self._step()
     fail_if_scheduled(self.task_name, self.fail_task, self.fail_at_step, step)
-    if done % self.log_every and done != self.steps_per_epoch:
-      return
-    now = time.perf_counter()
-    steps_per_sec = (done - self._mark_step) / max(now - self._mark, 1e-9)
-    self._mark, self._mark_step = now, done
-    logs = logs or {}
-    rec = self.writer.log("step", step, epoch=self._epoch + 1, loss=float(logs.get("loss", np.nan)),
-                          accuracy=float(logs.get("accuracy", np.nan)),
-                          steps_per_sec=steps_per_sec,
-                          examples_per_sec=steps_per_sec * self.global_batch)
-    if self.verbose:
-      print(f"[{self.label}] epoch {self._epoch + 1}/{self.epochs} step {done}/"
-            f"{self.steps_per_epoch} loss {rec['loss']:.4f} acc {rec['accuracy']:.4f} "
-            f"| {rec['examples_per_sec']:.0f} ex/s", flush=True)
+    if done % self.log_every == 0 or done == self.progress.steps_per_epoch:
+      logs = logs or {}
+      self.progress.step(self._epoch + 1, done, step, logs.get("loss", np.nan),
+                         logs.get("accuracy", np.nan))
 
   def on_epoch_end(self, epoch, logs=None):
-    epoch_time = time.perf_counter() - self._epoch_start
-    self.train_time_s += epoch_time
-    self.examples += self.steps_per_epoch * self.global_batch
     logs = logs or {}
-    values = dict(epoch=epoch + 1, loss=float(logs.get("loss", np.nan)),
-                  accuracy=float(logs.get("accuracy", np.nan)), epoch_time_s=epoch_time,
-                  examples_seen=self.examples, train_time_s=self.train_time_s,
-                  examples_per_sec=self.steps_per_epoch * self.global_batch / epoch_time)
-    if self.evaluate is not None:
-      self.last_test = self.evaluate(self.model.get_weights())
-      values.update(test_loss=self.last_test[0], test_accuracy=self.last_test[1])
-    rec = self.writer.log("epoch", self._step(), **values)
-    self.history.append(rec)
-    if self.verbose:
-      test = (f" test_loss {self.last_test[0]:.4f} test_acc {self.last_test[1]:.4f}"
-              if self.evaluate is not None else "")
-      print(f"[{self.label}] epoch {epoch + 1}/{self.epochs} done in {epoch_time:.1f}s "
-            f"loss {values['loss']:.4f} acc {values['accuracy']:.4f}{test} "
-            f"| {values['examples_per_sec']:.0f} ex/s", flush=True)
+    evaluate = (lambda: self.evaluate(self.model.get_weights())) if self.evaluate else None
+    self.progress.end_epoch(epoch + 1, self._step(), logs.get("loss", np.nan),
+                            logs.get("accuracy", np.nan), evaluate)

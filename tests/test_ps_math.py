@@ -1,0 +1,47 @@
+"""Exact arithmetic of synchronous parameter-server aggregation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainers import ps_math
+
+
+def _run_one_global_step(mode):
+  var = tf.Variable([0.0, 0.0, 0.0])
+  opt = tf.keras.optimizers.SGD(learning_rate=1.0)
+  acc = ps_math.make_accumulators([var])
+  grads = [np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]), np.array([2.0, 2.0, 8.0])]
+  for g in grads:
+    ps_math.accumulate(acc, [tf.constant(g, tf.float32)])
+  assert int(opt.iterations.numpy()) == 0  # nothing applied while gradients arrive
+  ps_math.apply_and_reset(opt, acc, [var], len(grads), mode)
+  return var.numpy(), opt, acc
+
+
+def test_sum_mode_applies_exactly_one_update_equal_to_the_sum():
+  value, opt, acc = _run_one_global_step("sum")
+  np.testing.assert_array_equal(value, [-6.0, -6.0, -12.0])
+  assert int(opt.iterations.numpy()) == 1
+  np.testing.assert_array_equal(acc[0].numpy(), [0.0, 0.0, 0.0])  # cleared for the next step
+
+
+def test_mean_mode_applies_exactly_one_update_equal_to_the_mean():
+  value, opt, _ = _run_one_global_step("mean")
+  np.testing.assert_allclose(value, [-2.0, -2.0, -4.0], rtol=0, atol=1e-6)
+  assert int(opt.iterations.numpy()) == 1
+
+
+def test_unknown_aggregation_is_rejected():
+  with pytest.raises(ValueError, match="sync_aggregation"):
+    ps_math.aggregate([tf.Variable([1.0])], 1, "median")
+
+
+def test_merge_shards_rebuilds_row_partitioned_weights():
+  w = np.arange(12.0).reshape(6, 2)
+  b = np.arange(2.0)
+  merged = ps_math.merge_shards([w[:3], w[3:], b], [(6, 2), (2,)])
+  np.testing.assert_array_equal(merged[0], w)
+  np.testing.assert_array_equal(merged[1], b)
+  with pytest.raises(ValueError):
+    ps_math.merge_shards([w[:3], b], [(6, 2), (2,)])

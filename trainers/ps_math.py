@@ -1,0 +1,69 @@
+"""Synchronous parameter-server aggregation: the math, apart from any orchestration.
+
+Each global step, every worker adds its gradient into accumulators that live on
+the parameter servers; once all N have arrived, one optimizer step is applied
+with their sum (or mean) and the accumulators are cleared. These functions run
+unchanged in a plain process (tests) or inside ParameterServerStrategy closures.
+"""
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+AGGREGATIONS = ("mean", "sum")
+
+
+def make_accumulators(variables: Sequence[tf.Variable]) -> list[tf.Variable]:
+  """One zero-initialised, non-trainable accumulator per variable (created in the
+  caller's scope: under ParameterServerStrategy they are placed on the ps tasks)."""
+  return [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                      name=f"accum_{i}") for i, v in enumerate(variables)]
+
+
+def accumulate(accumulators: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) -> None:
+  """Adds one worker's gradients into the accumulators."""
+  for acc, g in zip(accumulators, grads):
+    acc.assign_add(tf.convert_to_tensor(g))
+
+
+def aggregate(accumulators: Sequence[tf.Variable], num_grads, mode: str) -> list[tf.Tensor]:
+  """The update direction: the sum of the accumulated gradients, or their mean."""
+  if mode not in AGGREGATIONS:
+    raise ValueError(f"Unrecognized --sync_aggregation: {mode!r}")
+  scale = 1.0 if mode == "sum" else 1.0 / tf.cast(num_grads, tf.float32)
+  return [tf.convert_to_tensor(a) * scale for a in accumulators]
+
+
+def apply_and_reset(optimizer: tf.keras.optimizers.Optimizer,
+                    accumulators: Sequence[tf.Variable], variables: Sequence[tf.Variable],
+                    num_grads, mode: str) -> None:
+  """Exactly one optimizer step with the aggregated gradient, then zero the accumulators."""
+  optimizer.apply_gradients(zip(aggregate(accumulators, num_grads, mode), variables))
+  for acc in accumulators:
+    acc.assign(tf.zeros(acc.shape, acc.dtype))
+
+
+def merge_shards(pieces: Sequence[np.ndarray], shapes: Sequence[tuple]) -> list[np.ndarray]:
+  """Re-joins row-partitioned variables: `pieces` (a partitioned model's weights, in
+  order) concatenated along axis 0 until each matches the next of `shapes`."""
+  out, i = [], 0
+  for shape in shapes:
+    parts, rows = [], 0
+    while rows < (shape[0] if shape else 1):
+      if i >= len(pieces):
+        raise ValueError(f"ran out of shards while rebuilding a {shape} weight")
+      piece = np.asarray(pieces[i])
+      i += 1
+      if not shape:
+        parts, rows = [piece], 1
+        break
+      parts.append(piece)
+      rows += piece.shape[0]
+    merged = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    if tuple(merged.shape) != tuple(shape):
+      raise ValueError(f"shards rebuild to {merged.shape}, expected {shape}")
+    out.append(merged)
+  if i != len(pieces):
+    raise ValueError(f"{len(pieces) - i} shard(s) left over")
+  return out
