@@ -49,6 +49,13 @@ class PSConfig:
       raise ConfigError(f"--min_shard_bytes must be >= 1, got {self.min_shard_bytes}")
 
 
+def closure_sizes(num_steps: int, per_closure: int) -> list[int]:
+  """Splits `num_steps` into closures of `per_closure` steps plus one remainder, so the
+  run takes exactly the planned number of updates."""
+  full, rest = divmod(num_steps, per_closure)
+  return [per_closure] * full + ([rest] if rest else [])
+
+
 def run_server(task: TaskInfo) -> None:
   """Worker and ps tasks: serve the cluster until the launcher stops us."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -137,14 +144,14 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
     return grads, loss
 
   @tf.function
-  def async_closure(iterator):
-    """One worker runs `steps_per_closure` steps, each applied to the ps immediately."""
+  def async_closure(iterator, num_steps):
+    """One worker runs `num_steps` steps, each applied to the ps immediately."""
     def replica_step(x, y):
       grads, loss = forward_backward(x, y)
       optimizer.apply_gradients(zip(grads, model.trainable_variables))
       return loss
     loss = tf.constant(0.0)
-    for _ in tf.range(config.steps_per_closure):
+    for _ in tf.range(num_steps):
       x, y = next(iterator)
       loss = strategy.run(replica_step, args=(x, y))
     return loss
@@ -201,9 +208,8 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
           grad_phase_s += t2 - t
           apply_phase_s += time.perf_counter() - t2
       else:
-        k = config.steps_per_closure
-        for _ in range(-(-(chunk_end - step) // k)):
-          coordinator.schedule(async_closure, args=(per_worker_iter,))
+        for n in closure_sizes(chunk_end - step, config.steps_per_closure):
+          coordinator.schedule(async_closure, args=(per_worker_iter, tf.constant(n)))
         coordinator.join()
       step = int(optimizer.iterations.numpy())
       extra = ({"grad_phase_frac": grad_phase_s / max(grad_phase_s + apply_phase_s, 1e-9)}
