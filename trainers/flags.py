@@ -60,9 +60,29 @@ def define_ps_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
 
 
+def define_gossip_flags(fv: flags.FlagValues) -> None:
+  define_common_flags(fv)
+  flags.DEFINE_enum("topology", "ring", ("ring", "torus", "exponential", "full"),
+                    "Who gossips with whom.", flag_values=fv)
+  flags.DEFINE_enum("mixing", "metropolis", ("metropolis", "uniform"),
+                    "Mixing weights (both symmetric and doubly stochastic).", flag_values=fv)
+  flags.DEFINE_integer("gossip_every", 1, "Exchange with the neighbours every K local steps.",
+                       flag_values=fv)
+  flags.DEFINE_enum("exchange", "params", ("params", "gradients"), "params: D-PSGD, average "
+                    "the models; gradients: average the gradients before each update "
+                    "(with --topology=full: the seed's decentralized all-gradient scheme).",
+                    flag_values=fv)
+  flags.DEFINE_bool("independent_init", False, "Each worker draws its own initial weights "
+                    "(seed + worker index) instead of identical replicas: shows gossip alone "
+                    "driving the replicas to consensus.", flag_values=fv)
+  flags.DEFINE_bool("resume", False, "Continue from each worker's latest checkpoint.",
+                    flag_values=fv)
+
+
 _DEFINERS = {
     "allreduce": define_allreduce_flags,
     "ps": define_ps_flags,
+    "gossip": define_gossip_flags,
 }
 
 

@@ -1,0 +1,85 @@
+"""Decentralized gossip (D-PSGD, Lian et al. 2017): topologies and mixing matrices.
+
+Pure numpy. A topology gives each worker its neighbours; a mixing rule turns it into
+a symmetric, doubly stochastic W, and one gossip step is x_i <- sum_j W_ij x_j.
+"""
+
+import math
+
+import numpy as np
+
+TOPOLOGIES = ("ring", "torus", "exponential", "full")
+MIXINGS = ("metropolis", "uniform")
+
+
+def _torus_shape(n: int) -> tuple[int, int]:
+  rows = max(r for r in range(1, int(math.isqrt(n)) + 1) if n % r == 0)
+  return rows, n // rows
+
+
+def neighbours(n: int, topology: str) -> list[list[int]]:
+  """Sorted neighbour lists (self excluded) of every worker 0..n-1."""
+  if n < 1:
+    raise ValueError(f"need at least one worker, got {n}")
+  if topology == "ring":
+    nbrs = [{(i - 1) % n, (i + 1) % n} for i in range(n)]
+  elif topology == "torus":
+    rows, cols = _torus_shape(n)  # a prime n degenerates to a ring
+    nbrs = []
+    for i in range(n):
+      r, c = divmod(i, cols)
+      nbrs.append({((r - 1) % rows) * cols + c, ((r + 1) % rows) * cols + c,
+                   r * cols + (c - 1) % cols, r * cols + (c + 1) % cols})
+  elif topology == "exponential":
+    # i talks to i +/- 2^k: degree ~2 log2(n), and consensus in O(log n) steps.
+    nbrs = [{(i + s * 2 ** k) % n for k in range(max(1, math.ceil(math.log2(n))))
+             for s in (1, -1)} for i in range(n)]
+  elif topology == "full":
+    nbrs = [set(range(n)) for _ in range(n)]
+  else:
+    raise ValueError(f"Unrecognized --topology: {topology!r}; valid: {', '.join(TOPOLOGIES)}")
+  return [sorted(s - {i}) for i, s in enumerate(nbrs)]
+
+
+def mixing_matrix(n: int, topology: str, mixing: str = "metropolis") -> np.ndarray:
+  """Symmetric, doubly stochastic W for the topology (float64)."""
+  nbrs = neighbours(n, topology)
+  deg = [len(x) for x in nbrs]
+  w = np.zeros((n, n))
+  if mixing == "metropolis":
+    for i in range(n):
+      for j in nbrs[i]:
+        w[i, j] = 1.0 / (1 + max(deg[i], deg[j]))
+  elif mixing == "uniform":
+    if len(set(deg)) != 1:
+      raise ValueError(f"--mixing=uniform needs a regular graph; {topology} with {n} workers "
+                       f"has degrees {sorted(set(deg))} (use metropolis)")
+    for i in range(n):
+      for j in nbrs[i]:
+        w[i, j] = 1.0 / (deg[i] + 1)
+  else:
+    raise ValueError(f"Unrecognized --mixing: {mixing!r}; valid: {', '.join(MIXINGS)}")
+  w[np.diag_indices(n)] = 1.0 - w.sum(axis=1)
+  return w
+
+
+def second_eigenvalue(w: np.ndarray) -> float:
+  """max(|lambda_2|, |lambda_n|): the per-step contraction of disagreement."""
+  eig = np.sort(np.abs(np.linalg.eigvalsh(w)))[::-1]
+  return float(eig[1]) if len(eig) > 1 else 0.0
+
+
+def spectral_gap(w: np.ndarray) -> float:
+  return 1.0 - second_eigenvalue(w)
+
+
+def gossip_step(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """One synchronous round for all workers at once: row i of x is worker i's vector."""
+  return w @ x
+
+
+def consensus_distance(x: np.ndarray) -> float:
+  """Relative spread of the replicas: sqrt(mean_i ||x_i - mean||^2) / ||mean||."""
+  mean = x.mean(axis=0)
+  spread = math.sqrt(float(((x - mean) ** 2).sum(axis=1).mean()))
+  return spread / max(float(np.linalg.norm(mean)), 1e-30)
