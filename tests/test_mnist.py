@@ -33,3 +33,16 @@ def test_ps_async_two_workers_one_ps_mlp_reaches_97_percent(tmp_path, mnist_dir)
   assert summary["ps_mode"] == "async" and summary["num_ps"] == 1
   assert summary["steps"] == 2 * 937
   assert summary["test_accuracy"] >= 0.97, summary
+
+
+def test_gossip_four_workers_ring_mlp_averaged_model_reaches_97_percent(tmp_path, mnist_dir):
+  # Same data budget as the all-reduce test (2 epochs at a global batch of 128).
+  code, out, _ = helpers.run_launcher(
+      ["--approach=gossip", "--num_workers=4", f"--run_dir={tmp_path}", "--timeout=500",
+       "--", "--model=mlp", "--topology=ring", "--epochs=2", "--batch_size=32",
+       "--log_every=200", f"--data_dir={mnist_dir}"], timeout_s=600)
+  assert code == 0, out[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["topology"] == "ring" and summary["num_workers"] == 4
+  assert summary["test_accuracy"] >= 0.97, summary
+  assert len(summary["worker_test_accuracy"]) == 4
