@@ -45,6 +45,14 @@ def test_synthetic_has_mnist_shapes_and_is_learnable_by_nearest_class_mean():
   assert np.abs(ex - means[test.y]).mean() > 0.1  # ...but noisy, not copies of the prototypes
 
 
+def test_finite_repeat_and_unshuffled_order():
+  arr = data.synthetic_split("train", 30)
+  batches = list(data.train_dataset(arr, 10, seed=None, repeat=2, drop_remainder=False,
+                                    shuffle=False))
+  assert len(batches) == 6
+  np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in batches[:3]]), arr.y)
+
+
 def test_eval_dataset_covers_the_whole_split_once():
   arr = data.synthetic_split("test", 2500)
   assert sum(int(y.shape[0]) for _, y in data.eval_dataset(arr, 1000)) == 2500

@@ -119,19 +119,24 @@ def shard_indices(num_examples: int, num_shards: int, shard: int, seed: int) -> 
   return np.sort(perm[shard::num_shards])
 
 
-def train_dataset(data: Arrays, batch_size: int, seed: int, repeat: bool = True,
-                  drop_remainder: bool = True) -> tf.data.Dataset:
-  """Shuffled (reproducibly, from `seed`), batched, optionally repeated training input."""
+def train_dataset(data: Arrays, batch_size: int, seed: int | None, repeat: int = -1,
+                  drop_remainder: bool = True, shuffle: bool = True) -> tf.data.Dataset:
+  """Shuffled (reproducibly, from `seed`), batched training input, repeated `repeat`
+  times (-1: forever)."""
   ds = tf.data.Dataset.from_tensor_slices((data.x, data.y))
-  return batched(ds, len(data), batch_size, seed, repeat, drop_remainder)
+  return batched(ds, len(data) if shuffle else 0, batch_size, seed, repeat, drop_remainder)
 
 
 def batched(ds: tf.data.Dataset, shuffle_buffer: int, batch_size: int, seed: int | None,
-            repeat: bool = True, drop_remainder: bool = True) -> tf.data.Dataset:
-  """shuffle -> repeat -> batch -> standardise -> prefetch, the one training pipeline."""
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
+            repeat: int = -1, drop_remainder: bool = True) -> tf.data.Dataset:
+  """shuffle -> repeat -> batch -> standardise -> prefetch, the one training pipeline.
+
+  shuffle_buffer 0 keeps the order (for exact-arithmetic tests); repeat -1 is forever.
+  """
+  if shuffle_buffer:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat != 1:
+    ds = ds.repeat(repeat)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return ds.map(standardize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -11,8 +11,8 @@ MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
-def define_common_flags(fv: flags.FlagValues) -> None:
-  """Flags every approach shares: data, model, optimisation, outputs, fault injection."""
+def define_base_flags(fv: flags.FlagValues) -> None:
+  """Flags every approach shares: data, model, seed, outputs, fault injection."""
   flags.DEFINE_string("dataset", "mnist", "TFDS name of a 28x28x1 10-class dataset "
                       "(mnist, fashion_mnist, kmnist, ...) or 'synthetic'.", flag_values=fv)
   flags.DEFINE_string("data_dir", None, "TFDS data directory (default: $TFDS_DATA_DIR, "
@@ -20,6 +20,18 @@ def define_common_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("synthetic_examples", 6000, "Training examples of --dataset=synthetic.",
                        flag_values=fv)
   flags.DEFINE_enum("model", "mlp", MODELS, "Model from the models/ registry.", flag_values=fv)
+  flags.DEFINE_integer("seed", 42, "Seed for weights, sharding and shuffling.", flag_values=fv)
+  flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<approach>-<time>).",
+                      flag_values=fv)
+  flags.DEFINE_string("fail_task", None, "Fault injection: task 'role:index' that crashes "
+                      "(exit 3) at --fail_at_step.", flag_values=fv)
+  flags.DEFINE_integer("fail_at_step", None, "Fault injection: global step (FedAvg: round) "
+                       "at which --fail_task crashes.", flag_values=fv)
+
+
+def define_common_flags(fv: flags.FlagValues) -> None:
+  """Base flags plus minibatch-SGD training flags (all approaches but FedAvg)."""
+  define_base_flags(fv)
   flags.DEFINE_integer("batch_size", 64, "Batch size per worker.", flag_values=fv)
   flags.DEFINE_integer("epochs", 1, "Training epochs.", flag_values=fv)
   flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch "
@@ -28,15 +40,8 @@ def define_common_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("lr_schedule", "cosine", ("constant", "cosine"), "Learning-rate schedule "
                     "over the whole run (cosine: decays to 0 at the last step).", flag_values=fv)
   flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.", flag_values=fv)
-  flags.DEFINE_integer("seed", 42, "Seed for weights, sharding and shuffling.", flag_values=fv)
-  flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<approach>-<time>).",
-                      flag_values=fv)
   flags.DEFINE_integer("log_every", 100, "Print and record metrics every N steps.",
                        flag_values=fv)
-  flags.DEFINE_string("fail_task", None, "Fault injection: task 'role:index' that crashes "
-                      "(exit 3) at --fail_at_step.", flag_values=fv)
-  flags.DEFINE_integer("fail_at_step", None, "Fault injection: global step at which "
-                       "--fail_task crashes.", flag_values=fv)
 
 
 def define_allreduce_flags(fv: flags.FlagValues) -> None:
@@ -79,10 +84,38 @@ def define_gossip_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
 
 
+def define_fedavg_flags(fv: flags.FlagValues) -> None:
+  define_base_flags(fv)
+  flags.DEFINE_integer("num_clients", 100, "Clients the training set is split into (K).",
+                       flag_values=fv)
+  flags.DEFINE_enum("partition", "iid", ("iid", "shards", "dirichlet"), "iid: shuffled equal "
+                    "parts; shards: McMahan et al.'s 2 label-sorted shards per client; "
+                    "dirichlet: label mix per client from Dir(--dirichlet_alpha).", flag_values=fv)
+  flags.DEFINE_float("dirichlet_alpha", 0.5, "Concentration of --partition=dirichlet.",
+                     flag_values=fv)
+  flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round (C*K).",
+                       flag_values=fv)
+  flags.DEFINE_integer("local_epochs", 1, "Local epochs per round (E).", flag_values=fv)
+  flags.DEFINE_integer("local_batch_size", 10, "Local batch size (B).", flag_values=fv)
+  flags.DEFINE_integer("rounds", 10, "Communication rounds.", flag_values=fv)
+  flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
+  flags.DEFINE_enum("server_optimizer", "sgd", ("sgd", "adam"), "Server optimizer "
+                    "(adam: FedAdam).", flag_values=fv)
+  flags.DEFINE_float("server_learning_rate", None, "Server learning rate (default: 1.0 "
+                     "for sgd, 0.01 for adam).", flag_values=fv)
+  flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
+                       "every N rounds (and after the last).", flag_values=fv)
+  flags.DEFINE_float("target_accuracy", None, "Report the first round reaching this test "
+                     "accuracy (rounds_to_target).", flag_values=fv)
+  flags.DEFINE_bool("resume", False, "Continue from the latest server-state checkpoint.",
+                    flag_values=fv)
+
+
 _DEFINERS = {
     "allreduce": define_allreduce_flags,
     "ps": define_ps_flags,
     "gossip": define_gossip_flags,
+    "fedavg": define_fedavg_flags,
 }
 
 

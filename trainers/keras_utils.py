@@ -33,14 +33,20 @@ def loss_fn() -> tf.keras.losses.Loss:
 
 def make_evaluator(model_fn: Callable[[], tf.keras.Model], test: Arrays,
                    batch_size: int = 1000) -> Callable[[list[np.ndarray]], tuple[float, float]]:
-  """Returns evaluate(weights) -> (mean loss, accuracy) over the *whole* split.
+  """Returns evaluate(weights) -> (mean loss, accuracy) over the *whole* split."""
+  score = make_scorer(model_fn, batch_size)
+  return lambda weights: score(weights, test)
+
+
+def make_scorer(model_fn: Callable[[], tf.keras.Model], batch_size: int = 1000
+                ) -> Callable[[list[np.ndarray], Arrays], tuple[float, float]]:
+  """Returns score(weights, arrays) -> (mean loss, accuracy) over every example given.
 
   It owns a plain (undistributed) copy of the model and a hand-written loop, so
   it can run inside any strategy's fit loop or after any approach's training
   without mixing strategies: every approach is scored by the same code.
   """
   model = model_fn()
-  ds = eval_dataset(test, batch_size)
   xent = tf.keras.losses.SparseCategoricalCrossentropy(
       from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
 
@@ -51,16 +57,16 @@ def make_evaluator(model_fn: Callable[[], tf.keras.Model], test: Arrays,
                                     tf.float32))
     return xent(y, logits), correct
 
-  def evaluate(weights: list[np.ndarray]) -> tuple[float, float]:
+  def score(weights: list[np.ndarray], arrays: Arrays) -> tuple[float, float]:
     model.set_weights(weights)
     total_loss = total_correct = 0.0
-    for x, y in ds:
+    for x, y in eval_dataset(arrays, batch_size):
       loss, correct = batch_stats(x, y)
       total_loss += float(loss)
       total_correct += float(correct)
-    return total_loss / len(test), total_correct / len(test)
+    return total_loss / len(arrays), total_correct / len(arrays)
 
-  return evaluate
+  return score
 
 
 def fail_if_scheduled(task_name: str, fail_task: str | None, fail_at_step: int | None,
