@@ -21,9 +21,14 @@ $(STAMP): requirements.lock setup.cfg setup.py
 	$(PY) -c "import tensorflow, tensorflow_datasets, tensorflow_federated"
 	touch $(STAMP)
 
-# The main job: 2-worker all-reduce training on MNIST.
+# The main job: all four approaches (PS async and sync) on MNIST, same model and budget,
+# then report.md / report.json / report.png in runs/compare-<time>/.
 run: venv
-	$(PY) -m launch.local --approach=allreduce --num_workers=2 --timeout=1800 -- --model=mlp --epochs=2
+	$(PY) -m launch.compare
+
+# Throughput at N = 1, 2, 4 against a single-process Keras fit; rewrites BENCHMARKS.md.
+bench: venv
+	$(PY) -m launch.bench
 
 # The whole test suite (what .ci/run calls).
 test: venv

@@ -21,6 +21,7 @@ from absl import flags
 from trainers import entry
 from trainers.cluster import TaskInfo, task_from_env
 from trainers.config import TrainConfig, flag_dict
+from trainers.errors import ConfigError
 from trainers.flags import define_allreduce_flags
 
 APPROACH = "allreduce"
@@ -30,6 +31,7 @@ APPROACH = "allreduce"
 class AllReduceConfig:
   train: TrainConfig
   communication: str = "auto"
+  plain_keras: bool = False
 
 
 def make_strategy(communication: str):
@@ -47,6 +49,11 @@ def make_strategy(communication: str):
 def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None) -> dict:
   """Trains and returns the summary dict (written to summary.json by the chief)."""
   t0 = time.time()
+  if config.plain_keras:
+    if task.num_workers > 1:
+      raise ConfigError("--plain_keras runs one process; drop it or use --num_workers=1")
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    strategy = tf.distribute.get_strategy()  # the default: no distribution at all
   strategy = strategy or make_strategy(config.communication)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -56,8 +63,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
   from trainers.progress import Progress  # pylint: disable=g-import-not-at-top
 
   cfg = config.train
-  num_workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
-      else max(task.num_workers, 1)  # pylint: disable=protected-access
+  num_workers = getattr(strategy.extended, "_num_workers", 1)  # pylint: disable=protected-access
   replicas = strategy.num_replicas_in_sync
   global_batch = cfg.batch_size * replicas
   writer = RunWriter(cfg.run_dir, enabled=task.is_chief)
@@ -105,7 +111,8 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
             callbacks=[tf.keras.callbacks.BackupAndRestore(backup_dir), callback])
 
   summary = {
-      "approach": APPROACH, "dataset": cfg.dataset, "model": cfg.model,
+      "approach": "keras_fit" if config.plain_keras else APPROACH,
+      "dataset": cfg.dataset, "model": cfg.model,
       "num_workers": num_workers, "replicas": replicas, "communication": config.communication,
       "batch_size_per_worker": cfg.batch_size, "global_batch_size": global_batch,
       "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
@@ -120,7 +127,8 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
 
 def _run_from_flags(fv: flags.FlagValues) -> None:
   # Flags and TF_CONFIG are read and validated here, before TF starts.
-  config = AllReduceConfig(TrainConfig.from_flags(fv, APPROACH), fv.communication)
+  config = AllReduceConfig(TrainConfig.from_flags(fv, APPROACH), fv.communication,
+                           fv.plain_keras)
   task = task_from_env()
   run(config, task, flag_values=flag_dict(fv))
 

@@ -87,6 +87,20 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
   """
   if dataset == SYNTHETIC:
     return synthetic_split(split, synthetic_examples)
+  tfds, builder = _prepared_builder(dataset, data_dir)
+  x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+  return Arrays(x.astype(np.uint8), y.astype(np.int32))
+
+
+def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
+  """Size of a prepared TFDS split, from its metadata (no data is read)."""
+  _, builder = _prepared_builder(dataset, data_dir)
+  return builder.info.splits[split].num_examples
+
+
+def _prepared_builder(dataset: str, data_dir: str | None):
+  """(tfds, builder) for a prepared, suite-compatible dataset, or DataError (one line:
+  the dataset, the directory searched, the fix)."""
   tfds = _tfds_offline()
   searched = resolve_data_dir(data_dir)
   try:
@@ -103,8 +117,7 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
   if tuple(image.shape) != IMAGE_SHAPE or label.num_classes != NUM_CLASSES:
     raise DataError(f"dataset {dataset!r} has images {tuple(image.shape)} and "
                     f"{label.num_classes} classes; the suite needs 28x28x1 with 10")
-  x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-  return Arrays(x.astype(np.uint8), y.astype(np.int32))
+  return tfds, builder
 
 
 def shard_indices(num_examples: int, num_shards: int, shard: int, seed: int) -> np.ndarray:

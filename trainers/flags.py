@@ -48,6 +48,8 @@ def define_allreduce_flags(fv: flags.FlagValues) -> None:
   define_common_flags(fv)
   flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
                     "Collective implementation for MultiWorkerMirroredStrategy.", flag_values=fv)
+  flags.DEFINE_bool("plain_keras", False, "Single process only: plain Keras fit with no "
+                    "tf.distribute strategy (the benchmarks' baseline).", flag_values=fv)
 
 
 def define_ps_flags(fv: flags.FlagValues) -> None:

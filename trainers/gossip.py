@@ -204,7 +204,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
     return gossip_math.consensus_distance(replicas), replicas
 
   exchanges = 0
-  step = int(step_var.numpy())
+  step = start_step = int(step_var.numpy())
   loss_sum = acc_sum = 0.0
   count = 0
   distance, _ = measure()
@@ -225,6 +225,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
           param_gossip()
       exchanges += int(gossip_now)
       step += 1
+      if step == start_step + 1:
+        progress.first_step(step)
       step_var.assign(step)
       loss_sum, acc_sum, count = loss_sum + float(loss), acc_sum + float(acc), count + 1
       keras_utils.fail_if_scheduled(task.name, cfg.fail_task, cfg.fail_at_step, step)

@@ -96,6 +96,8 @@ class ProgressCallback(tf.keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     done, step = batch + 1, self._step()
+    if step == 1:
+      self.progress.first_step(step)
     fail_if_scheduled(self.task_name, self.fail_task, self.fail_at_step, step)
     if done % self.log_every == 0 or done == self.progress.steps_per_epoch:
       logs = logs or {}

@@ -187,7 +187,7 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
         flush=True)
 
   grad_phase_s = apply_phase_s = 0.0
-  step = int(optimizer.iterations.numpy())
+  step = start_step = int(optimizer.iterations.numpy())
   while step < total_steps:
     epoch = step // steps_per_epoch + 1
     epoch_end = epoch * steps_per_epoch
@@ -211,7 +211,10 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
         for n in closure_sizes(chunk_end - step, config.steps_per_closure):
           coordinator.schedule(async_closure, args=(per_worker_iter, tf.constant(n)))
         coordinator.join()
+      first = step == start_step
       step = int(optimizer.iterations.numpy())
+      if first:
+        progress.first_step(step)
       extra = ({"grad_phase_frac": grad_phase_s / max(grad_phase_s + apply_phase_s, 1e-9)}
                if sync else {})
       progress.step(epoch, min(step, epoch_end) - (epoch - 1) * steps_per_epoch, step,

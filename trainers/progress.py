@@ -25,6 +25,10 @@ class Progress:
     self._mark = self._epoch_start = time.perf_counter()
     self._mark_step = 0
 
+  def first_step(self, global_step: int) -> None:
+    """Records when training produced its first update (start-up latency)."""
+    self.writer.log("first_step", global_step)
+
   def start_epoch(self) -> None:
     self._mark = self._epoch_start = time.perf_counter()
     self._mark_step = 0

@@ -1,0 +1,154 @@
+"""The main job: train every approach on the same model, data and example budget, then report.
+
+    python -m launch.compare                       # defaults: all five, 2 workers, MNIST
+    python -m launch.compare --approaches=allreduce,gossip --budget_examples=120000
+
+Each approach gets the same number of training examples (--budget_examples, summed
+over all workers, clients and steps) and runs through the launcher, one after the
+other; the report (report.md / report.json / report.png, fedavg_clients.png) goes
+into the compare directory, one run directory per approach beside it.
+"""
+
+import dataclasses
+import datetime
+import os
+import sys
+import time
+
+from absl import flags
+
+from launch import local
+from launch import report as report_lib
+
+APPROACHES = ("allreduce", "ps_async", "ps_sync", "gossip", "fedavg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """How one approach spends the shared example budget."""
+  approach: str          # launcher approach
+  launcher_args: tuple[str, ...]
+  trainer_args: tuple[str, ...]
+  examples: int          # examples it will actually process (<= budget, rounding down)
+  description: str
+
+
+def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
+                clients_per_round: int = 10, num_clients: int = 100,
+                local_epochs: int = 1, local_batch_size: int = 10) -> Budget:
+  """Pure: the flags that make approach `name` process `budget` examples."""
+  if name not in APPROACHES:
+    raise ValueError(f"Unrecognized approach {name!r}; valid: {', '.join(APPROACHES)}")
+  if name == "fedavg":
+    per_round = clients_per_round * (num_train // num_clients) * local_epochs
+    rounds = max(1, budget // per_round)
+    return Budget("fedavg", (f"--num_workers={num_workers}",),
+                  (f"--rounds={rounds}", f"--num_clients={num_clients}",
+                   f"--clients_per_round={clients_per_round}", f"--local_epochs={local_epochs}",
+                   f"--local_batch_size={local_batch_size}", "--eval_every=1"),
+                  rounds * per_round, f"{rounds} rounds x {per_round} examples")
+  per_step = batch_size * (1 if name == "ps_async" else num_workers)
+  steps = max(1, budget // per_step)
+  epochs = max(1, min(steps, round(budget / num_train)))
+  steps_per_epoch = max(1, steps // epochs)
+  trainer = [f"--batch_size={batch_size}", f"--epochs={epochs}",
+             f"--steps_per_epoch={steps_per_epoch}"]
+  launcher = [f"--num_workers={num_workers}"]
+  approach = name
+  if name.startswith("ps_"):
+    approach = "ps"
+    launcher.append("--num_ps=1")
+    trainer.append(f"--ps_mode={name[3:]}")
+  return Budget(approach, tuple(launcher), tuple(trainer), epochs * steps_per_epoch * per_step,
+                f"{epochs} epoch(s) x {steps_per_epoch} steps x {per_step} examples")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_list("approaches", list(APPROACHES), f"Any of {', '.join(APPROACHES)}.",
+                    flag_values=fv)
+  flags.DEFINE_integer("num_workers", 2, "Workers (FedAvg: executor services) per approach.",
+                       flag_values=fv)
+  flags.DEFINE_string("model", "cnn", "Model for every approach.", flag_values=fv)
+  flags.DEFINE_string("dataset", "mnist", "Dataset for every approach.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data directory.", flag_values=fv)
+  flags.DEFINE_integer("synthetic_examples", 6000, "Size of --dataset=synthetic.",
+                       flag_values=fv)
+  flags.DEFINE_integer("budget_examples", 180_000, "Training examples per approach "
+                       "(over all workers): 180,000 = 3 MNIST epochs.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Per-worker batch (all but FedAvg).", flag_values=fv)
+  flags.DEFINE_integer("clients_per_round", 10, "FedAvg clients per round.", flag_values=fv)
+  flags.DEFINE_float("client_learning_rate", 0.05, "FedAvg client learning rate.",
+                     flag_values=fv)
+  flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
+                      flag_values=fv)
+  flags.DEFINE_float("timeout", 1200, "Per-approach timeout, seconds.", flag_values=fv)
+
+
+def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
+  if dataset == "synthetic":
+    return synthetic_examples
+  from trainers import data  # pylint: disable=g-import-not-at-top
+  return data.num_examples(dataset, "train", data_dir)
+
+
+def main(argv: list[str] | None = None, console=sys.stdout) -> int:
+  fv = flags.FlagValues()
+  define_flags(fv)
+  try:
+    fv(sys.argv if argv is None else argv)
+    unknown = [a for a in fv.approaches if a not in APPROACHES]
+    if unknown:
+      raise flags.Error(f"unknown approach(es) {unknown}; valid: {', '.join(APPROACHES)}")
+  except flags.Error as e:
+    print(f"launch.compare: error: {e}", file=sys.stderr)
+    return 2
+  from trainers.errors import DataError  # pylint: disable=g-import-not-at-top
+  try:
+    num_train = num_train_examples(fv.dataset, fv.data_dir, fv.synthetic_examples)
+  except DataError as e:
+    print(f"launch.compare: error: {e}", file=sys.stderr)
+    return 1
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
+  common = [f"--model={fv.model}", f"--dataset={fv.dataset}",
+            f"--synthetic_examples={fv.synthetic_examples}"]
+  if fv.data_dir:
+    common.append(f"--data_dir={fv.data_dir}")
+  plans = [plan_budget(a, fv.budget_examples, num_train, fv.num_workers, fv.batch_size,
+                       fv.clients_per_round) for a in fv.approaches]
+  print(f"compare: {len(plans)} approach(es), model {fv.model}, dataset {fv.dataset}, "
+        f"budget {fv.budget_examples} examples each, {fv.num_workers} workers; in {root}",
+        file=console, flush=True)
+  done, failed = [], []
+  for i, (name, plan) in enumerate(zip(fv.approaches, plans), 1):
+    run_dir = os.path.join(root, name)
+    extra = [f"--client_learning_rate={fv.client_learning_rate}"] if name == "fedavg" else []
+    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args,
+            f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
+            *plan.trainer_args, *extra]
+    print(f"compare: [{i}/{len(plans)}] {name}: {plan.description} "
+          f"({plan.examples} examples) ...", file=console, flush=True)
+    t = time.time()
+    code = local.main(argv, console=console)
+    status = "ok" if code == 0 else f"FAILED (exit {code})"
+    print(f"compare: [{i}/{len(plans)}] {name}: {status} in {time.time() - t:.0f}s",
+          file=console, flush=True)
+    (done if code == 0 else failed).append(run_dir if code == 0 else name)
+  if done:
+    preamble = (f"Model `{fv.model}`, dataset `{fv.dataset}`, {fv.num_workers} workers, "
+                f"budget {fv.budget_examples} training examples per approach:\n\n" +
+                "\n".join(f"- {n}: {p.description} = {p.examples} examples"
+                          for n, p in zip(fv.approaches, plans)))
+    rows = report_lib.build_report(done, root, title="Four ways to distribute MNIST training",
+                                   preamble=preamble)
+    print(report_lib.markdown(rows, "Comparison"), file=console)
+    print(f"compare: report in {root}/report.md, report.json, report.png", file=console,
+          flush=True)
+  if failed:
+    print(f"compare: failed: {', '.join(failed)}", file=console, flush=True)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,88 @@
+"""The report builder on recorded run directories, budget planning, and a small compare run."""
+
+import json
+
+import pytest
+
+from launch import compare, report
+from tests import helpers
+
+
+def _write_run(path, summary, records):
+  path.mkdir(parents=True)
+  (path / "summary.json").write_text(json.dumps(summary))
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def recorded(tmp_path):
+  base = {"dataset": "mnist", "model": "mlp", "test_loss": 0.1, "train_time_s": 10.0,
+          "examples_per_sec": 1000.0, "examples_processed": 10000}
+  _write_run(tmp_path / "ar", {**base, "approach": "allreduce", "num_workers": 2,
+                               "test_accuracy": 0.981, "wall_time_s": 20.0},
+             [{"kind": "step", "step": 1, "elapsed_s": 1.0},
+              {"kind": "epoch", "step": 5, "elapsed_s": 8.0, "examples_seen": 5000,
+               "test_accuracy": 0.972},
+              {"kind": "epoch", "step": 10, "elapsed_s": 15.0, "examples_seen": 10000,
+               "test_accuracy": 0.981}])
+  _write_run(tmp_path / "fa", {**base, "approach": "fedavg", "num_workers": 0, "rounds": 2,
+                               "clients_per_round": 2, "num_clients": 4, "local_epochs": 1,
+                               "local_batch_size": 10, "partition": "iid",
+                               "bytes_uploaded_per_round": 800, "test_accuracy": 0.95,
+                               "wall_time_s": 30.0},
+             [{"kind": "round", "step": r, "round": r, "elapsed_s": 10.0 * r, "examples": 100,
+               "test_accuracy": 0.9 + 0.05 * (r - 1),
+               "clients": [{"client": c, "loss": 1.0 / r, "accuracy": 0.5, "examples": 50}
+                           for c in (r, r + 1)]} for r in (1, 2)])
+  _write_run(tmp_path / "go", {**base, "approach": "gossip", "num_workers": 4,
+                               "topology": "ring", "degree": 2, "consensus_distance": 0.01,
+                               "bytes_sent_per_worker": 5e6, "test_accuracy": 0.96,
+                               "wall_time_s": 25.0}, [])
+  return tmp_path
+
+
+def test_rows_hold_the_figures(recorded):
+  rows = report.build_report([str(recorded / d) for d in ("ar", "fa", "go")], str(recorded))
+  ar, fa, go = rows
+  assert ar["approach"] == "allreduce" and ar["test_accuracy"] == 0.981
+  assert ar["time_to_97_s"] == 8.0 and ar["time_to_98_s"] == 15.0
+  assert fa["time_to_97_s"] is None and fa["bytes_per_worker"] == 800 * 2 / 4
+  assert go["approach"] == "gossip/ring" and go["bytes_per_worker"] == 5e6
+  assert "consensus distance 1.00e-02" in go["notes"]
+  md = (recorded / "report.md").read_text()
+  assert "| allreduce | 2 | 98.10% |" in md and "| gossip/ring | 4 | 96.00% |" in md
+  data = json.loads((recorded / "report.json").read_text())
+  assert [r["approach"] for r in data["rows"]] == ["allreduce", "fedavg", "gossip/ring"]
+  for png in ("report.png", "fedavg_clients.png"):
+    assert (recorded / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_cli_needs_run_dirs(tmp_path, capsys):
+  assert report.main(["report", str(tmp_path)]) == 2
+  assert "summary.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("allreduce", 120_000), ("ps_async", 120_000), ("ps_sync", 120_000), ("gossip", 120_000),
+    ("fedavg", 120_000)])
+def test_every_approach_gets_the_same_example_budget(name, expected):
+  plan = compare.plan_budget(name, 120_000, 60_000, num_workers=2, batch_size=64)
+  assert abs(plan.examples - expected) <= 2 * 64 * 2  # rounding to whole steps only
+  if name == "fedavg":
+    assert "--rounds=20" in plan.trainer_args
+  if name == "ps_async":
+    assert "--steps_per_epoch=937" in plan.trainer_args and "--epochs=2" in plan.trainer_args
+
+
+@pytest.mark.multiprocess
+def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
+  code, out, _ = helpers.run_launcher(
+      ["--approaches=allreduce,gossip", "--dataset=synthetic", "--synthetic_examples=1024",
+       "--model=mlp", "--budget_examples=2048", "--batch_size=32", f"--run_dir={tmp_path}",
+       "--timeout=200"], timeout_s=400, module="launch.compare")
+  assert code == 0, out[-3000:]
+  assert "compare: [1/2] allreduce" in out and "compare: [2/2] gossip: ok" in out
+  rows = json.loads((tmp_path / "report.json").read_text())["rows"]
+  assert [r["approach"] for r in rows] == ["allreduce", "gossip/ring"]
+  assert all(r["examples_processed"] == 2048 for r in rows)
+  assert (tmp_path / "report.png").exists() and (tmp_path / "report.md").exists()
