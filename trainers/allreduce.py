@@ -32,6 +32,11 @@ class AllReduceConfig:
   train: TrainConfig
   communication: str = "auto"
   plain_keras: bool = False
+  steps_per_execution: int = 10
+
+  def __post_init__(self):
+    if self.steps_per_execution < 1:
+      raise ConfigError(f"--steps_per_execution must be >= 1, got {self.steps_per_execution}")
 
 
 def make_strategy(communication: str):
@@ -89,7 +94,8 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
     model = model_fn()
     model.compile(optimizer=keras_utils.make_optimizer(cfg.optimizer, cfg.learning_rate,
                                                        cfg.lr_schedule, steps_per_epoch * cfg.epochs),
-                  loss=keras_utils.loss_fn(), metrics=["accuracy"])
+                  loss=keras_utils.loss_fn(), metrics=["accuracy"],
+                  steps_per_execution=min(config.steps_per_execution, steps_per_epoch))
   # Step-level logs: this worker's running loss/accuracy (Keras' default "sum"
   # would add the workers' running means together). Epoch logs stay global.
   model.distribute_reduction_method = "first"
@@ -128,7 +134,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
 def _run_from_flags(fv: flags.FlagValues) -> None:
   # Flags and TF_CONFIG are read and validated here, before TF starts.
   config = AllReduceConfig(TrainConfig.from_flags(fv, APPROACH), fv.communication,
-                           fv.plain_keras)
+                           fv.plain_keras, fv.steps_per_execution)
   task = task_from_env()
   run(config, task, flag_values=flag_dict(fv))
 

@@ -48,6 +48,9 @@ def define_allreduce_flags(fv: flags.FlagValues) -> None:
   define_common_flags(fv)
   flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
                     "Collective implementation for MultiWorkerMirroredStrategy.", flag_values=fv)
+  flags.DEFINE_integer("steps_per_execution", 10, "Training steps per Keras function call "
+                       "(fewer Python round trips; progress and fault injection see every "
+                       "K-th step).", flag_values=fv)
   flags.DEFINE_bool("plain_keras", False, "Single process only: plain Keras fit with no "
                     "tf.distribute strategy (the benchmarks' baseline).", flag_values=fv)
 
