@@ -63,6 +63,23 @@ def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_
                 f"{epochs} epoch(s) x {steps_per_epoch} steps x {per_step} examples")
 
 
+# McMahan et al. 2017, Table 2 (CNN, MNIST, C=0.1, B=10): rounds to reach 99 % test accuracy.
+PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shards", 1): 350}
+
+
+def paper_preset(max_rounds: int, client_learning_rate: float) -> list[tuple[str, list[str], int]]:
+  """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
+  CNN setting; every run stops at 99 % or after `max_rounds`."""
+  runs = []
+  for (partition, epochs), paper in PAPER_ROUNDS_TO_99.items():
+    runs.append((f"fedavg_{partition}_E{epochs}", [
+        "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
+        "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
+        f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
+        f"--client_learning_rate={client_learning_rate}"], paper))
+  return runs
+
+
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("approaches", list(APPROACHES), f"Any of {', '.join(APPROACHES)}.",
                     flag_values=fv)
@@ -82,6 +99,12 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
   flags.DEFINE_float("timeout", 1200, "Per-approach timeout, seconds.", flag_values=fv)
+  flags.DEFINE_enum("preset", None, ["fedavg_paper"], "fedavg_paper: instead of the "
+                    "comparison, McMahan et al.'s Table 2 CNN runs (IID and shards, C=0.1, "
+                    "B=10, E=5 and E=1) to 99 %, reported beside the paper's rounds.",
+                    flag_values=fv)
+  flags.DEFINE_integer("paper_max_rounds", 400, "fedavg_paper: round limit per setting.",
+                       flag_values=fv)
 
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
@@ -102,6 +125,11 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   except flags.Error as e:
     print(f"launch.compare: error: {e}", file=sys.stderr)
     return 2
+  if fv.preset == "fedavg_paper":
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return run_paper_preset(
+        fv, os.path.abspath(fv.run_dir or os.path.join("runs", f"fedavg-paper-{stamp}")),
+        console)
   from trainers.errors import DataError  # pylint: disable=g-import-not-at-top
   try:
     num_train = num_train_examples(fv.dataset, fv.data_dir, fv.synthetic_examples)
@@ -148,6 +176,37 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     print(f"compare: failed: {', '.join(failed)}", file=console, flush=True)
     return 1
   return 0
+
+
+def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
+  """Runs the Table 2 settings one after another and reports rounds to 99 %."""
+  runs = paper_preset(fv.paper_max_rounds, fv.client_learning_rate)
+  data_args = [f"--dataset={fv.dataset}"] + ([f"--data_dir={fv.data_dir}"] if fv.data_dir
+                                             else [])
+  lines = ["| setting | rounds to 99 % (here) | paper | final test acc | rounds run | "
+           "wall s |", "|---|---|---|---|---|---|"]
+  code_all = 0
+  for i, (name, args, paper) in enumerate(runs, 1):
+    run_dir = os.path.join(root, name)
+    print(f"compare: [{i}/{len(runs)}] {name} (paper: {paper} rounds to 99 %) ...",
+          file=console, flush=True)
+    code = local.main(["launch", "--approach=fedavg", f"--num_workers={fv.num_workers}",
+                       f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *data_args,
+                       *args], console=console)
+    code_all = code_all or code
+    if code != 0:
+      lines.append(f"| {name} | failed (exit {code}) | {paper} | | | |")
+      continue
+    s = report_lib.load_run(run_dir)["summary"]
+    reached = s["rounds_to_target"] or f"not in {s['rounds_run']}"
+    lines.append(f"| {name} | {reached} | {paper} | {100 * s['test_accuracy']:.2f}% | "
+                 f"{s['rounds_run']} | {s['wall_time_s']:.0f} |")
+  table = "\n".join(lines)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, "report.md"), "w") as f:
+    f.write("# FedAvg, McMahan et al. 2017 Table 2 (CNN, C=0.1, B=10)\n\n" + table + "\n")
+  print(table, file=console)
+  return 1 if code_all else 0
 
 
 if __name__ == "__main__":

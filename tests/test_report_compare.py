@@ -86,3 +86,36 @@ def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
   assert [r["approach"] for r in rows] == ["allreduce", "gossip/ring"]
   assert all(r["examples_processed"] == 2048 for r in rows)
   assert (tmp_path / "report.png").exists() and (tmp_path / "report.md").exists()
+
+
+def test_fedavg_paper_preset_plans_the_four_table_2_settings():
+  runs = compare.paper_preset(max_rounds=400, client_learning_rate=0.05)
+  assert [(name, paper) for name, _, paper in runs] == [
+      ("fedavg_iid_E5", 20), ("fedavg_shards_E5", 229), ("fedavg_iid_E1", 34),
+      ("fedavg_shards_E1", 350)]
+  for _, args, _ in runs:
+    assert {"--model=fedavg_cnn", "--clients_per_round=10", "--local_batch_size=10",
+            "--target_accuracy=0.99", "--stop_at_target", "--rounds=400"} <= set(args)
+  from trainers import flags as trainer_flags
+  for _, args, _ in runs:  # every planned flag is a real FedAvg trainer flag
+    trainer_flags.check_trainer_argv("fedavg", args)
+
+
+def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_launch(argv, console=None):  # stands in for the launcher: records, writes a summary
+    calls.append(argv)
+    run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--run_dir="))
+    reached = 25 if "--partition=iid" in argv else None
+    _write_run(__import__("pathlib").Path(run_dir), {
+        "approach": "fedavg", "rounds_to_target": reached, "rounds_run": reached or 400,
+        "test_accuracy": 0.991 if reached else 0.985, "wall_time_s": 100.0}, [])
+    return 0
+
+  monkeypatch.setattr(compare.local, "main", fake_launch)
+  assert compare.main(["compare", "--preset=fedavg_paper", f"--run_dir={tmp_path}"]) == 0
+  assert len(calls) == 4 and all("--approach=fedavg" in c for c in calls)
+  md = (tmp_path / "report.md").read_text()
+  assert "| fedavg_iid_E5 | 25 | 20 | 99.10% | 25 | 100 |" in md
+  assert "| fedavg_shards_E1 | not in 400 | 350 | 98.50% | 400 | 100 |" in md

@@ -48,6 +48,7 @@ class FedAvgConfig:
   server_learning_rate: float | None = None
   eval_every: int = 1
   target_accuracy: float | None = None
+  stop_at_target: bool = False
   resume: bool = False
 
   def __post_init__(self):
@@ -58,6 +59,8 @@ class FedAvgConfig:
     if self.clients_per_round > self.num_clients:
       raise ConfigError(f"--clients_per_round={self.clients_per_round} exceeds "
                         f"--num_clients={self.num_clients}")
+    if self.stop_at_target and self.target_accuracy is None:
+      raise ConfigError("--stop_at_target needs --target_accuracy")
     if not self.client_learning_rate > 0:
       raise ConfigError(f"--client_learning_rate must be > 0, got {self.client_learning_rate}")
     if self.server_learning_rate is None:
@@ -205,7 +208,8 @@ def _train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                   bytes_broadcast=len(sampled) * model_bytes,
                   bytes_uploaded=len(sampled) * (model_bytes + 4),
                   clients=per_client)
-    if round_num % config.eval_every == 0 or round_num == config.rounds:
+    if (round_num % config.eval_every == 0 or round_num == config.rounds
+        or config.stop_at_target):
       test_loss, test_acc = score(weights_of(state), test)
       record.update(test_loss=test_loss, test_accuracy=test_acc)
       if (config.target_accuracy is not None and rounds_to_target is None
@@ -221,10 +225,15 @@ def _train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
           flush=True)
     save_state(os.path.join(cfg.run_dir, "server_state.npz"), state, round_num)
     keras_utils.fail_if_scheduled(task.name, cfg.fail_task, cfg.fail_at_step, round_num)
+    if config.stop_at_target and rounds_to_target is not None:
+      print(f"[{APPROACH}] reached {config.target_accuracy:.2%} in round {round_num}; "
+            "stopping (--stop_at_target)", flush=True)
+      break
 
   summary = {
       "approach": APPROACH, "dataset": cfg.dataset, "model": cfg.model,
       "num_workers": 0 if in_process else len(addresses), "rounds": config.rounds,
+      "rounds_run": history[-1]["round"] if history else start_round,
       "num_clients": config.num_clients, "clients_per_round": config.clients_per_round,
       "local_epochs": config.local_epochs, "local_batch_size": config.local_batch_size,
       "partition": config.partition, "client_learning_rate": config.client_learning_rate,

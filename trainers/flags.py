@@ -112,6 +112,8 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
                        "every N rounds (and after the last).", flag_values=fv)
   flags.DEFINE_float("target_accuracy", None, "Report the first round reaching this test "
                      "accuracy (rounds_to_target).", flag_values=fv)
+  flags.DEFINE_bool("stop_at_target", False, "Stop after the first round that reaches "
+                    "--target_accuracy.", flag_values=fv)
   flags.DEFINE_bool("resume", False, "Continue from the latest server-state checkpoint.",
                     flag_values=fv)
 
