@@ -199,7 +199,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
           f"model {cfg.model}, dataset {cfg.dataset}", flush=True)
 
   def measure():
-    """(per-worker [loss, acc] is gathered by the caller) consensus distance of the replicas."""
+    """(consensus distance, every replica as rows); a collective: all workers call it."""
     replicas = gather_all(flatten(variables)).numpy().astype(np.float64)
     return gossip_math.consensus_distance(replicas), replicas
 

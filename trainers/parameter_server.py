@@ -188,6 +188,7 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
 
   grad_phase_s = apply_phase_s = 0.0
   step = start_step = int(optimizer.iterations.numpy())
+  first_recorded = False
   while step < total_steps:
     epoch = step // steps_per_epoch + 1
     epoch_end = epoch * steps_per_epoch
@@ -207,14 +208,20 @@ def run(config: PSConfig, task: TaskInfo, flag_values: dict | None = None) -> di
           coordinator.join()
           grad_phase_s += t2 - t
           apply_phase_s += time.perf_counter() - t2
+          if not first_recorded:
+            first_recorded = True
+            progress.first_step(start_step + 1)
       else:
-        for n in closure_sizes(chunk_end - step, config.steps_per_closure):
+        todo = chunk_end - step
+        if not first_recorded:  # one lone step first, to time start-up to the first update
+          coordinator.schedule(async_closure, args=(per_worker_iter, tf.constant(1))).fetch()
+          first_recorded = True
+          progress.first_step(start_step + 1)
+          todo -= 1
+        for n in closure_sizes(todo, config.steps_per_closure):
           coordinator.schedule(async_closure, args=(per_worker_iter, tf.constant(n)))
         coordinator.join()
-      first = step == start_step
       step = int(optimizer.iterations.numpy())
-      if first:
-        progress.first_step(step)
       extra = ({"grad_phase_frac": grad_phase_s / max(grad_phase_s + apply_phase_s, 1e-9)}
                if sync else {})
       progress.step(epoch, min(step, epoch_end) - (epoch - 1) * steps_per_epoch, step,
