@@ -54,13 +54,12 @@ def make_strategy(communication: str):
 def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None) -> dict:
   """Trains and returns the summary dict (written to summary.json by the chief)."""
   t0 = time.time()
+  if config.plain_keras and task.num_workers > 1:
+    raise ConfigError("--plain_keras runs one process; drop it or use --num_workers=1")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if config.plain_keras:
-    if task.num_workers > 1:
-      raise ConfigError("--plain_keras runs one process; drop it or use --num_workers=1")
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     strategy = tf.distribute.get_strategy()  # the default: no distribution at all
   strategy = strategy or make_strategy(config.communication)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from models import build_model  # pylint: disable=g-import-not-at-top
   from trainers import data, keras_utils  # pylint: disable=g-import-not-at-top

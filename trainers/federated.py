@@ -223,7 +223,7 @@ def _train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
           f"{record['examples_per_sec']:.0f} ex/s | eta "
           f"{train_time / (round_num - start_round) * (config.rounds - round_num):.0f}s",
           flush=True)
-    save_state(os.path.join(cfg.run_dir, "server_state.npz"), state, round_num)
+    save_state(ckpt_path, state, round_num)
     keras_utils.fail_if_scheduled(task.name, cfg.fail_task, cfg.fail_at_step, round_num)
     if config.stop_at_target and rounds_to_target is not None:
       print(f"[{APPROACH}] reached {config.target_accuracy:.2%} in round {round_num}; "

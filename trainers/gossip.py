@@ -163,16 +163,10 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
       v.assign(new)
 
   @tf.function
-  def gather_all(vector):
-    """Measurement only (not counted as gossip traffic): every worker's vector."""
-    if n == 1:
-      return vector[None]
-    return gather(vector, _ALL_GROUP_KEY, tuple(range(n)), _INSTANCE_MEASURE)[:, 1:]
-
-  @tf.function
-  def gather_all_small(vector, key: int):
-    """Small per-worker figures; `key` (a Python int: one trace each) names the call
-    site, since a collective instance must have the same shape on every use."""
+  def gather_all(vector, key: int):
+    """Measurement only (not counted as gossip traffic): every worker's vector, as rows.
+    `key` (a Python int: one trace each) names the call site, since a collective
+    instance must have the same shape on every use."""
     if n == 1:
       return vector[None]
     return gather(vector, _ALL_GROUP_KEY, tuple(range(n)), _INSTANCE_MEASURE + key)[:, 1:]
@@ -200,7 +194,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
 
   def measure():
     """(consensus distance, every replica as rows); a collective: all workers call it."""
-    replicas = gather_all(flatten(variables)).numpy().astype(np.float64)
+    replicas = gather_all(flatten(variables), 0).numpy().astype(np.float64)
     return gossip_math.consensus_distance(replicas), replicas
 
   exchanges = 0
@@ -231,7 +225,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
       loss_sum, acc_sum, count = loss_sum + float(loss), acc_sum + float(acc), count + 1
       keras_utils.fail_if_scheduled(task.name, cfg.fail_task, cfg.fail_at_step, step)
       if step % cfg.log_every == 0 or step == epoch_end:
-        per_worker = gather_all_small(tf.constant([loss_sum / count, acc_sum / count]), 1).numpy()
+        per_worker = gather_all(tf.constant([loss_sum / count, acc_sum / count]), 1).numpy()
         distance, _ = measure()
         last = (float(per_worker[:, 0].mean()), float(per_worker[:, 1].mean()))
         progress.step(epoch, step - (epoch - 1) * steps_per_epoch, step, *last,
@@ -251,9 +245,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
 
   # Every worker scores its own replica; the chief also scores the average x-bar.
   own = evaluate_weights(model.get_weights())
-  worker_acc = gather_all_small(tf.constant(own, tf.float32), 2).numpy()
-  distance, replicas = measure()
-  avg_loss, avg_acc = progress.last_test if progress.history else (float("nan"),) * 2
+  worker_acc = gather_all(tf.constant(own, tf.float32), 2).numpy()
+  avg_loss, avg_acc = progress.last_test  # the averaged model's (NaN if no epoch ran)
   summary = {
       "approach": APPROACH, "dataset": cfg.dataset, "model": cfg.model, "num_workers": n,
       "topology": config.topology, "mixing": config.mixing, "exchange": config.exchange,
@@ -273,7 +266,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None) -
   writer.close()
   # Final barrier: nobody exits (taking its collective service endpoint with it)
   # while another worker still needs it.
-  gather_all_small(tf.constant([0.0]), 3)
+  gather_all(tf.constant([0.0]), 3)
   return summary
 
 
