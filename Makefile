@@ -26,11 +26,11 @@ $(STAMP): requirements.lock setup.cfg setup.py launch/bind_shim.c
 # The main job: all four approaches (PS async and sync) on MNIST, same model and budget,
 # then report.md / report.json / report.png in runs/compare-<time>/.
 run: venv
-	$(PY) -m launch.compare
+	$(PY) -m experiments.compare
 
 # Throughput at N = 1, 2, 4 against a single-process Keras fit; rewrites BENCHMARKS.md.
 bench: venv
-	$(PY) -m launch.bench
+	$(PY) -m experiments.bench
 
 # The whole test suite (what .ci/run calls).
 test: venv

@@ -5,7 +5,7 @@
 
 The training operator creates one pod per replica and injects each pod's TF_CONFIG
 (chief/worker/ps, the same contract as launch.local), so the trainers run unchanged.
-Evaluators are never put in the cluster spec. Nothing here talks to a cluster.
+Nothing here talks to a cluster.
 """
 
 import json
@@ -14,6 +14,8 @@ from typing import Any
 
 from absl import flags
 
+from cluster import approaches
+from cluster.approaches import COMPUTE_ROLES
 from launch import plan as planning
 from trainers import flags as trainer_flags
 
@@ -25,21 +27,22 @@ TF_PORT = 2222  # the operator's default tfjob-port
 def tfjob(name: str, approach: str, num_workers: int, image: str, trainer_argv: list[str],
           num_ps: int = 1, namespace: str = "default", cpu: str = "2", memory: str = "4Gi",
           gpus_per_worker: int = 0, backoff_limit: int = 3, run_dir: str = "/runs") -> dict:
-  """Pure: the TFJob as a dict (roles from launch.plan, so both launchers agree)."""
-  roles = planning.cluster_roles(approach, num_workers, num_ps if approach == "ps" else 0)
-  env = [{"name": k, "value": v} for k, v in planning.approach_env(approach).items()]
+  """Pure: the TFJob as a dict (roles from the approach's record, as launch.local plans them)."""
+  record = approaches.get(approach)
+  roles = record.roles(num_workers, num_ps)
+  env = [{"name": k, "value": v} for k, v in record.env.items()]
   env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
   specs = {}
   for role, count in roles.items():
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
-    if gpus_per_worker and role in planning.COMPUTE_ROLES:
+    if gpus_per_worker and role in COMPUTE_ROLES:
       limits["nvidia.com/gpu"] = gpus_per_worker
     container = {
         "name": "tensorflow",  # the operator injects TF_CONFIG into this container
         "image": image,
         # Any pod start may be a restart: resume from the run dir's checkpoints
         # (a first start finds none and starts afresh). run_dir must be a shared volume.
-        "command": ["python", "-m", planning.TRAINER_MODULES[approach],
+        "command": ["python", "-m", record.trainer,
                     f"--run_dir={run_dir}/{name}",
                     *planning.attempt_argv(approach, trainer_argv, attempt=1)],
         "env": env,
@@ -48,7 +51,7 @@ def tfjob(name: str, approach: str, num_workers: int, image: str, trainer_argv: 
     }
     # PS workers may die and come back (the coordinator tolerates it); others restart
     # the job through the operator's backoff.
-    restart = "OnFailure" if role in planning.tolerated_roles(approach) else "ExitCode"
+    restart = "OnFailure" if role in record.tolerated_roles else "ExitCode"
     specs[_REPLICA_TYPES[role]] = {"replicas": count, "restartPolicy": restart,
                                    "template": {"spec": {"containers": [container]}}}
   return {
@@ -96,7 +99,7 @@ def _scalar(v: Any) -> str:
 
 def main(argv: list[str] | None = None, out=sys.stdout) -> int:
   fv = flags.FlagValues()
-  flags.DEFINE_enum("approach", "allreduce", list(planning.TRAINER_MODULES), "Approach.",
+  flags.DEFINE_enum("approach", "allreduce", list(approaches.APPROACHES), "Approach.",
                     flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Worker replicas.", flag_values=fv)
   flags.DEFINE_integer("num_ps", 1, "PS replicas (approach=ps).", flag_values=fv)

@@ -36,18 +36,19 @@ import uuid
 
 from absl import flags
 
+from cluster import approaches
+from cluster.tf_config import parse_tf_config
 from launch import bind
 from launch import plan as planning
 from launch import spawn
 from trainers import flags as trainer_flags
-from trainers.cluster import parse_tf_config
-from trainers.outputs import default_run_dir
+from trainers.common.outputs import default_run_dir, write_json_atomic
 
 USAGE_EXIT = 2
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_enum("approach", "allreduce", list(planning.TRAINER_MODULES),
+  flags.DEFINE_enum("approach", "allreduce", list(approaches.APPROACHES),
                     "Distributed approach to run.", flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Number of worker tasks.", flag_values=fv)
   flags.DEFINE_integer("num_ps", 1, "Parameter-server tasks (approach=ps).", flag_values=fv)
@@ -122,9 +123,6 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     rest = fv(argv)[1:]  # absl stops at `--`; what follows is for the trainer
   except flags.Error as e:
     return _usage_error(str(e))
-  if fv.approach not in trainer_flags.implemented_approaches():
-    return _usage_error(f"approach {fv.approach!r} is not implemented yet; available: "
-                        f"{', '.join(trainer_flags.implemented_approaches())}")
   if any(a.startswith("--run_dir") for a in rest):
     return _usage_error("pass --run_dir to the launcher (before `--`), not to the trainer")
   try:
@@ -141,16 +139,24 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   run_dir = os.path.abspath(fv.run_dir or default_run_dir(fv.approach))
   run_id = uuid.uuid4().hex
   num_gpus = visible_gpu_count() if fv.gpus_per_worker else 0
+  preload: tuple[str, ...] = ()
+  if fv.bind == "task":
+    shim = bind.shim_path()
+    if shim is None:
+      print("launcher: warning: no C compiler to build the bind shim; servers listen on "
+            "all interfaces (TF's default)", file=console, flush=True)
+    else:  # the shim first, then whatever the launcher itself was started with
+      preload = tuple(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
 
   def plan_attempt(attempt: int, cluster=None) -> planning.Plan:
     return planning.make_plan(
         fv.approach, fv.num_workers, run_dir, run_id=run_id,
         trainer_argv=planning.attempt_argv(fv.approach, rest, attempt, fv.fail_task,
                                            fv.fail_at_step),
-        port_fn=_pick_port, num_ps=fv.num_ps if fv.approach == "ps" else 0, host=fv.host,
+        port_fn=_pick_port, num_ps=fv.num_ps, host=fv.host,
         num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
         log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
-        hosts=fv.hosts, port_base=fv.port_base, cluster=cluster)
+        hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload)
 
   try:
     plan = plan_attempt(0)
@@ -165,21 +171,14 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   if fv.dry_run:
     print(plan.describe(), file=console)
     return 0
-  shim = None
-  if fv.bind == "task":
-    shim = bind.shim_path()
-    if shim is None:
-      print("launcher: warning: no C compiler to build the bind shim; servers listen on "
-            "all interfaces (TF's default)", file=console, flush=True)
   def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
     # Same addresses for a host list; fresh ports for a local job (old ones may linger).
     new = plan_attempt(attempt, cluster=previous.cluster if fv.hosts else None)
     return planning.for_host(new, fv.this_host) if fv.this_host else new
 
-  outcome, attempts, restarts = run_attempts(
-      plan, replan, fv.max_restarts, shim, fv.timeout, console)
+  outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
+                                             console)
   if fv.max_restarts:
-    from trainers.outputs import write_json_atomic  # pylint: disable=g-import-not-at-top
     write_json_atomic(os.path.join(run_dir, "launcher.json"),
                       {"restarts": restarts, "attempts": attempts})
   if outcome.ok:
@@ -193,8 +192,8 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   return outcome.exit_code
 
 
-def run_attempts(plan: planning.Plan, replan, max_restarts: int, shim: str | None,
-                 timeout_s: float | None, console) -> tuple[spawn.Outcome, list[dict], int]:
+def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: float | None,
+                 console) -> tuple[spawn.Outcome, list[dict], int]:
   """Runs `plan`; after a task failure, runs `replan(attempt, plan)` instead, up to
   `max_restarts` times in all. A PS worker that dies is restarted alone, in place
   (spawn's restart_task), from the same budget. Returns (last outcome, attempt
@@ -216,7 +215,6 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, shim: str | Non
 
   attempt = 0
   while True:
-    plan = _with_bind(plan, shim)
     print(f"launcher: starting {len(plan.tasks)} task(s) for {approach} in {run_dir}"
           + (f" (attempt {attempt})" if max_restarts else ""), file=console, flush=True)
     started = time.time()
@@ -233,19 +231,6 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, shim: str | Non
           f"{max_restarts}: starting every task again from the latest checkpoint",
           file=console, flush=True)
     plan = replan(attempt, plan)
-
-
-def _with_bind(plan: planning.Plan, shim: str | None) -> planning.Plan:
-  """Preloads the bind shim into every task (servers listen on their own address only)."""
-  if shim is None:
-    return plan
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  tasks = []
-  for t in plan.tasks:
-    env = dict(t.env)
-    env["LD_PRELOAD"] = " ".join(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
-    tasks.append(dataclasses.replace(t, env=env))
-  return dataclasses.replace(plan, tasks=tuple(tasks))
 
 
 def _host_commands(plan: planning.Plan, argv: list[str]) -> str:

@@ -1,9 +1,12 @@
 """Pure planning of a local (or host-list) cluster: no processes, no environment changes.
 
 A plan says, for every task: its role and index, its address, its TF_CONFIG, the
-environment variables it gets on top of the launcher's, the GPU it may see, where
-its log goes, the command it runs, and whether the job waits for it to finish
-(`primary`) or stops it once the primaries are done (a server task).
+environment variables it gets on top of the launcher's (the bind shim, the
+approach's variables, its GPUs), where its log goes, the command it runs, and
+whether the job waits for it to finish (`primary`) or stops it once the primaries
+are done (a server task). What `--dry_run` prints is this plan, and it is exactly
+what the spawner starts. What an approach needs comes from its record in
+cluster.approaches; TF_CONFIG is written by cluster.tf_config.
 """
 
 import dataclasses
@@ -13,16 +16,12 @@ import shlex
 import sys
 from typing import Callable, Mapping, Sequence
 
-# approach -> trainer module run by every task.
-TRAINER_MODULES = {
-    "allreduce": "trainers.allreduce",
-    "ps": "trainers.parameter_server",
-    "gossip": "trainers.gossip",
-    "fedavg": "trainers.federated",
-}
+from cluster import approaches
+from cluster.approaches import COMPUTE_ROLES
+from cluster.tf_config import host_of, make_tf_config
 
-# Roles that compute gradients (and so get a GPU when there are any).
-COMPUTE_ROLES = ("chief", "worker")
+# Variables a task gets from the plan that --dry_run shows beside TF_CONFIG.
+SHOWN_ENV = ("GRPC_FAIL_FAST", "LD_PRELOAD", "TFDIST_BIND_ADDRESS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,51 +59,11 @@ class Plan:
       lines.append(f"  {t.name:<10} {t.address:<16} {kind:<8}"
                    f" gpu={gpu or '-'} log={t.log_path}")
       lines.append(f"    TF_CONFIG={t.tf_config}")
+      env = " ".join(f"{k}={t.env[k]}" for k in SHOWN_ENV if t.env.get(k))
+      if env:
+        lines.append(f"    env {env}")
       lines.append(f"    $ {' '.join(t.argv)}")
     return "\n".join(lines)
-
-
-def cluster_roles(approach: str, num_workers: int, num_ps: int = 0,
-                  num_evaluators: int = 0) -> dict[str, int]:
-  """Role -> task count for an approach. Evaluators are planned but kept out of the cluster."""
-  if approach not in TRAINER_MODULES:
-    raise ValueError(f"Unrecognized approach: {approach!r}; valid: {', '.join(TRAINER_MODULES)}")
-  if num_workers < 1 and approach != "fedavg":
-    raise ValueError(f"--num_workers must be >= 1 for {approach}, got {num_workers}")
-  if approach == "ps":
-    if num_ps < 1:
-      raise ValueError(f"--num_ps must be >= 1, got {num_ps}")
-    roles = {"chief": 1, "worker": num_workers, "ps": num_ps}
-  elif approach == "fedavg":
-    # The chief runs the FedAvg loop; workers are executor services it dispatches to.
-    if num_workers < 0:
-      raise ValueError(f"--num_workers must be >= 0 for fedavg, got {num_workers}")
-    roles = {"chief": 1, "worker": num_workers}
-  else:
-    roles = {"worker": num_workers}
-  if num_evaluators:
-    roles["evaluator"] = num_evaluators
-  return {r: n for r, n in roles.items() if n > 0}
-
-
-def primary_roles(approach: str) -> tuple[str, ...]:
-  """Roles the job waits for; the others are servers stopped once these finish."""
-  return ("chief", "evaluator") if approach in ("ps", "fedavg") else ("worker",)
-
-
-def tolerated_roles(approach: str) -> tuple[str, ...]:
-  """Roles whose death the job survives: the PS coordinator re-schedules a dead
-  worker's closures on the others."""
-  return ("worker",) if approach == "ps" else ()
-
-
-def approach_env(approach: str) -> dict[str, str]:
-  """Variables every task of an approach needs."""
-  if approach == "ps":
-    # Required by ParameterServerStrategy: RPCs to a dead task fail instead of
-    # retrying forever, so the coordinator can re-schedule around it.
-    return {"GRPC_FAIL_FAST": "use_caller"}
-  return {}
 
 
 def assign_addresses(roles: Mapping[str, int], host: str,
@@ -141,14 +100,6 @@ def assign_host_addresses(roles: Mapping[str, int], hosts: Sequence[str],
   return out
 
 
-def host_of(address: str) -> str:
-  return address.rpartition(":")[0]
-
-
-# Approaches whose trainers take --resume (all-reduce's BackupAndRestore always resumes).
-RESUME_FLAG = ("ps", "gossip", "fedavg")
-
-
 def attempt_argv(approach: str, trainer_argv: Sequence[str], attempt: int,
                  fail_task: str | None = None, fail_at_step: int | None = None) -> tuple[str, ...]:
   """Trainer flags for attempt `attempt` (0 = first run) of a job with restarts.
@@ -160,7 +111,8 @@ def attempt_argv(approach: str, trainer_argv: Sequence[str], attempt: int,
   if attempt == 0:
     if fail_task is not None:
       argv += [f"--fail_task={fail_task}", f"--fail_at_step={fail_at_step}"]
-  elif approach in RESUME_FLAG and not any(a in ("--resume", "--resume=true") for a in argv):
+  elif approaches.get(approach).takes_resume_flag and not any(
+      a in ("--resume", "--resume=true") for a in argv):
     argv.append("--resume")
   return tuple(argv)
 
@@ -191,13 +143,6 @@ def check_fail_task(approach: str, cluster: Mapping[str, Sequence[str]],
                      "(its workers are TFF's C++ executor services)")
 
 
-def make_tf_config(cluster: Mapping[str, Sequence[str]], role: str, index: int) -> str:
-  """The TF_CONFIG of one task. An evaluator is not part of the cluster spec (TF requires
-  this: with it inside, ClusterCoordinator hangs on some TF versions)."""
-  spec = {r: list(a) for r, a in cluster.items() if r != "evaluator"}
-  return json.dumps({"cluster": spec, "task": {"type": role, "index": index}}, sort_keys=True)
-
-
 def assign_gpus(task_names: Sequence[str], num_gpus: int, gpus_per_worker: int) -> dict[str, str]:
   """Round-robin CUDA_VISIBLE_DEVICES for compute tasks; '' (no GPU) when there are none.
 
@@ -219,19 +164,22 @@ def assign_gpus(task_names: Sequence[str], num_gpus: int, gpus_per_worker: int) 
 
 def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
               trainer_argv: Sequence[str], port_fn: Callable[[], int], num_ps: int = 0,
-              num_evaluators: int = 0, host: str = "localhost", num_gpus: int = 0,
+              host: str = "localhost", num_gpus: int = 0,
               gpus_per_worker: int = 1, python: str = sys.executable,
               base_env: Mapping[str, str] | None = None, log_dir: str | None = None,
               hosts: Sequence[str] = (), port_base: int = 0,
-              cluster: Mapping[str, Sequence[str]] | None = None) -> Plan:
+              cluster: Mapping[str, Sequence[str]] | None = None,
+              preload: Sequence[str] = ()) -> Plan:
   """The whole launch, as values. `base_env` holds extra variables for every task.
 
   Addresses: `cluster` if given (a restart keeps its addresses), else `hosts` with
   ports from `port_base` (a host list), else `host` with ports from `port_fn`.
   Every task's TFDIST_BIND_ADDRESS is the host of its own address: where its
-  servers listen (see launch/bind_shim.c).
+  servers listen, once `preload` (the bind shim, launch/bind_shim.c) is in its
+  LD_PRELOAD.
   """
-  roles = cluster_roles(approach, num_workers, num_ps, num_evaluators)
+  record = approaches.get(approach)
+  roles = record.roles(num_workers, num_ps)
   if cluster is not None:
     cluster = {r: tuple(a) for r, a in cluster.items()}
   elif hosts:
@@ -242,16 +190,16 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   ordered = [(r, i) for r, n in roles.items() for i in range(n)]
   compute = [f"{r}:{i}" for r, i in ordered if r in COMPUTE_ROLES]
   gpus = assign_gpus(compute, num_gpus, gpus_per_worker)
-  primaries = primary_roles(approach)
-  module = TRAINER_MODULES[approach]
   tasks = []
   for role, index in ordered:
     name = f"{role}:{index}"
     env = dict(base_env or {})
-    env.update(approach_env(approach))
+    env.update(record.env)
+    if preload:
+      env["LD_PRELOAD"] = " ".join(preload)
     env.update({
         "TF_CONFIG": make_tf_config(cluster, role, index),
-        "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps/evaluator tasks: CPU only
+        "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps tasks: CPU only
         "PYTHONUNBUFFERED": "1",
         "TFDIST_RUN_ID": run_id,  # lets tests find every process of a run
         "TFDIST_BIND_ADDRESS": host_of(cluster[role][index]),
@@ -259,8 +207,8 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
     tasks.append(Task(
         role=role, index=index, address=cluster[role][index], tf_config=env["TF_CONFIG"],
         env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"),
-        argv=(python, "-m", module, f"--run_dir={run_dir}", *trainer_argv),
-        primary=role in primaries, may_fail=role in tolerated_roles(approach)))
+        argv=(python, "-m", record.trainer, f"--run_dir={run_dir}", *trainer_argv),
+        primary=role in record.primary_roles, may_fail=role in record.tolerated_roles))
   return Plan(approach, run_dir, run_id, cluster, tuple(tasks))
 
 

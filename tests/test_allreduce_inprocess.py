@@ -2,10 +2,10 @@
 
 import json
 
+from cluster.tf_config import SINGLE_PROCESS
 from trainers import allreduce
-from trainers.cluster import SINGLE_PROCESS
-from trainers.config import TrainConfig
-from trainers.outputs import REQUIRED_SUMMARY_KEYS
+from trainers.common.config import TrainConfig
+from trainers.common.outputs import REQUIRED_SUMMARY_KEYS
 
 
 def test_single_process_run_learns_and_writes_the_output_contract(tmp_path):

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from trainers.cluster import ConfigError, parse_tf_config
+from cluster.errors import ConfigError
+from cluster.tf_config import parse_tf_config
 
 
 def test_absent_tf_config_is_a_single_worker_chief():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from trainers import data
+from trainers.common import data
 
 
 @pytest.mark.parametrize("n,shards", [(60000, 2), (10, 3), (7, 7)])

@@ -1,10 +1,14 @@
-"""FedAvg through TFF on tiny clients: one round equals the hand-computed weighted average."""
+"""FedAvg through TFF on tiny clients: one round equals the hand-computed weighted average,
+and the trainer's real run() on a private executor service."""
+
+import json
 
 import numpy as np
 import tensorflow as tf
 
 from models import build_model
-from trainers import data, federated, tff_exec
+from trainers import federated, tff_exec
+from trainers.common import data
 
 
 def _local_sgd(weights, arrays, lr, batch):
@@ -53,3 +57,24 @@ def test_server_state_checkpoint_round_trips(tmp_path):
   assert round_num == 4
   np.testing.assert_array_equal(restored["b"][0], np.ones((2, 2)))
   assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
+  from cluster.tf_config import SINGLE_PROCESS  # pylint: disable=g-import-not-at-top
+  from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(approach="fedavg", dataset="synthetic", synthetic_examples=300,
+                    model="fedavg_2nn", run_dir=str(tmp_path))
+  config = federated.FedAvgConfig(cfg, num_clients=6, clients_per_round=2, rounds=3,
+                                  local_batch_size=10, eval_every=2)
+  summary = federated.run(config, SINGLE_PROCESS, flag_values={"rounds": 3})
+  assert summary["label"] == "fedavg" and summary["num_workers"] == 0
+  assert summary["rounds_run"] == 3 and summary["examples_processed"] == 3 * 2 * 50
+  assert summary["bytes_sent_per_worker"] == 3 * 2 * (4 * 199_210 + 4) / 6
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rounds = [r for r in records if r["kind"] == "round"]
+  assert [r["round"] for r in rounds] == [1, 2, 3]
+  assert [r["examples_seen"] for r in rounds] == [100, 200, 300]
+  # The cadence: every --eval_every rounds and after the last.
+  assert ["test_accuracy" in r for r in rounds] == [False, True, True]
+  assert [r["step"] for r in records if r["kind"] == "first_step"] == [1]
+  assert summary["test_accuracy"] == rounds[-1]["test_accuracy"]

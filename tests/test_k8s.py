@@ -19,7 +19,7 @@ def test_replicas_follow_the_launcher_plan(approach, replicas):
   for kind, spec in specs.items():
     (container,) = spec["template"]["spec"]["containers"]
     assert container["name"] == "tensorflow"  # where the operator injects TF_CONFIG
-    assert container["command"][:3] == ["python", "-m", f"trainers.{k8s.planning.TRAINER_MODULES[approach].split('.')[1]}"]
+    assert container["command"][:3] == ["python", "-m", k8s.approaches.get(approach).trainer]
     assert "--epochs=2" in container["command"]
     # A restarted pod resumes (all-reduce's BackupAndRestore needs no flag).
     assert ("--resume" in container["command"]) == (approach != "allreduce")

@@ -40,15 +40,6 @@ def test_ps_plan_has_chief_workers_and_ps_and_waits_only_for_the_chief():
   assert len({t.address for t in p.tasks}) == 5
 
 
-def test_evaluator_is_planned_but_kept_out_of_the_cluster_spec():
-  p = _plan("ps", 1, num_ps=1, num_evaluators=1)
-  evaluator = p.tasks[-1]
-  assert evaluator.name == "evaluator:0"
-  cfg = json.loads(evaluator.tf_config)
-  assert "evaluator" not in cfg["cluster"] and cfg["task"]["type"] == "evaluator"
-  assert all("evaluator" not in json.loads(t.tf_config)["cluster"] for t in p.tasks)
-
-
 def test_fedavg_with_zero_workers_is_a_single_chief():
   p = _plan("fedavg", 0)
   assert [t.name for t in p.tasks] == ["chief:0"]
@@ -57,7 +48,7 @@ def test_fedavg_with_zero_workers_is_a_single_chief():
 @pytest.mark.parametrize("approach,n,kw,match", [
     ("allreduce", 0, {}, "--num_workers"),
     ("ps", 2, {"num_ps": 0}, "--num_ps"),
-    ("nope", 2, {}, "Unrecognized approach"),
+    ("nope", 2, {}, "--approach"),
 ])
 def test_invalid_plans_name_the_flag(approach, n, kw, match):
   with pytest.raises(ValueError, match=match):

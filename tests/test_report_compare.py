@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from launch import compare, report
+from experiments import budget, compare, report
 from tests import helpers
 
 
@@ -18,26 +18,26 @@ def _write_run(path, summary, records):
 def recorded(tmp_path):
   base = {"dataset": "mnist", "model": "mlp", "test_loss": 0.1, "train_time_s": 10.0,
           "examples_per_sec": 1000.0, "examples_processed": 10000}
-  _write_run(tmp_path / "ar", {**base, "approach": "allreduce", "num_workers": 2,
-                               "test_accuracy": 0.981, "wall_time_s": 20.0},
+  _write_run(tmp_path / "ar", {**base, "approach": "allreduce", "label": "allreduce",
+                               "num_workers": 2, "test_accuracy": 0.981, "wall_time_s": 20.0,
+                               "bytes_sent_per_worker": None, "notes": ""},
              [{"kind": "step", "step": 1, "elapsed_s": 1.0},
               {"kind": "epoch", "step": 5, "elapsed_s": 8.0, "examples_seen": 5000,
                "test_accuracy": 0.972},
               {"kind": "epoch", "step": 10, "elapsed_s": 15.0, "examples_seen": 10000,
                "test_accuracy": 0.981}])
-  _write_run(tmp_path / "fa", {**base, "approach": "fedavg", "num_workers": 0, "rounds": 2,
-                               "clients_per_round": 2, "num_clients": 4, "local_epochs": 1,
-                               "local_batch_size": 10, "partition": "iid",
-                               "bytes_uploaded_per_round": 800, "test_accuracy": 0.95,
+  _write_run(tmp_path / "fa", {**base, "approach": "fedavg", "label": "fedavg",
+                               "num_workers": 0, "rounds": 2, "bytes_sent_per_worker": 400.0,
+                               "notes": "2 rounds x 2 clients", "test_accuracy": 0.95,
                                "wall_time_s": 30.0},
              [{"kind": "round", "step": r, "round": r, "elapsed_s": 10.0 * r, "examples": 100,
-               "test_accuracy": 0.9 + 0.05 * (r - 1),
+               "examples_seen": 100 * r, "test_accuracy": 0.9 + 0.05 * (r - 1),
                "clients": [{"client": c, "loss": 1.0 / r, "accuracy": 0.5, "examples": 50}
                            for c in (r, r + 1)]} for r in (1, 2)])
-  _write_run(tmp_path / "go", {**base, "approach": "gossip", "num_workers": 4,
-                               "topology": "ring", "degree": 2, "consensus_distance": 0.01,
-                               "bytes_sent_per_worker": 5e6, "test_accuracy": 0.96,
-                               "wall_time_s": 25.0}, [])
+  _write_run(tmp_path / "go", {**base, "approach": "gossip", "label": "gossip/ring",
+                               "num_workers": 4, "bytes_sent_per_worker": 5e6,
+                               "notes": "consensus distance 1.00e-02, degree 2",
+                               "test_accuracy": 0.96, "wall_time_s": 25.0}, [])
   return tmp_path
 
 
@@ -46,7 +46,7 @@ def test_rows_hold_the_figures(recorded):
   ar, fa, go = rows
   assert ar["approach"] == "allreduce" and ar["test_accuracy"] == 0.981
   assert ar["time_to_97_s"] == 8.0 and ar["time_to_98_s"] == 15.0
-  assert fa["time_to_97_s"] is None and fa["bytes_per_worker"] == 800 * 2 / 4
+  assert fa["time_to_97_s"] is None and fa["bytes_per_worker"] == 400.0
   assert go["approach"] == "gossip/ring" and go["bytes_per_worker"] == 5e6
   assert "consensus distance 1.00e-02" in go["notes"]
   md = (recorded / "report.md").read_text()
@@ -66,7 +66,7 @@ def test_report_cli_needs_run_dirs(tmp_path, capsys):
     ("allreduce", 120_000), ("ps_async", 120_000), ("ps_sync", 120_000), ("gossip", 120_000),
     ("fedavg", 120_000)])
 def test_every_approach_gets_the_same_example_budget(name, expected):
-  plan = compare.plan_budget(name, 120_000, 60_000, num_workers=2, batch_size=64)
+  plan = budget.plan_budget(name, 120_000, 60_000, num_workers=2, batch_size=64)
   assert abs(plan.examples - expected) <= 2 * 64 * 2  # rounding to whole steps only
   if name == "fedavg":
     assert "--rounds=20" in plan.trainer_args
@@ -79,7 +79,7 @@ def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
   code, out, _ = helpers.run_launcher(
       ["--approaches=allreduce,gossip", "--dataset=synthetic", "--synthetic_examples=1024",
        "--model=mlp", "--budget_examples=2048", "--batch_size=32", f"--run_dir={tmp_path}",
-       "--timeout=200"], timeout_s=400, module="launch.compare")
+       "--timeout=200"], timeout_s=400, module="experiments.compare")
   assert code == 0, out[-3000:]
   assert "compare: [1/2] allreduce" in out and "compare: [2/2] gossip: ok" in out
   rows = json.loads((tmp_path / "report.json").read_text())["rows"]
@@ -89,7 +89,7 @@ def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
 
 
 def test_fedavg_paper_preset_plans_the_four_table_2_settings():
-  runs = compare.paper_preset(max_rounds=400, client_learning_rate=0.05)
+  runs = budget.paper_preset(max_rounds=400, client_learning_rate=0.05)
   assert [(name, paper) for name, _, paper in runs] == [
       ("fedavg_iid_E5", 20), ("fedavg_shards_E5", 229), ("fedavg_iid_E1", 34),
       ("fedavg_shards_E1", 350)]

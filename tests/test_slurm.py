@@ -7,36 +7,33 @@ import subprocess
 
 import pytest
 
+from cluster import approaches, slurm
+from cluster.errors import ConfigError
 from tests import helpers
-from trainers import cluster
-from trainers.errors import ConfigError
 
 SBATCH = os.path.join(helpers.REPO, "launch", "slurm", "train.sbatch")
 FAKE_BIN = os.path.join(helpers.REPO, "tests", "fake_slurm")
 
 
-def _slurm_env(monkeypatch, rank, ntasks, nodelist, per_node, node=None):
-  monkeypatch.setenv("SLURM_PROCID", str(rank))
-  monkeypatch.setenv("SLURM_STEP_NUM_TASKS", str(ntasks))
-  monkeypatch.setenv("SLURM_STEP_NODELIST", nodelist)
-  monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", per_node)
+def _slurm_env(rank, ntasks, nodelist, per_node, node=None):
+  env = {"SLURM_PROCID": str(rank), "SLURM_STEP_NUM_TASKS": str(ntasks),
+         "SLURM_STEP_NODELIST": nodelist, "SLURM_STEP_TASKS_PER_NODE": per_node}
   if node:
-    monkeypatch.setenv("SLURMD_NODENAME", node)
-  else:
-    monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    env["SLURMD_NODENAME"] = node
+  return env
 
 
 @pytest.mark.parametrize("approach,roles", [
     ("allreduce", {"worker": 4}), ("gossip", {"worker": 4}),
     ("ps", {"chief": 1, "ps": 1, "worker": 2}), ("fedavg", {"chief": 1, "worker": 3})])
-def test_every_rank_gets_one_task_of_the_same_cluster(monkeypatch, approach, roles):
+def test_every_rank_gets_one_task_of_the_same_cluster(approach, roles):
   configs = []
   for rank in range(4):
     node = "node01" if rank < 2 else "node02"  # block distribution, 2 per node
-    _slurm_env(monkeypatch, rank, 4, "node[01-02]", "2(x2)", node)
-    tf_config, cvd = cluster.tf_config_from_slurm(approach, num_ps=1, port_base=9000)
-    assert cvd == ""
-    configs.append(json.loads(tf_config))
+    task = slurm.resolve(_slurm_env(rank, 4, "node[01-02]", "2(x2)", node),
+                         approaches.get(approach), num_ps=1, port_base=9000)
+    assert task.cuda_visible_devices == "" and task.bind_address == node
+    configs.append(json.loads(task.tf_config))
   spec = configs[0]["cluster"]
   assert {r: len(a) for r, a in spec.items()} == roles
   assert all(c["cluster"] == spec for c in configs)
@@ -50,22 +47,55 @@ def test_every_rank_gets_one_task_of_the_same_cluster(monkeypatch, approach, rol
     assert own.startswith("node01:" if rank < 2 else "node02:")
 
 
-def test_gpus_of_a_node_are_divided_among_its_tasks(monkeypatch):
-  _slurm_env(monkeypatch, 3, 4, "node[01-02]", "2(x2)", "node02")
-  _, cvd = cluster.tf_config_from_slurm("allreduce", num_gpus=4)
-  assert cvd == "2,3"
+def test_gpus_of_a_node_are_divided_among_its_tasks():
+  task = slurm.resolve(_slurm_env(3, 4, "node[01-02]", "2(x2)", "node02"),
+                       approaches.ALLREDUCE, num_gpus=4)
+  assert task.cuda_visible_devices == "2,3"
 
 
-def test_a_rank_placed_on_another_node_is_refused(monkeypatch):
-  _slurm_env(monkeypatch, 0, 2, "node[9-10]", "1(x2)", "node9")  # TF sorts node10 first
+def test_a_rank_placed_on_another_node_is_refused():
+  env = _slurm_env(0, 2, "node[9-10]", "1(x2)", "node9")  # sorted order puts node10 first
   with pytest.raises(ConfigError, match="runs on node9"):
-    cluster.tf_config_from_slurm("allreduce")
+    slurm.resolve(env, approaches.ALLREDUCE)
 
 
-def test_too_few_tasks_for_a_parameter_server_job(monkeypatch):
-  _slurm_env(monkeypatch, 0, 2, "n1", "2")
+def test_too_few_tasks_for_a_parameter_server_job():
   with pytest.raises(ConfigError, match="ps"):
-    cluster.tf_config_from_slurm("ps")
+    slurm.resolve(_slurm_env(0, 2, "n1", "2"), approaches.PS)
+
+
+@pytest.mark.parametrize("nodes,per_node,hosts,counts", [
+    ("node[01-02],gpu7", "3(x2),1", ["node01", "node02", "gpu7"], [3, 3, 1]),
+    ("a[1,3-4]", "2", ["a1", "a3", "a4"], [2]),
+    ("solo", "1", ["solo"], [1])])
+def test_slurm_lists_expand_as_tf_expands_them(nodes, per_node, hosts, counts):
+  from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as tf_slurm  # pylint: disable=g-import-not-at-top
+  assert slurm.expand_hostlist(nodes) == hosts == tf_slurm.expand_hostlist(nodes)
+  assert slurm.expand_tasks_per_node(per_node) == counts == \
+      tf_slurm.expand_tasks_per_node(per_node)
+
+
+def test_the_layout_is_tfs_slurm_cluster_resolvers():
+  """The pure resolver agrees with TF's SlurmClusterResolver on a 3-node PS job."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  env = _slurm_env(0, 6, "n[1-3]", "2(x3)")
+  old = dict(os.environ)
+  for rank in range(6):
+    env["SLURM_PROCID"] = str(rank)
+    os.environ.update(env)
+    try:
+      ref = tf.distribute.cluster_resolver.SlurmClusterResolver(
+          jobs={"chief": 1, "ps": 2, "worker": 3}, port_base=7000, gpus_per_node=4,
+          auto_set_gpu=False)
+      spec, mine = ref.cluster_spec().as_dict(), ref.get_task_info()
+    finally:
+      os.environ.clear()
+      os.environ.update(old)
+    task = slurm.resolve(env, approaches.PS, num_ps=2, port_base=7000, num_gpus=4)
+    cfg = json.loads(task.tf_config)
+    assert cfg["cluster"] == spec
+    assert (cfg["task"]["type"], cfg["task"]["index"]) == mine
+    assert task.cuda_visible_devices == ref._gpu_allocation[rank]  # pylint: disable=protected-access
 
 
 def test_outside_srun_the_trainer_says_so_in_one_line():

@@ -72,7 +72,7 @@ def test_job_restarts_until_success_or_the_budget_is_spent(tmp_path):
     out = io.StringIO()
     try:
       outcome, attempts, used = local.run_attempts(
-          job(0), lambda n, _prev: job(n), budget, None, 60, out)
+          job(0), lambda n, _prev: job(n), budget, 60, out)
     finally:
       helpers.assert_no_survivors(tag)
     assert outcome.ok == ok, out.getvalue()

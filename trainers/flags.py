@@ -6,9 +6,19 @@ unknown trainer flag or bad value *before* it starts any process.
 
 from absl import flags
 
-APPROACHES = ("allreduce", "ps", "gossip", "fedavg")
+from cluster import approaches
+from trainers import fedavg_math, gossip_math
+
+# The valid values of every choice flag; the configs validate against the same tuples.
 MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn")
 OPTIMIZERS = ("sgd", "momentum", "adam")
+LR_SCHEDULES = ("constant", "cosine")
+COMMUNICATIONS = ("auto", "ring", "nccl")
+PS_MODES = ("async", "sync")
+SYNC_AGGREGATIONS = ("mean", "sum")
+EXCHANGES = ("params", "gradients")
+SERVER_OPTIMIZERS = ("sgd", "adam")
+CLUSTER_RESOLVERS = ("tf_config", "slurm")
 
 
 def define_base_flags(fv: flags.FlagValues) -> None:
@@ -27,7 +37,7 @@ def define_base_flags(fv: flags.FlagValues) -> None:
                       "(exit 3) at --fail_at_step.", flag_values=fv)
   flags.DEFINE_integer("fail_at_step", None, "Fault injection: global step (FedAvg: round) "
                        "at which --fail_task crashes.", flag_values=fv)
-  flags.DEFINE_enum("cluster_resolver", "tf_config", ("tf_config", "slurm"), "Where this "
+  flags.DEFINE_enum("cluster_resolver", "tf_config", CLUSTER_RESOLVERS, "Where this "
                     "task learns the cluster: TF_CONFIG (the launcher, Kubernetes TFJob) or "
                     "Slurm's srun environment (SlurmClusterResolver).", flag_values=fv)
   flags.DEFINE_integer("slurm_port_base", 8888, "Slurm: first port of each node's tasks.",
@@ -44,7 +54,7 @@ def define_common_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch "
                        "(default: one pass over each worker's shard).", flag_values=fv)
   flags.DEFINE_float("learning_rate", 2e-3, "Initial learning rate.", flag_values=fv)
-  flags.DEFINE_enum("lr_schedule", "cosine", ("constant", "cosine"), "Learning-rate schedule "
+  flags.DEFINE_enum("lr_schedule", "cosine", LR_SCHEDULES, "Learning-rate schedule "
                     "over the whole run (cosine: decays to 0 at the last step).", flag_values=fv)
   flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.", flag_values=fv)
   flags.DEFINE_integer("log_every", 100, "Print and record metrics every N steps.",
@@ -53,7 +63,7 @@ def define_common_flags(fv: flags.FlagValues) -> None:
 
 def define_allreduce_flags(fv: flags.FlagValues) -> None:
   define_common_flags(fv)
-  flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
+  flags.DEFINE_enum("communication", "auto", COMMUNICATIONS,
                     "Collective implementation for MultiWorkerMirroredStrategy.", flag_values=fv)
   flags.DEFINE_integer("steps_per_execution", 10, "Training steps per Keras function call "
                        "(fewer Python round trips; progress and fault injection see every "
@@ -64,10 +74,10 @@ def define_allreduce_flags(fv: flags.FlagValues) -> None:
 
 def define_ps_flags(fv: flags.FlagValues) -> None:
   define_common_flags(fv)
-  flags.DEFINE_enum("ps_mode", "async", ("async", "sync"), "async: every worker step updates "
+  flags.DEFINE_enum("ps_mode", "async", PS_MODES, "async: every worker step updates "
                     "the variables at once (TF's native behaviour); sync: each global step "
                     "aggregates one gradient per worker, then applies one update.", flag_values=fv)
-  flags.DEFINE_enum("sync_aggregation", "mean", ("mean", "sum"), "How sync mode combines the "
+  flags.DEFINE_enum("sync_aggregation", "mean", SYNC_AGGREGATIONS, "How sync mode combines the "
                     "N gradients of a global step.", flag_values=fv)
   flags.DEFINE_integer("steps_per_closure", 10, "Async mode: training steps a worker runs per "
                        "scheduled closure (amortises the coordinator round trip).", flag_values=fv)
@@ -79,13 +89,13 @@ def define_ps_flags(fv: flags.FlagValues) -> None:
 
 def define_gossip_flags(fv: flags.FlagValues) -> None:
   define_common_flags(fv)
-  flags.DEFINE_enum("topology", "ring", ("ring", "torus", "exponential", "full"),
+  flags.DEFINE_enum("topology", "ring", gossip_math.TOPOLOGIES,
                     "Who gossips with whom.", flag_values=fv)
-  flags.DEFINE_enum("mixing", "metropolis", ("metropolis", "uniform"),
+  flags.DEFINE_enum("mixing", "metropolis", gossip_math.MIXINGS,
                     "Mixing weights (both symmetric and doubly stochastic).", flag_values=fv)
   flags.DEFINE_integer("gossip_every", 1, "Exchange with the neighbours every K local steps.",
                        flag_values=fv)
-  flags.DEFINE_enum("exchange", "params", ("params", "gradients"), "params: D-PSGD, average "
+  flags.DEFINE_enum("exchange", "params", EXCHANGES, "params: D-PSGD, average "
                     "the models; gradients: average the gradients before each update "
                     "(with --topology=full: the seed's decentralized all-gradient scheme).",
                     flag_values=fv)
@@ -100,7 +110,7 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   define_base_flags(fv)
   flags.DEFINE_integer("num_clients", 100, "Clients the training set is split into (K).",
                        flag_values=fv)
-  flags.DEFINE_enum("partition", "iid", ("iid", "shards", "dirichlet"), "iid: shuffled equal "
+  flags.DEFINE_enum("partition", "iid", fedavg_math.PARTITIONS, "iid: shuffled equal "
                     "parts; shards: McMahan et al.'s 2 label-sorted shards per client; "
                     "dirichlet: label mix per client from Dir(--dirichlet_alpha).", flag_values=fv)
   flags.DEFINE_float("dirichlet_alpha", 0.5, "Concentration of --partition=dirichlet.",
@@ -111,7 +121,7 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("local_batch_size", 10, "Local batch size (B).", flag_values=fv)
   flags.DEFINE_integer("rounds", 10, "Communication rounds.", flag_values=fv)
   flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
-  flags.DEFINE_enum("server_optimizer", "sgd", ("sgd", "adam"), "Server optimizer "
+  flags.DEFINE_enum("server_optimizer", "sgd", SERVER_OPTIMIZERS, "Server optimizer "
                     "(adam: FedAdam).", flag_values=fv)
   flags.DEFINE_float("server_learning_rate", None, "Server learning rate (default: 1.0 "
                      "for sgd, 0.01 for adam).", flag_values=fv)
@@ -125,23 +135,17 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
 
 
+# approach -> its flags (keyed by the records: the names live in cluster.approaches).
 _DEFINERS = {
-    "allreduce": define_allreduce_flags,
-    "ps": define_ps_flags,
-    "gossip": define_gossip_flags,
-    "fedavg": define_fedavg_flags,
+    approaches.ALLREDUCE.name: define_allreduce_flags,
+    approaches.PS.name: define_ps_flags,
+    approaches.GOSSIP.name: define_gossip_flags,
+    approaches.FEDAVG.name: define_fedavg_flags,
 }
 
 
-def implemented_approaches() -> tuple[str, ...]:
-  return tuple(a for a in APPROACHES if a in _DEFINERS)
-
-
 def define_flags_for(approach: str, fv: flags.FlagValues) -> None:
-  if approach not in _DEFINERS:
-    raise ValueError(f"Unrecognized --approach: {approach!r}; implemented: "
-                     f"{', '.join(implemented_approaches())}")
-  _DEFINERS[approach](fv)
+  _DEFINERS[approaches.get(approach).name](fv)
 
 
 def check_trainer_argv(approach: str, argv: list[str]) -> None:

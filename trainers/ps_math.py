@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-AGGREGATIONS = ("mean", "sum")
+from trainers.flags import SYNC_AGGREGATIONS as AGGREGATIONS
 
 
 def make_accumulators(variables: Sequence[tf.Variable]) -> list[tf.Variable]:
@@ -42,6 +42,13 @@ def apply_and_reset(optimizer: tf.keras.optimizers.Optimizer,
   optimizer.apply_gradients(zip(aggregate(accumulators, num_grads, mode), variables))
   for acc in accumulators:
     acc.assign(tf.zeros(acc.shape, acc.dtype))
+
+
+def closure_sizes(num_steps: int, per_closure: int) -> list[int]:
+  """Async PS: `num_steps` split into closures of `per_closure` steps plus one
+  remainder, so the run takes exactly the planned number of updates."""
+  full, rest = divmod(num_steps, per_closure)
+  return [per_closure] * full + ([rest] if rest else [])
 
 
 def merge_shards(pieces: Sequence[np.ndarray], shapes: Sequence[tuple]) -> list[np.ndarray]:

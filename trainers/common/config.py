@@ -5,10 +5,11 @@ import re
 
 from absl import flags
 
-from trainers.errors import ConfigError
-from trainers.outputs import default_run_dir
+from cluster.errors import ConfigError, check_choice
+from trainers import flags as trainer_flags
+from trainers.common.outputs import default_run_dir
 
-_TASK_RE = re.compile(r"^(chief|worker|ps|evaluator):\d+$")
+_TASK_RE = re.compile(r"^(chief|worker|ps):\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +33,13 @@ class TrainConfig:
   fail_at_step: int | None = None
 
   def __post_init__(self):
+    check_choice("model", self.model, trainer_flags.MODELS)
+    check_choice("optimizer", self.optimizer, trainer_flags.OPTIMIZERS)
+    check_choice("lr_schedule", self.lr_schedule, trainer_flags.LR_SCHEDULES)
     for name in ("batch_size", "epochs", "log_every", "synthetic_examples"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-      raise ConfigError(f"--steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+      check_positive(name, getattr(self, name))
+    if self.steps_per_epoch is not None:
+      check_positive("steps_per_epoch", self.steps_per_epoch)
     if not self.learning_rate > 0:
       raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
     if self.fail_task is not None and not _TASK_RE.match(self.fail_task):
@@ -50,6 +53,17 @@ class TrainConfig:
   def from_flags(cls, fv: flags.FlagValues, approach: str) -> "TrainConfig":
     names = [f.name for f in dataclasses.fields(cls) if f.name != "approach"]
     return cls(approach=approach, **{n: fv[n].value for n in names if n in fv})
+
+
+def check_positive(name: str, value: int) -> None:
+  if value < 1:
+    raise ConfigError(f"--{name} must be >= 1, got {value}")
+
+
+def from_flags(cls, fv: flags.FlagValues, approach: str):
+  """An approach's config (`train` plus its own fields) from the flags of the same names."""
+  names = [f.name for f in dataclasses.fields(cls) if f.name != "train"]
+  return cls(train=TrainConfig.from_flags(fv, approach), **{n: fv[n].value for n in names})
 
 
 def flag_dict(fv: flags.FlagValues) -> dict:

@@ -1,7 +1,7 @@
 """The main job: train every approach on the same model, data and example budget, then report.
 
-    python -m launch.compare                       # defaults: all five, 2 workers, MNIST
-    python -m launch.compare --approaches=allreduce,gossip --budget_examples=120000
+    python -m experiments.compare                  # defaults: all five, 2 workers, MNIST
+    python -m experiments.compare --approaches=allreduce,gossip --budget_examples=120000
 
 Each approach gets the same number of training examples (--budget_examples, summed
 over all workers, clients and steps) and runs through the launcher, one after the
@@ -9,7 +9,6 @@ other; the report (report.md / report.json / report.png, fedavg_clients.png) goe
 into the compare directory, one run directory per approach beside it.
 """
 
-import dataclasses
 import datetime
 import os
 import sys
@@ -17,72 +16,15 @@ import time
 
 from absl import flags
 
+from cluster import approaches
+from experiments import budget as budget_lib
+from experiments import report as report_lib
 from launch import local
-from launch import report as report_lib
-
-APPROACHES = ("allreduce", "ps_async", "ps_sync", "gossip", "fedavg")
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-  """How one approach spends the shared example budget."""
-  approach: str          # launcher approach
-  launcher_args: tuple[str, ...]
-  trainer_args: tuple[str, ...]
-  examples: int          # examples it will actually process (<= budget, rounding down)
-  description: str
-
-
-def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
-                clients_per_round: int = 10, num_clients: int = 100,
-                local_epochs: int = 1, local_batch_size: int = 10) -> Budget:
-  """Pure: the flags that make approach `name` process `budget` examples."""
-  if name not in APPROACHES:
-    raise ValueError(f"Unrecognized approach {name!r}; valid: {', '.join(APPROACHES)}")
-  if name == "fedavg":
-    per_round = clients_per_round * (num_train // num_clients) * local_epochs
-    rounds = max(1, budget // per_round)
-    return Budget("fedavg", (f"--num_workers={num_workers}",),
-                  (f"--rounds={rounds}", f"--num_clients={num_clients}",
-                   f"--clients_per_round={clients_per_round}", f"--local_epochs={local_epochs}",
-                   f"--local_batch_size={local_batch_size}", "--eval_every=1"),
-                  rounds * per_round, f"{rounds} rounds x {per_round} examples")
-  per_step = batch_size * (1 if name == "ps_async" else num_workers)
-  steps = max(1, budget // per_step)
-  epochs = max(1, min(steps, round(budget / num_train)))
-  steps_per_epoch = max(1, steps // epochs)
-  trainer = [f"--batch_size={batch_size}", f"--epochs={epochs}",
-             f"--steps_per_epoch={steps_per_epoch}"]
-  launcher = [f"--num_workers={num_workers}"]
-  approach = name
-  if name.startswith("ps_"):
-    approach = "ps"
-    launcher.append("--num_ps=1")
-    trainer.append(f"--ps_mode={name[3:]}")
-  return Budget(approach, tuple(launcher), tuple(trainer), epochs * steps_per_epoch * per_step,
-                f"{epochs} epoch(s) x {steps_per_epoch} steps x {per_step} examples")
-
-
-# McMahan et al. 2017, Table 2 (CNN, MNIST, C=0.1, B=10): rounds to reach 99 % test accuracy.
-PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shards", 1): 350}
-
-
-def paper_preset(max_rounds: int, client_learning_rate: float) -> list[tuple[str, list[str], int]]:
-  """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
-  CNN setting; every run stops at 99 % or after `max_rounds`."""
-  runs = []
-  for (partition, epochs), paper in PAPER_ROUNDS_TO_99.items():
-    runs.append((f"fedavg_{partition}_E{epochs}", [
-        "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
-        "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
-        f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
-        f"--client_learning_rate={client_learning_rate}"], paper))
-  return runs
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_list("approaches", list(APPROACHES), f"Any of {', '.join(APPROACHES)}.",
-                    flag_values=fv)
+  flags.DEFINE_list("approaches", list(approaches.VARIANTS),
+                    f"Any of {', '.join(approaches.VARIANTS)}.", flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Workers (FedAvg: executor services) per approach.",
                        flag_values=fv)
   flags.DEFINE_string("model", "cnn", "Model for every approach.", flag_values=fv)
@@ -110,7 +52,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
   if dataset == "synthetic":
     return synthetic_examples
-  from trainers import data  # pylint: disable=g-import-not-at-top
+  from trainers.common import data  # pylint: disable=g-import-not-at-top
   return data.num_examples(dataset, "train", data_dir)
 
 
@@ -119,22 +61,23 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   define_flags(fv)
   try:
     fv(sys.argv if argv is None else argv)
-    unknown = [a for a in fv.approaches if a not in APPROACHES]
+    unknown = [a for a in fv.approaches if a not in approaches.VARIANTS]
     if unknown:
-      raise flags.Error(f"unknown approach(es) {unknown}; valid: {', '.join(APPROACHES)}")
+      raise flags.Error(f"unknown approach(es) {unknown}; valid: "
+                        f"{', '.join(approaches.VARIANTS)}")
   except flags.Error as e:
-    print(f"launch.compare: error: {e}", file=sys.stderr)
+    print(f"experiments.compare: error: {e}", file=sys.stderr)
     return 2
   if fv.preset == "fedavg_paper":
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return run_paper_preset(
         fv, os.path.abspath(fv.run_dir or os.path.join("runs", f"fedavg-paper-{stamp}")),
         console)
-  from trainers.errors import DataError  # pylint: disable=g-import-not-at-top
+  from trainers.common.errors import DataError  # pylint: disable=g-import-not-at-top
   try:
     num_train = num_train_examples(fv.dataset, fv.data_dir, fv.synthetic_examples)
   except DataError as e:
-    print(f"launch.compare: error: {e}", file=sys.stderr)
+    print(f"experiments.compare: error: {e}", file=sys.stderr)
     return 1
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
@@ -142,18 +85,19 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
             f"--synthetic_examples={fv.synthetic_examples}"]
   if fv.data_dir:
     common.append(f"--data_dir={fv.data_dir}")
-  plans = [plan_budget(a, fv.budget_examples, num_train, fv.num_workers, fv.batch_size,
-                       fv.clients_per_round) for a in fv.approaches]
+  plans = [budget_lib.plan_budget(a, fv.budget_examples, num_train, fv.num_workers,
+                                  fv.batch_size, fv.clients_per_round,
+                                  client_learning_rate=fv.client_learning_rate)
+           for a in fv.approaches]
   print(f"compare: {len(plans)} approach(es), model {fv.model}, dataset {fv.dataset}, "
         f"budget {fv.budget_examples} examples each, {fv.num_workers} workers; in {root}",
         file=console, flush=True)
   done, failed = [], []
   for i, (name, plan) in enumerate(zip(fv.approaches, plans), 1):
     run_dir = os.path.join(root, name)
-    extra = [f"--client_learning_rate={fv.client_learning_rate}"] if name == "fedavg" else []
     argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args,
             f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
-            *plan.trainer_args, *extra]
+            *plan.trainer_args]
     print(f"compare: [{i}/{len(plans)}] {name}: {plan.description} "
           f"({plan.examples} examples) ...", file=console, flush=True)
     t = time.time()
@@ -180,7 +124,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
 
 def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
   """Runs the Table 2 settings one after another and reports rounds to 99 %."""
-  runs = paper_preset(fv.paper_max_rounds, fv.client_learning_rate)
+  runs = budget_lib.paper_preset(fv.paper_max_rounds, fv.client_learning_rate)
   data_args = [f"--dataset={fv.dataset}"] + ([f"--data_dir={fv.data_dir}"] if fv.data_dir
                                              else [])
   lines = ["| setting | rounds to 99 % (here) | paper | final test acc | rounds run | "
@@ -190,7 +134,8 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
     run_dir = os.path.join(root, name)
     print(f"compare: [{i}/{len(runs)}] {name} (paper: {paper} rounds to 99 %) ...",
           file=console, flush=True)
-    code = local.main(["launch", "--approach=fedavg", f"--num_workers={fv.num_workers}",
+    code = local.main(["launch", f"--approach={approaches.FEDAVG.name}",
+                       f"--num_workers={fv.num_workers}",
                        f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *data_args,
                        *args], console=console)
     code_all = code_all or code

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainers.errors import DataError  # pylint: disable=unused-import  # re-exported
+from trainers.common.errors import DataError
 
 SYNTHETIC = "synthetic"
 IMAGE_SHAPE = (28, 28, 1)
@@ -130,6 +130,14 @@ def shard_indices(num_examples: int, num_shards: int, shard: int, seed: int) -> 
     raise ValueError(f"shard {shard} out of range for {num_shards} shards")
   perm = np.random.default_rng(seed).permutation(num_examples)
   return np.sort(perm[shard::num_shards])
+
+
+def steps_per_epoch(num_examples: int, examples_per_step: int, cap: int | None = None) -> int:
+  """Steps in one pass over the training set when each step consumes
+  `examples_per_step` examples across the cluster (all-reduce: batch x workers; PS
+  async: one worker's batch; PS sync: batch x workers); `cap` (--steps_per_epoch)
+  wins. Each worker's shard then lasts exactly that many steps, up to rounding."""
+  return cap or max(1, num_examples // examples_per_step)
 
 
 def train_dataset(data: Arrays, batch_size: int, seed: int | None, repeat: int = -1,

@@ -1,10 +1,13 @@
 """Build the comparison report from run directories.
 
-    python -m launch.report RUN_DIR [RUN_DIR ...] [--out_dir=DIR]
+    python -m experiments.report RUN_DIR [RUN_DIR ...] [--out_dir=DIR]
 
 Writes report.md (one row per run), report.json (the same figures) and report.png
 (test accuracy against wall time and against training examples processed, one
-curve per run), plus fedavg_clients.png (per-client loss curves) for FedAvg runs.
+curve per run), plus fedavg_clients.png (per-client loss curves) for runs that
+record clients. Every approach writes the same summary core and the same
+"epoch"/"round" records (trainers/common/session.py, progress.py), so nothing
+here depends on which approach a run was.
 """
 
 import json
@@ -34,25 +37,14 @@ def load_run(run_dir: str) -> dict:
 
 
 def label(run: dict) -> str:
-  s = run["summary"]
-  if s["approach"] == "ps":
-    return f"ps/{s.get('ps_mode', 'async')}"
-  if s["approach"] == "gossip":
-    return f"gossip/{s.get('topology', '?')}"
-  return s["approach"]
+  return run["summary"].get("label") or run["summary"]["approach"]
 
 
 def accuracy_curve(run: dict) -> list[tuple[float, int, float]]:
   """(seconds since the trainer started, examples processed, test accuracy) per evaluation."""
-  out, examples = [], 0
-  for r in run["records"]:
-    if r["kind"] == "round":
-      examples += int(r.get("examples", 0))
-    elif r["kind"] == "epoch":
-      examples = int(r.get("examples_seen", examples))
-    if "test_accuracy" in r and r["kind"] in ("epoch", "round"):
-      out.append((float(r["elapsed_s"]), examples, float(r["test_accuracy"])))
-  return out
+  return [(float(r["elapsed_s"]), int(r["examples_seen"]), float(r["test_accuracy"]))
+          for r in run["records"]
+          if r["kind"] in ("epoch", "round") and "test_accuracy" in r]
 
 
 def time_to(curve, target: float) -> float | None:
@@ -63,21 +55,6 @@ def row(run: dict) -> dict[str, Any]:
   """The figures of one report row."""
   s = run["summary"]
   curve = accuracy_curve(run)
-  notes = []
-  if s["approach"] == "gossip":
-    notes.append(f"consensus distance {s.get('consensus_distance', float('nan')):.2e}, "
-                 f"degree {s.get('degree')}")
-  if s["approach"] == "fedavg":
-    notes.append(f"{s.get('rounds')} rounds x {s.get('clients_per_round')} clients, "
-                 f"E={s.get('local_epochs')} B={s.get('local_batch_size')}, "
-                 f"{s.get('partition')}")
-  if s["approach"] == "ps":
-    notes.append(f"{s.get('num_ps')} ps")
-    if s.get("ps_mode") == "sync" and s.get("grad_phase_s") is not None:
-      total = s["grad_phase_s"] + s["apply_phase_s"]
-      notes.append(f"{100 * s['grad_phase_s'] / max(total, 1e-9):.0f}% gradient phase / "
-                   f"{100 * s['apply_phase_s'] / max(total, 1e-9):.0f}% apply phase")
-  comm = communicated_bytes(s)
   return {
       "approach": label(run), "workers": s.get("num_workers"), "model": s.get("model"),
       "dataset": s.get("dataset"), "test_accuracy": s.get("test_accuracy"),
@@ -85,19 +62,9 @@ def row(run: dict) -> dict[str, Any]:
       "train_time_s": s.get("train_time_s"), "examples_processed": s.get("examples_processed"),
       "examples_per_sec": s.get("examples_per_sec"),
       **{f"time_to_{int(t * 100)}_s": time_to(curve, t) for t in TARGETS},
-      "bytes_per_worker": comm, "notes": "; ".join(notes), "run_dir": run["run_dir"],
+      "bytes_per_worker": s.get("bytes_sent_per_worker"), "notes": s.get("notes", ""),
+      "run_dir": run["run_dir"],
   }
-
-
-def communicated_bytes(s: dict) -> float | None:
-  """Payload each worker sent over the run, where the approach records or implies it."""
-  if s["approach"] == "gossip":
-    return s.get("bytes_sent_per_worker")
-  if s["approach"] == "fedavg":
-    clients = max(1, s.get("num_clients", 1))
-    # Each client uploads one model per round it takes part in: per client, on average.
-    return s.get("bytes_uploaded_per_round", 0) * s.get("rounds", 0) / clients
-  return None
 
 
 def _fmt(value, kind: str = "") -> str:
@@ -158,7 +125,8 @@ def plot(runs: Sequence[dict], path: str) -> None:
 
 
 def plot_clients(run: dict, path: str) -> bool:
-  """FedAvg: one loss curve per client, over the rounds it took part in."""
+  """Federated runs: one loss curve per client, over the rounds it took part in;
+  False (nothing written) for a run that records no clients."""
   per_client: dict[int, list[tuple[int, float]]] = {}
   for r in run["records"]:
     for c in r.get("clients", ()):
@@ -194,8 +162,7 @@ def build_report(run_dirs: Sequence[str], out_dir: str, title: str = "Comparison
     json.dump({"title": title, "rows": rows}, f, indent=2)
   plot(runs, os.path.join(out_dir, "report.png"))
   for run in runs:
-    if run["summary"]["approach"] == "fedavg":
-      plot_clients(run, os.path.join(out_dir, "fedavg_clients.png"))
+    plot_clients(run, os.path.join(out_dir, "fedavg_clients.png"))
   return rows
 
 
@@ -206,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
   try:
     dirs = fv(sys.argv if argv is None else argv)[1:]
   except flags.Error as e:
-    print(f"launch.report: error: {e}", file=sys.stderr)
+    print(f"experiments.report: error: {e}", file=sys.stderr)
     return 2
   missing = [d for d in dirs if not os.path.exists(os.path.join(d, "summary.json"))]
   if not dirs or missing:
-    print(f"launch.report: error: need run directories with a summary.json"
+    print(f"experiments.report: error: need run directories with a summary.json"
           f"{'; missing in ' + ', '.join(missing) if missing else ''}", file=sys.stderr)
     return 2
   out_dir = fv.out_dir or os.path.dirname(os.path.abspath(dirs[0]))

@@ -1,6 +1,6 @@
 """Benchmarks (not tests): throughput, launch latency and time-to-accuracy, on this machine.
 
-    python -m launch.bench            # or: make bench
+    python -m experiments.bench       # or: make bench
 
 For each approach and N in --num_workers (default 1,2,4) it trains --budget_examples
 examples through the launcher and records training throughput (examples/s over
@@ -19,14 +19,17 @@ import time
 
 from absl import flags
 
-from launch import compare, local
+from cluster import approaches
+from experiments import budget as budget_lib
+from experiments import compare
+from launch import local
 
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_list("approaches", ["allreduce", "ps_async", "ps_sync", "gossip", "fedavg"],
-                    "Approaches to measure.", flag_values=fv)
+  flags.DEFINE_list("approaches", list(approaches.VARIANTS), "Approaches to measure.",
+                    flag_values=fv)
   flags.DEFINE_list("num_workers", ["1", "2", "4"], "Worker counts.", flag_values=fv)
   flags.DEFINE_string("model", "mlp", "Model.", flag_values=fv)
   flags.DEFINE_string("dataset", "mnist", "Dataset.", flag_values=fv)
@@ -48,7 +51,7 @@ def first_step_latency(run_dir: str, launched_at: float) -> float | None:
   with open(path) as f:
     for line in f:
       rec = json.loads(line)
-      if rec["kind"] in ("first_step", "round"):
+      if rec["kind"] == "first_step":
         return rec["time"] - launched_at
   return None
 
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     fv(argv)
     counts = [int(n) for n in fv.num_workers]
   except (flags.Error, ValueError) as e:
-    print(f"launch.bench: error: {e}", file=sys.stderr)
+    print(f"experiments.bench: error: {e}", file=sys.stderr)
     return 2
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"bench-{stamp}"))
@@ -119,16 +122,17 @@ def main(argv: list[str] | None = None) -> int:
   common = [f"--model={fv.model}", f"--dataset={fv.dataset}"] + (
       [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
   # Baseline: the same trainer code as all-reduce, one process, plain Keras (no strategy).
-  base_plan = compare.plan_budget("allreduce", fv.budget_examples, num_train, 1, fv.batch_size)
+  base_plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
+                                     1, fv.batch_size)
   base_dir = os.path.join(root, "baseline")
   print(f"bench: baseline single-process Keras fit ({base_plan.description})", flush=True)
   baseline = _measure("keras fit (1 process)", [
-      "launch", "--approach=allreduce", "--num_workers=1", f"--run_dir={base_dir}", "--",
+      "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1", f"--run_dir={base_dir}", "--",
       *common, *base_plan.trainer_args, "--plain_keras"], base_dir)
   rows = []
   for name in fv.approaches:
     for n in counts:
-      plan = compare.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
+      plan = budget_lib.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
       run_dir = os.path.join(root, f"{name}-n{n}")
       print(f"bench: {name} N={n} ({plan.description})", flush=True)
       row = _measure(name, ["launch", f"--approach={plan.approach}", *plan.launcher_args,
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
       row["n"] = n
       rows.append(row)
   os.makedirs(root, exist_ok=True)
-  cmd = "python -m launch.bench " + " ".join(argv[1:])
+  cmd = "python -m experiments.bench " + " ".join(argv[1:])
   with open(os.path.join(root, "bench.json"), "w") as f:
     json.dump({"machine": machine(), "command": cmd, "baseline": baseline, "rows": rows}, f,
               indent=2)

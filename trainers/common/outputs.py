@@ -17,8 +17,11 @@ import os
 import time
 from typing import Any, Mapping
 
-REQUIRED_SUMMARY_KEYS = ("approach", "dataset", "model", "num_workers", "test_accuracy",
-                         "test_loss", "wall_time_s", "train_time_s", "examples_per_sec")
+# The common core every approach's summary carries (trainers/common/session.py).
+REQUIRED_SUMMARY_KEYS = ("approach", "label", "dataset", "model", "num_workers",
+                         "test_accuracy", "test_loss", "wall_time_s", "train_time_s",
+                         "examples_processed", "examples_per_sec", "bytes_sent_per_worker",
+                         "notes", "run_dir")
 
 
 def default_run_dir(approach: str, now: datetime.datetime | None = None) -> str:

@@ -1,0 +1,87 @@
+"""The approaches: one frozen record each, and the comparison's variants of them.
+
+This is the only module that names an approach. The launcher plans tasks from a
+record (roles, which role the job waits for, which deaths it survives, what
+environment every task needs, whether a restart passes --resume); the trainers,
+k8s, Slurm and the experiments look the same record up by name.
+"""
+
+import dataclasses
+from typing import Mapping
+
+from cluster.errors import ConfigError
+
+# Roles that compute gradients (and so get a GPU when there are any).
+COMPUTE_ROLES = ("chief", "worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Approach:
+  """What the launcher and the trainers need to know about one approach."""
+  name: str
+  trainer: str                       # module every task runs: python -m <trainer>
+  has_chief: bool = False            # a chief task runs the loop (PS coordinator, FedAvg server)
+  has_ps: bool = False               # parameter-server tasks hold the variables
+  min_workers: int = 1
+  primary_roles: tuple[str, ...] = ("worker",)  # the job waits for these; others are servers
+  tolerated_roles: tuple[str, ...] = ()         # roles whose death the job survives
+  takes_resume_flag: bool = True     # restarts add --resume (all-reduce resumes by itself)
+  env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for every task
+
+  def roles(self, num_workers: int, num_ps: int = 0) -> dict[str, int]:
+    """Role -> task count, in the order tasks are planned (chief, worker, ps)."""
+    if num_workers < self.min_workers:
+      raise ConfigError(f"--num_workers must be >= {self.min_workers} for {self.name}, "
+                        f"got {num_workers}")
+    if self.has_ps and num_ps < 1:
+      raise ConfigError(f"--num_ps must be >= 1, got {num_ps}")
+    roles = {"chief": int(self.has_chief), "worker": num_workers,
+             "ps": num_ps if self.has_ps else 0}
+    return {r: n for r, n in roles.items() if n > 0}
+
+
+ALLREDUCE = Approach("allreduce", "trainers.allreduce", takes_resume_flag=False)
+PS = Approach(
+    "ps", "trainers.parameter_server", has_chief=True, has_ps=True,
+    primary_roles=("chief",),
+    # The coordinator re-schedules a dead worker's closures on the others.
+    tolerated_roles=("worker",),
+    # Required by ParameterServerStrategy: RPCs to a dead task fail instead of
+    # retrying forever, so the coordinator can re-schedule around it.
+    env={"GRPC_FAIL_FAST": "use_caller"})
+GOSSIP = Approach("gossip", "trainers.gossip")
+# The chief runs the FedAvg rounds; workers are TFF executor services (none: in-process).
+FEDAVG = Approach("fedavg", "trainers.federated", has_chief=True, min_workers=0,
+                  primary_roles=("chief",))
+
+APPROACHES: Mapping[str, Approach] = {a.name: a for a in (ALLREDUCE, PS, GOSSIP, FEDAVG)}
+
+
+def get(name: str) -> Approach:
+  if name not in APPROACHES:
+    raise ConfigError(f"--approach must be one of {', '.join(APPROACHES)}; got {name!r}")
+  return APPROACHES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One entry of the comparison: an approach with the trainer flags that make it so."""
+  name: str
+  approach: Approach
+  trainer_args: tuple[str, ...] = ()
+  examples_per_step_is_per_worker: bool = False  # one step = one worker's batch (PS async)
+
+
+VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
+    Variant("allreduce", ALLREDUCE),
+    Variant("ps_async", PS, ("--ps_mode=async",), examples_per_step_is_per_worker=True),
+    Variant("ps_sync", PS, ("--ps_mode=sync",)),
+    Variant("gossip", GOSSIP),
+    Variant("fedavg", FEDAVG),
+)}
+
+
+def variant(name: str) -> Variant:
+  if name not in VARIANTS:
+    raise ConfigError(f"unknown approach {name!r}; valid: {', '.join(VARIANTS)}")
+  return VARIANTS[name]

@@ -1,0 +1,83 @@
+"""TF_CONFIG, the one contract between whatever starts a task and the task itself.
+
+`make_tf_config` writes it (the launcher, Slurm resolution), `parse_tf_config`
+reads and validates it into a frozen `TaskInfo` (the trainers). Kubernetes'
+training operator writes the same shape.
+"""
+
+import dataclasses
+import json
+from typing import Mapping, Sequence
+
+from cluster.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+  """Where this process sits in the cluster."""
+  cluster: Mapping[str, tuple[str, ...]]
+  task_type: str
+  task_index: int
+
+  @property
+  def num_workers(self) -> int:
+    return len(self.cluster.get("worker", ()))
+
+  @property
+  def is_chief(self) -> bool:
+    """The task that writes outputs: `chief` if the cluster has one, else worker 0."""
+    if "chief" in self.cluster:
+      return self.task_type == "chief"
+    return self.task_type == "worker" and self.task_index == 0
+
+  @property
+  def name(self) -> str:
+    return f"{self.task_type}:{self.task_index}"
+
+  @property
+  def address(self) -> str:
+    return self.cluster[self.task_type][self.task_index]
+
+
+SINGLE_PROCESS = TaskInfo(cluster={"worker": ("localhost:0",)}, task_type="worker", task_index=0)
+
+
+def host_of(address: str) -> str:
+  """'10.0.0.1:2222' -> '10.0.0.1'."""
+  return address.rpartition(":")[0]
+
+
+def make_tf_config(cluster: Mapping[str, Sequence[str]], role: str, index: int) -> str:
+  """The TF_CONFIG of task role:index of `cluster` (role -> addresses)."""
+  spec = {r: list(a) for r, a in cluster.items()}
+  return json.dumps({"cluster": spec, "task": {"type": role, "index": index}}, sort_keys=True)
+
+
+def parse_tf_config(raw: str | None) -> TaskInfo:
+  """Parses a TF_CONFIG string; None or empty means a single local process."""
+  if not raw:
+    return SINGLE_PROCESS
+  try:
+    cfg = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"TF_CONFIG is not valid JSON ({e.msg} at char {e.pos})") from e
+  if not isinstance(cfg, dict) or not isinstance(cfg.get("cluster"), dict) \
+      or not isinstance(cfg.get("task"), dict):
+    raise ConfigError('TF_CONFIG must be {"cluster": {role: [host:port, ...]}, '
+                      '"task": {"type": role, "index": i}}')
+  cluster = {}
+  for role, addrs in cfg["cluster"].items():
+    if not isinstance(addrs, list) or not addrs or not all(
+        isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addrs):
+      raise ConfigError(f"TF_CONFIG cluster role {role!r} must be a non-empty list of "
+                        f"'host:port' strings, got {addrs!r}")
+    cluster[role] = tuple(addrs)
+  task_type = cfg["task"].get("type")
+  task_index = cfg["task"].get("index", 0)
+  if task_type not in cluster:
+    raise ConfigError(f"TF_CONFIG task type {task_type!r} is not a role of the cluster "
+                      f"{sorted(cluster)}")
+  if not isinstance(task_index, int) or not 0 <= task_index < len(cluster[task_type]):
+    raise ConfigError(f"TF_CONFIG task index {task_index!r} out of range for "
+                      f"{len(cluster[task_type])} {task_type} task(s)")
+  return TaskInfo(cluster, task_type, task_index)

@@ -1,0 +1,65 @@
+"""Pure planning of experiments: the flags that make each approach spend a budget.
+
+The comparison gives every approach the same number of training examples; these
+functions turn that budget into launcher and trainer flags for one entry of
+cluster.approaches.VARIANTS. No processes, no TensorFlow.
+"""
+
+import dataclasses
+
+from cluster import approaches
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """How one approach spends the shared example budget."""
+  approach: str          # launcher approach
+  launcher_args: tuple[str, ...]
+  trainer_args: tuple[str, ...]
+  examples: int          # examples it will actually process (<= budget, rounding down)
+  description: str
+
+
+def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
+                clients_per_round: int = 10, num_clients: int = 100,
+                local_epochs: int = 1, local_batch_size: int = 10,
+                client_learning_rate: float | None = None) -> Budget:
+  """Pure: the flags that make variant `name` process `budget` examples."""
+  variant = approaches.variant(name)
+  launcher = (f"--num_workers={num_workers}",) + (
+      ("--num_ps=1",) if variant.approach.has_ps else ())
+  if variant.approach is approaches.FEDAVG:
+    per_round = clients_per_round * (num_train // num_clients) * local_epochs
+    rounds = max(1, budget // per_round)
+    return Budget(variant.approach.name, launcher,
+                  (f"--rounds={rounds}", f"--num_clients={num_clients}",
+                   f"--clients_per_round={clients_per_round}", f"--local_epochs={local_epochs}",
+                   f"--local_batch_size={local_batch_size}", "--eval_every=1",
+                   *([f"--client_learning_rate={client_learning_rate}"]
+                     if client_learning_rate else []), *variant.trainer_args),
+                  rounds * per_round, f"{rounds} rounds x {per_round} examples")
+  per_step = batch_size * (1 if variant.examples_per_step_is_per_worker else num_workers)
+  steps = max(1, budget // per_step)
+  epochs = max(1, min(steps, round(budget / num_train)))
+  steps_per_epoch = max(1, steps // epochs)
+  trainer = (f"--batch_size={batch_size}", f"--epochs={epochs}",
+             f"--steps_per_epoch={steps_per_epoch}", *variant.trainer_args)
+  return Budget(variant.approach.name, launcher, trainer, epochs * steps_per_epoch * per_step,
+                f"{epochs} epoch(s) x {steps_per_epoch} steps x {per_step} examples")
+
+
+# McMahan et al. 2017, Table 2 (CNN, MNIST, C=0.1, B=10): rounds to reach 99 % test accuracy.
+PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shards", 1): 350}
+
+
+def paper_preset(max_rounds: int, client_learning_rate: float) -> list[tuple[str, list[str], int]]:
+  """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
+  CNN setting; every run stops at 99 % or after `max_rounds`."""
+  runs = []
+  for (partition, epochs), paper in PAPER_ROUNDS_TO_99.items():
+    runs.append((f"fedavg_{partition}_E{epochs}", [
+        "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
+        "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
+        f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
+        f"--client_learning_rate={client_learning_rate}"], paper))
+  return runs

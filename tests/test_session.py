@@ -1,0 +1,89 @@
+"""The shared run path: validated configs, the one steps-per-epoch formula, the
+progress cadence, and a run session that always closes its writer."""
+
+import json
+
+import pytest
+
+from cluster.errors import ConfigError
+from trainers import allreduce, federated, gossip, parameter_server
+from trainers.common import data, progress, session
+from trainers.common.config import TrainConfig
+from cluster.tf_config import SINGLE_PROCESS
+
+
+def _train(**kw):
+  return TrainConfig(approach="allreduce", dataset="synthetic", run_dir="/tmp/unused", **kw)
+
+
+@pytest.mark.parametrize("build,flag,value", [
+    (lambda: parameter_server.PSConfig(_train(), ps_mode="synch"), "--ps_mode", "synch"),
+    (lambda: parameter_server.PSConfig(_train(), sync_aggregation="avg"),
+     "--sync_aggregation", "avg"),
+    (lambda: gossip.GossipConfig(_train(), topology="star"), "--topology", "star"),
+    (lambda: gossip.GossipConfig(_train(), mixing="max"), "--mixing", "max"),
+    (lambda: gossip.GossipConfig(_train(), exchange="both"), "--exchange", "both"),
+    (lambda: allreduce.AllReduceConfig(_train(), communication="mpi"), "--communication", "mpi"),
+    (lambda: federated.FedAvgConfig(_train(), partition="skew"), "--partition", "skew"),
+    (lambda: federated.FedAvgConfig(_train(), server_optimizer="yogi"),
+     "--server_optimizer", "yogi"),
+    (lambda: _train(model="resnet"), "--model", "resnet"),
+    (lambda: _train(optimizer="lamb"), "--optimizer", "lamb"),
+    (lambda: _train(lr_schedule="step"), "--lr_schedule", "step"),
+])
+def test_a_bad_choice_names_the_field_the_value_and_the_valid_values(build, flag, value):
+  with pytest.raises(ConfigError) as e:
+    build()
+  msg = str(e.value)
+  assert flag in msg and repr(value) in msg and "must be one of" in msg and "\n" not in msg
+
+
+def test_ps_sync_error_lists_the_modes():
+  with pytest.raises(ConfigError, match=r"--ps_mode must be one of async, sync; got 'synch'"):
+    parameter_server.PSConfig(_train(), ps_mode="synch")
+
+
+@pytest.mark.parametrize("examples,per_step,cap,want", [
+    (60000, 128, None, 468), (60000, 64, None, 937), (100, 200, None, 1), (60000, 64, 7, 7)])
+def test_one_steps_per_epoch_formula(examples, per_step, cap, want):
+  assert data.steps_per_epoch(examples, per_step, cap) == want
+  # Per-worker shards then last the same number of steps: floor(floor(a/n)/b) == floor(a/nb).
+  if cap is None and per_step % 2 == 0:
+    assert (examples // 2) // (per_step // 2) == want or want == 1
+
+
+def test_schedule_chunks_end_at_every_log_point_and_epoch_end():
+  chunks = list(progress.schedule(start_step=0, steps_per_epoch=10, epochs=2, log_every=4))
+  assert [(c.start, c.end) for c in chunks] == [(0, 4), (4, 8), (8, 10), (10, 12), (12, 16),
+                                                (16, 20)]
+  assert [c.opens_epoch for c in chunks] == [True, False, False, True, False, False]
+  assert [c.closes_epoch for c in chunks] == [False, False, True, False, False, True]
+  assert [c.step_in_epoch for c in chunks] == [4, 8, 10, 2, 6, 10]
+  resumed = list(progress.schedule(start_step=10, steps_per_epoch=10, epochs=2, log_every=4))
+  assert resumed == chunks[3:]
+  assert list(progress.schedule(20, 10, 2, 4)) == []
+
+
+def test_round_evaluation_cadence():
+  assert [r for r in range(1, 8) if progress.round_due_for_eval(r, 7, 3)] == [3, 6, 7]
+
+
+def test_the_session_writes_the_common_core_and_always_closes_its_writer(tmp_path):
+  cfg = TrainConfig(approach="allreduce", dataset="synthetic", synthetic_examples=64,
+                    run_dir=str(tmp_path))
+  with pytest.raises(RuntimeError, match="boom"):
+    with session.open_run(cfg, SINGLE_PROCESS, "allreduce", 1, {"a": 1}) as run:
+      writer = run.writer
+      raise RuntimeError("boom")
+  assert writer._metrics is None  # pylint: disable=protected-access  # closed
+  with session.open_run(cfg, SINGLE_PROCESS, "x/y", 1) as run:
+    assert len(run.shard(0, 2)) + len(run.shard(1, 2)) == 64
+    run.start_progress(run.steps_per_epoch(16), 16, epochs=1)
+    summary = run.finish(steps=4)
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk == json.loads(json.dumps(summary))
+  assert {"approach", "label", "dataset", "model", "num_workers", "test_accuracy",
+          "test_loss", "train_time_s", "examples_processed", "examples_per_sec",
+          "wall_time_s", "bytes_sent_per_worker", "notes", "run_dir", "steps"} <= set(summary)
+  assert summary["label"] == "x/y" and summary["steps"] == 4
+  assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}

@@ -1,0 +1,156 @@
+"""Progress lines and metric records for every training loop (Keras fit or hand-written).
+
+One format everywhere, in steps and epochs or (FedAvg) in rounds:
+    [ps/async] epoch 1/2 step 300/937 loss 0.3120 acc 0.9061 | 8177 ex/s | eta 12s
+    [fedavg] round 3/20 loss 0.2210 acc 0.9350 test_acc 0.9512 | 1.52s, 3947 ex/s | eta 26s
+
+Records go to metrics.jsonl with kind "first_step", "step", "epoch" or "round";
+"epoch" and "round" records carry `examples_seen` and, when evaluated, `test_loss`
+and `test_accuracy`, so every approach's curve is read the same way.
+"""
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator
+
+from trainers.common.outputs import RunWriter
+
+
+class Progress:
+  """Tracks throughput between calls, prints one line and writes one record per call."""
+
+  def __init__(self, writer: RunWriter, label: str, epochs: int, steps_per_epoch: int,
+               examples_per_step: int, verbose: bool = True):
+    self.writer, self.label, self.verbose = writer, label, verbose
+    self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+    self.examples_per_step = examples_per_step
+    self.train_time_s = 0.0       # time inside epochs, evaluation excluded
+    self.examples = 0             # training examples processed (all workers)
+    self.last_test = (float("nan"), float("nan"))
+    self.history: list[dict] = []
+    self._mark = self._epoch_start = time.perf_counter()
+    self._mark_step = 0
+
+  def first_step(self, global_step: int) -> None:
+    """Records when training produced its first update (start-up latency)."""
+    self.writer.log("first_step", global_step)
+
+  def start_epoch(self) -> None:
+    self._mark = self._epoch_start = time.perf_counter()
+    self._mark_step = 0
+
+  def step(self, epoch: int, step_in_epoch: int, global_step: int, loss: float,
+           accuracy: float, **extra: Any) -> dict:
+    """Call at a logging point; `epoch` counts from 1, `step_in_epoch` is steps done."""
+    now = time.perf_counter()
+    rate = (step_in_epoch - self._mark_step) / max(now - self._mark, 1e-9)
+    self._mark, self._mark_step = now, step_in_epoch
+    remaining = (self.epochs - epoch) * self.steps_per_epoch + self.steps_per_epoch - step_in_epoch
+    rec = self.writer.log("step", global_step, epoch=epoch, loss=float(loss),
+                          accuracy=float(accuracy), steps_per_sec=rate,
+                          examples_per_sec=rate * self.examples_per_step, **extra)
+    if self.verbose:
+      extras = "".join(f" {k} {v:.4g}" for k, v in extra.items() if isinstance(v, float))
+      print(f"[{self.label}] epoch {epoch}/{self.epochs} step {step_in_epoch}/"
+            f"{self.steps_per_epoch} loss {loss:.4f} acc {accuracy:.4f}{extras} | "
+            f"{rec['examples_per_sec']:.0f} ex/s | eta {remaining / max(rate, 1e-9):.0f}s",
+            flush=True)
+    return rec
+
+  def end_epoch(self, epoch: int, global_step: int, loss: float, accuracy: float,
+                evaluate: Callable[[], tuple[float, float]] | None = None, **extra: Any) -> dict:
+    """Call after each epoch's training; `evaluate()` -> (test loss, test accuracy) runs
+    after the epoch's clock has stopped, so evaluation never counts as training time."""
+    epoch_time = time.perf_counter() - self._epoch_start
+    examples = self.steps_per_epoch * self.examples_per_step
+    rec, test = self._close_unit("epoch", global_step, epoch_time, examples, evaluate, {},
+                                 epoch=epoch, loss=float(loss), accuracy=float(accuracy),
+                                 epoch_time_s=epoch_time, **extra)
+    if self.verbose:
+      print(f"[{self.label}] epoch {epoch}/{self.epochs} done in {epoch_time:.1f}s "
+            f"loss {loss:.4f} acc {accuracy:.4f}{_shown(test)} | "
+            f"{rec['examples_per_sec']:.0f} ex/s", flush=True)
+    return rec
+
+  def end_round(self, round_num: int, total_rounds: int, loss: float, accuracy: float,
+                examples: int, round_time_s: float,
+                evaluate: Callable[[], tuple[float, float]] | None = None,
+                **extra: Any) -> dict:
+    """Call after each federated round (the unit of FedAvg's progress); evaluation,
+    if due, runs outside the round's time. The first round is also the first step."""
+    if not self.history:
+      self.first_step(round_num)
+    rec, test = self._close_unit("round", round_num, round_time_s, examples, evaluate,
+                                 {"examples": examples}, round=round_num, loss=float(loss),
+                                 accuracy=float(accuracy), round_time_s=round_time_s, **extra)
+    if self.verbose:
+      eta = self.train_time_s / len(self.history) * (total_rounds - round_num)
+      print(f"[{self.label}] round {round_num}/{total_rounds} loss {loss:.4f} "
+            f"acc {accuracy:.4f}{_shown(test)} | {round_time_s:.2f}s, "
+            f"{rec['examples_per_sec']:.0f} ex/s | eta {eta:.0f}s", flush=True)
+    return rec
+
+  def _close_unit(self, kind: str, step: int, seconds: float, examples: int,
+                  evaluate: Callable[[], tuple[float, float]] | None,
+                  first: dict[str, Any], **values: Any):
+    """Books one epoch or round: time, examples, the evaluation; writes its record
+    (`first`'s fields, then `values`')."""
+    values = {**first, **values}
+    test = evaluate() if evaluate is not None else None
+    self.train_time_s += seconds
+    self.examples += examples
+    values.update(examples_seen=self.examples, train_time_s=self.train_time_s,
+                  examples_per_sec=examples / max(seconds, 1e-9))
+    if test is not None:
+      self.last_test = test
+      values.update(test_loss=test[0], test_accuracy=test[1])
+    rec = self.writer.log(kind, step, **values)
+    self.history.append(rec)
+    return rec, test
+
+  def summary_fields(self) -> dict:
+    """The throughput/accuracy part of summary.json every approach shares."""
+    return {"test_loss": self.last_test[0], "test_accuracy": self.last_test[1],
+            "train_time_s": self.train_time_s, "examples_processed": self.examples,
+            "examples_per_sec": self.examples / max(self.train_time_s, 1e-9)}
+
+
+def _shown(test: tuple[float, float] | None) -> str:
+  return f" test_loss {test[0]:.4f} test_acc {test[1]:.4f}" if test is not None else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  """Steps [start, end) of one epoch, trained between two progress points."""
+  epoch: int          # counts from 1
+  start: int          # global step before the chunk
+  end: int            # global step after it
+  step_in_epoch: int  # steps of this epoch done after it
+  opens_epoch: bool
+  closes_epoch: bool  # the epoch ends here: evaluate and checkpoint
+
+  @property
+  def size(self) -> int:
+    return self.end - self.start
+
+
+def schedule(start_step: int, steps_per_epoch: int, epochs: int,
+             log_every: int) -> Iterator[Chunk]:
+  """The progress cadence of a step-based loop: chunks that end at every multiple of
+  `log_every` and at every epoch end, from `start_step` (a resumed run) to the last
+  step. Evaluation happens where a chunk closes an epoch."""
+  step, total = start_step, steps_per_epoch * epochs
+  while step < total:
+    epoch = step // steps_per_epoch + 1
+    epoch_end = epoch * steps_per_epoch
+    opens = True
+    while step < epoch_end:
+      end = min(epoch_end, (step // log_every + 1) * log_every)
+      yield Chunk(epoch, step, end, end - (epoch - 1) * steps_per_epoch, opens,
+                  end == epoch_end)
+      opens, step = False, end
+
+
+def round_due_for_eval(round_num: int, last_round: int, every: int) -> bool:
+  """FedAvg's evaluation cadence: every `every` rounds and after the last."""
+  return round_num % every == 0 or round_num == last_round

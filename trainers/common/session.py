@@ -1,0 +1,159 @@
+"""One run session under all four approaches: how a run opens and how it closes.
+
+    with session.open_run(config.train, task, label, num_workers, flag_values) as run:
+      ...                                     # the approach: strategy, exchange or round
+      return run.finish(steps=step, **fields_of_this_approach)
+
+Opening: the run directory, config.json, the metrics/TensorBoard writer (a no-op
+off the chief), the data splits, the seed, the model and optimizer factories, this
+worker's shard and the evaluator. Closing: summary.json with one schema (the
+common core below plus the approach's own fields), and the writer closed in a
+`finally`, whatever happened. The progress and evaluation cadence
+(`progress.schedule`) is reached through here too, so every approach reports and
+evaluates at the same points.
+
+Common core of summary.json: approach, label, dataset, model, num_workers,
+test_accuracy, test_loss, train_time_s, examples_processed, examples_per_sec,
+wall_time_s, bytes_sent_per_worker (payload; None where TF's runtime moves the
+data), notes (one line for the report), run_dir.
+"""
+
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from cluster.tf_config import TaskInfo
+from models import build_model
+from trainers.common import data, model
+from trainers.common import progress as progress_lib
+from trainers.common.config import TrainConfig
+from trainers.common.faults import fail_if_scheduled
+from trainers.common.outputs import RunWriter
+
+
+@dataclasses.dataclass
+class Run:
+  """An open run: the shared pieces an approach trains with."""
+  config: TrainConfig
+  task: TaskInfo
+  label: str          # e.g. "ps/sync", "gossip/ring": progress lines and reports
+  num_workers: int
+  writer: RunWriter
+  train: data.Arrays
+  test: data.Arrays
+  started: float
+  progress: progress_lib.Progress | None = None
+  _scorer: Callable | None = dataclasses.field(default=None, repr=False)
+
+
+  # --- factories -------------------------------------------------------------
+  def model_fn(self) -> tf.keras.Model:
+    """A fresh, uncompiled model of --model."""
+    return build_model(self.config.model)
+
+  def optimizer_fn(self, total_steps: int) -> tf.keras.optimizers.Optimizer:
+    """The --optimizer with the --lr_schedule over `total_steps`."""
+    cfg = self.config
+    return model.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.lr_schedule, total_steps)
+
+  # --- data ------------------------------------------------------------------
+  def shard(self, index: int, count: int) -> data.Arrays:
+    """Worker `index` of `count`'s disjoint, seed-determined part of the training set."""
+    return self.train.take(data.shard_indices(len(self.train), count, index,
+                                              self.config.seed))
+
+  def steps_per_epoch(self, examples_per_step: int) -> int:
+    return data.steps_per_epoch(len(self.train), examples_per_step,
+                                self.config.steps_per_epoch)
+
+  # --- progress and evaluation -------------------------------------------------
+  def start_progress(self, steps_per_epoch: int, examples_per_step: int,
+                     epochs: int | None = None) -> progress_lib.Progress:
+    """The run's Progress (lines on the chief only, records through the writer)."""
+    self.progress = progress_lib.Progress(self.writer, self.label, epochs or self.config.epochs,
+                                      steps_per_epoch, examples_per_step,
+                                      verbose=self.task.is_chief)
+    return self.progress
+
+  def schedule(self, start_step: int) -> Iterator[progress_lib.Chunk]:
+    """Chunks between progress points, from `start_step` to the last step."""
+    p = self.progress
+    return progress_lib.schedule(start_step, p.steps_per_epoch, p.epochs, self.config.log_every)
+
+  def prepare_scoring(self) -> None:
+    """Builds the scorer's own plain model now. Built on first use instead, inside a
+    strategy's scope (Keras fit under MultiWorkerMirroredStrategy), its variables
+    would be mirrored and their initialisation a collective across the workers; built
+    before TFF traces its computations, Keras would refuse it afterwards. So it is
+    built lazily, and all-reduce asks for it before fit."""
+    if self._scorer is None:
+      self._scorer = model.make_scorer(self.model_fn)
+
+  def score(self, weights: list[np.ndarray], arrays: data.Arrays | None = None
+            ) -> tuple[float, float]:
+    """(mean loss, accuracy) of `weights` on `arrays` (default: the whole test split)."""
+    self.prepare_scoring()
+    return self._scorer(weights, self.test if arrays is None else arrays)
+
+  def evaluator(self, weights_fn: Callable[[], list[np.ndarray]]
+                ) -> Callable[[], tuple[float, float]]:
+    """evaluate() for Progress: scores weights_fn()'s weights on the test split."""
+    return lambda: self.score(weights_fn())
+
+  # --- the rest ----------------------------------------------------------------
+  def announce(self, text: str) -> None:
+    """One line about the run's set-up, printed by the chief."""
+    if self.task.is_chief:
+      print(f"[{self.label}] {text}", flush=True)
+
+  def maybe_fail(self, step: int, unit: str = "step") -> None:
+    """Fault injection: this task exits 3 at --fail_at_step if it is --fail_task."""
+    fail_if_scheduled(self.task.name, self.config.fail_task, self.config.fail_at_step,
+                      step, unit)
+
+  def checkpoint_manager(self, checkpoint: tf.train.Checkpoint,
+                         *subdir: str) -> tf.train.CheckpointManager:
+    """Checkpoints in <run_dir>/ckpt[/subdir]; the last two are kept."""
+    return tf.train.CheckpointManager(
+        checkpoint, os.path.join(self.config.run_dir, "ckpt", *subdir), max_to_keep=2)
+
+  def finish(self, **fields) -> dict:
+    """Writes summary.json (the common core, then the approach's fields) and returns it."""
+    cfg = self.config
+    summary = {
+        "approach": cfg.approach, "label": self.label, "dataset": cfg.dataset,
+        "model": cfg.model, "num_workers": self.num_workers,
+        "bytes_sent_per_worker": None, "notes": "",
+        "wall_time_s": time.time() - self.started, "run_dir": os.path.abspath(cfg.run_dir),
+        **(self.progress.summary_fields() if self.progress else {}),
+    }
+    summary.update(fields)
+    return self.writer.write_summary(summary)
+
+
+@contextlib.contextmanager
+def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
+             flag_values: dict | None = None,
+             datasets: tuple[data.Arrays, data.Arrays] | None = None,
+             started: float | None = None) -> Iterator[Run]:
+  """Opens the run (see the module docstring); `datasets` = (train, test) overrides
+  loading, for tests. Call it after the approach's strategy exists (TF's distributed
+  runtime must start before any other TF op of the process), with `started` the
+  time the approach's run() began: wall_time_s counts from there."""
+  writer = RunWriter(config.run_dir, enabled=task.is_chief)
+  try:
+    if flag_values is not None:
+      writer.write_config(flag_values)
+    if datasets is None:
+      datasets = (data.load_split(config.dataset, "train", config.data_dir,
+                                  config.synthetic_examples),
+                  data.load_split(config.dataset, "test", config.data_dir))
+    tf.keras.utils.set_random_seed(config.seed)
+    yield Run(config, task, label, num_workers, writer, *datasets, started or time.time())
+  finally:
+    writer.close()

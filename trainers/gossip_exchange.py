@@ -1,0 +1,108 @@
+"""The gossip exchange: x_i <- sum_j W_ij x_j, over TF collectives between processes.
+
+One collective group per edge of the topology (one group of everyone for `full`),
+run by TF's collective runtime over gRPC between the processes of TF_CONFIG: each
+worker sends only to its neighbours. The weighted sum is taken in one canonical id
+order on every worker, so workers that hold the same vectors compute bit-identical
+results. The mixing matrix W comes from gossip_math; `gather` is injectable, so the
+bookkeeping is tested in one process with a table standing in for the peers.
+"""
+
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.ops import collective_ops  # pylint: disable=g-direct-tensorflow-import
+
+from trainers import gossip_math
+
+# Collective keys well above the ones MultiWorkerMirroredStrategy hands out itself.
+GROUP_KEY_BASE, ALL_GROUP_KEY = 100_000, 99_999
+INSTANCE_PARAMS, INSTANCE_GRADS, INSTANCE_MEASURE = 200_000, 300_000, 400_000
+
+# gather(vector, my_id, group_key, members, instance_key) -> every member's
+# [id, *vector] row, sorted by id.
+Gather = Callable[[tf.Tensor, int, int, Sequence[int], int], tf.Tensor]
+
+
+def collective_gather(vector, me: int, group_key: int, members: Sequence[int],
+                      instance_key: int) -> tf.Tensor:
+  """All-gather of [me, *vector] over the group's members (TF's collective runtime)."""
+  payload = tf.concat([[tf.cast(me, tf.float32)], vector], 0)[None]
+  rows = collective_ops.all_gather_v2(payload, group_size=len(members), group_key=group_key,
+                                      instance_key=instance_key, communication_hint="ring")
+  return tf.gather(rows, tf.argsort(rows[:, 0]))
+
+
+def exchange_groups(n: int, topology: str) -> list[tuple[int, tuple[int, ...]]]:
+  """(group key, members) of every collective group the exchange uses: one per edge,
+  or a single group of everyone for the full topology."""
+  if topology == "full":
+    return [(GROUP_KEY_BASE, tuple(range(n)))] if n > 1 else []
+  nbrs = gossip_math.neighbours(n, topology)
+  edges = sorted({(min(i, j), max(i, j)) for i in range(n) for j in nbrs[i]})
+  return [(GROUP_KEY_BASE + 1 + k, e) for k, e in enumerate(edges)]
+
+
+class NeighbourExchange:
+  """Worker `me`'s side of the gossip: mixing with its neighbours, and a gather of
+  every worker (measurements and barriers only, never counted as gossip traffic)."""
+
+  def __init__(self, me: int, n: int, topology: str, mixing: str,
+               gather: Gather = collective_gather):
+    self.me, self.n, self.gather = me, n, gather
+    self.w = gossip_math.mixing_matrix(n, topology, mixing)
+    self.neighbours = gossip_math.neighbours(n, topology)[me]
+    self.groups = [(k, m) for k, m in exchange_groups(n, topology) if me in m]
+    # Canonical order (self included) so every worker sums identically-ordered terms.
+    self.mix_ids = sorted(set(self.neighbours) | {me})
+    self.mix_weights = tf.constant([self.w[me, j] for j in self.mix_ids], tf.float32)
+
+  @property
+  def degree(self) -> int:
+    return len(self.neighbours)
+
+  def payload_bytes(self, num_params: int) -> int:
+    """Bytes this worker sends per exchange: its vector (+ its id) to each neighbour."""
+    return self.degree * (num_params + 1) * 4
+
+  def mix(self, vector: tf.Tensor, instance_base: int) -> tf.Tensor:
+    """sum_j W_ij x_j over self and neighbours: the gossip exchange (collectives only)."""
+    if not self.groups:
+      return vector
+    received = {self.me: vector}
+    for group_key, members in self.groups:
+      # Instance keys must agree across a group's members: derive them from the group.
+      rows = self.gather(vector, self.me, group_key, members,
+                         instance_base + group_key - GROUP_KEY_BASE)
+      for pos, j in enumerate(members):  # rows are sorted by id, members too
+        if j != self.me:
+          received[j] = rows[pos, 1:]
+    stacked = tf.stack([received[j] for j in self.mix_ids])
+    return tf.linalg.matvec(stacked, self.mix_weights, transpose_a=True)
+
+  def gather_all(self, vector: tf.Tensor, key: int) -> tf.Tensor:
+    """Every worker's vector, as rows in id order. `key` names the call site: a
+    collective instance must have the same shape on every use."""
+    if self.n == 1:
+      return vector[None]
+    return self.gather(vector, self.me, ALL_GROUP_KEY, tuple(range(self.n)),
+                       INSTANCE_MEASURE + key)[:, 1:]
+
+
+class Flat:
+  """A list of variables as one flat vector and back (what the exchange sends)."""
+
+  def __init__(self, variables: Sequence[tf.Variable]):
+    self.shapes = [v.shape for v in variables]
+    self.sizes = [int(np.prod(s)) for s in self.shapes]
+
+  @property
+  def size(self) -> int:
+    return sum(self.sizes)
+
+  def flatten(self, tensors) -> tf.Tensor:
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
+
+  def unflatten(self, flat) -> list[tf.Tensor]:
+    return [tf.reshape(p, s) for p, s in zip(tf.split(flat, self.sizes), self.shapes)]
