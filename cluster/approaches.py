@@ -27,6 +27,8 @@ class Approach:
   tolerated_roles: tuple[str, ...] = ()         # roles whose death the job survives
   takes_resume_flag: bool = True     # restarts add --resume (all-reduce resumes by itself)
   env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for every task
+  fault_roles: tuple[str, ...] = ("chief", "worker", "ps")  # --fail_task can crash these
+  fault_note: str = ""               # why the others cannot be
 
   def roles(self, num_workers: int, num_ps: int = 0) -> dict[str, int]:
     """Role -> task count, in the order tasks are planned (chief, worker, ps)."""
@@ -52,7 +54,8 @@ PS = Approach(
 GOSSIP = Approach("gossip", "trainers.gossip")
 # The chief runs the FedAvg rounds; workers are TFF executor services (none: in-process).
 FEDAVG = Approach("fedavg", "trainers.federated", has_chief=True, min_workers=0,
-                  primary_roles=("chief",))
+                  primary_roles=("chief",), fault_roles=("chief",),
+                  fault_note="its workers are TFF's C++ executor services")
 
 APPROACHES: Mapping[str, Approach] = {a.name: a for a in (ALLREDUCE, PS, GOSSIP, FEDAVG)}
 

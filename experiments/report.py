@@ -92,9 +92,10 @@ def markdown(rows: Sequence[dict], title: str = "Comparison") -> str:
              _fmt(r["time_to_97_s"], "s"), _fmt(r["time_to_98_s"], "s"),
              _fmt(r["bytes_per_worker"], "bytes"), r["notes"]]
     lines.append("| " + " | ".join(cells) + " |")
-  lines += ["", "Wall s: trainer start to summary (includes start-up, data loading and "
-            "evaluation); train s: time in training steps/rounds only, which ex/s divides. "
-            "Time to 97/98 %: trainer start to the first evaluation at or above it "
+  lines += ["", "Wall s: trainer process start to summary (includes TF's import, start-up, "
+            "data loading and evaluation); train s: time in training steps/rounds only, which "
+            "ex/s divides. Time to 97/98 %: trainer process start to the first evaluation at "
+            "or above it "
             "(evaluations happen once per epoch or round). Bytes/worker: payload a gossip "
             "worker sent to its neighbours, or a FedAvg client uploaded on average; '-' "
             "where TF's runtime moves the data (all-reduce, PS).", ""]

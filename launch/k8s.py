@@ -99,7 +99,8 @@ def _scalar(v: Any) -> str:
 
 def main(argv: list[str] | None = None, out=sys.stdout) -> int:
   fv = flags.FlagValues()
-  flags.DEFINE_enum("approach", "allreduce", list(approaches.APPROACHES), "Approach.",
+  flags.DEFINE_enum("approach", approaches.ALLREDUCE.name, list(approaches.APPROACHES),
+                    "Approach.",
                     flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Worker replicas.", flag_values=fv)
   flags.DEFINE_integer("num_ps", 1, "PS replicas (approach=ps).", flag_values=fv)

@@ -48,7 +48,7 @@ USAGE_EXIT = 2
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_enum("approach", "allreduce", list(approaches.APPROACHES),
+  flags.DEFINE_enum("approach", approaches.ALLREDUCE.name, list(approaches.APPROACHES),
                     "Distributed approach to run.", flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Number of worker tasks.", flag_values=fv)
   flags.DEFINE_integer("num_ps", 1, "Parameter-server tasks (approach=ps).", flag_values=fv)
@@ -219,7 +219,7 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: floa
           + (f" (attempt {attempt})" if max_restarts else ""), file=console, flush=True)
     started = time.time()
     outcome = spawn.run_plan(plan, timeout_s=timeout_s, console=console, deadline=deadline,
-                             restart_task=restart_task if approach == "ps" else None)
+                             restart_task=restart_task)  # only tolerated (PS worker) tasks
     attempts.append({"attempt": attempt, "scope": "job", "start_time": started,
                      "end_time": time.time(), "ok": outcome.ok, "reason": outcome.reason,
                      "failed_task": outcome.failed_task, "exit_code": outcome.exit_code})

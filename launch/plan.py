@@ -138,9 +138,10 @@ def check_fail_task(approach: str, cluster: Mapping[str, Sequence[str]],
     raise ValueError(f"--fail_task={fail_task} is not a task of this job ({', '.join(names)})")
   if fail_at_step < 1:
     raise ValueError(f"--fail_at_step must be >= 1, got {fail_at_step}")
-  if approach == "fedavg" and role != "chief":
-    raise ValueError(f"--fail_task={fail_task}: FedAvg injects faults into chief:0 only "
-                     "(its workers are TFF's C++ executor services)")
+  record = approaches.get(approach)
+  if role not in record.fault_roles:
+    raise ValueError(f"--fail_task={fail_task}: {approach} injects faults into "
+                     f"{', '.join(record.fault_roles)} tasks only ({record.fault_note})")
 
 
 def assign_gpus(task_names: Sequence[str], num_gpus: int, gpus_per_worker: int) -> dict[str, str]:

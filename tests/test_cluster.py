@@ -35,3 +35,70 @@ def test_bad_tf_config_is_a_one_line_config_error(raw, match):
   with pytest.raises(ConfigError, match=match) as e:
     parse_tf_config(raw)
   assert "\n" not in str(e.value)
+
+
+# --- the approach records and TF_CONFIG in one place (cluster/) ---
+
+import ast  # noqa: E402
+import importlib  # noqa: E402
+import pathlib  # noqa: E402
+
+from cluster import approaches  # noqa: E402
+from cluster.tf_config import make_tf_config  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_tf_config_round_trips_through_the_one_builder_and_parser():
+  cluster = {"chief": ["h:1"], "worker": ["h:2", "h:3"], "ps": ["h:4"]}
+  task = parse_tf_config(make_tf_config(cluster, "worker", 1))
+  assert task.cluster == {r: tuple(a) for r, a in cluster.items()}
+  assert task.name == "worker:1" and task.address == "h:3" and not task.is_chief
+
+
+@pytest.mark.parametrize("name,roles", [
+    ("allreduce", {"worker": 3}), ("gossip", {"worker": 3}),
+    ("ps", {"chief": 1, "worker": 3, "ps": 2}), ("fedavg", {"chief": 1, "worker": 3})])
+def test_each_record_plans_its_roles(name, roles):
+  record = approaches.get(name)
+  assert record.roles(3, 2) == roles
+  assert importlib.util.find_spec(record.trainer) is not None
+  assert set(record.primary_roles) <= {"chief", "worker"}
+
+
+def test_every_approach_has_flags_and_every_variant_an_approach():
+  from trainers import flags as trainer_flags  # pylint: disable=g-import-not-at-top
+  assert set(trainer_flags._DEFINERS) == set(approaches.APPROACHES)  # pylint: disable=protected-access
+  assert {v.approach.name for v in approaches.VARIANTS.values()} == set(approaches.APPROACHES)
+  with pytest.raises(ConfigError, match="--approach must be one of allreduce, ps, gossip"):
+    approaches.get("mirrored")
+
+
+def _string_literals(path: pathlib.Path) -> set[str]:
+  return {n.value for n in ast.walk(ast.parse(path.read_text()))
+          if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def test_approach_names_are_spelled_in_cluster_approaches_only():
+  names = set(approaches.APPROACHES) - {"ps"} | set(approaches.VARIANTS)  # "ps" is also a role
+  offenders = {}
+  for package in ("cluster", "launch", "trainers", "experiments", "models"):
+    for path in (REPO / package).rglob("*.py"):
+      if path.name == "approaches.py":
+        continue
+      found = names & _string_literals(path)
+      if found:
+        offenders[str(path.relative_to(REPO))] = sorted(found)
+  assert not offenders
+
+
+def test_the_bottom_of_the_house_imports_nothing_above_it():
+  for path in list((REPO / "cluster").rglob("*.py")) + list((REPO / "trainers").rglob("*.py")) \
+      + list((REPO / "models").rglob("*.py")):
+    tree = ast.parse(path.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    tops = {m.split(".")[0] for m in imported}
+    above = {"launch", "experiments"} | ({"trainers", "models", "tensorflow"}
+                                         if path.parts[-2] == "cluster" else set())
+    assert not tops & above, f"{path.relative_to(REPO)} imports {sorted(tops & above)}"

@@ -23,8 +23,10 @@ def test_two_executor_services_run_the_rounds_and_none_survives(tmp_path):
   assert summary["num_workers"] == 2 and summary["rounds"] == 3
   assert summary["examples_processed"] == 3 * 4 * 50  # 4 clients of 50 examples per round
   assert summary["test_accuracy"] > 0.3 and summary["rounds_to_target"] is not None
-  rounds = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rounds = [r for r in records if r["kind"] == "round"]
   assert [r["round"] for r in rounds] == [1, 2, 3]
+  assert [r["kind"] for r in records].count("first_step") == 1  # the shared Progress
   assert all(len(r["clients"]) == 4 and r["bytes_broadcast"] == 4 * 4 * 199_210
              for r in rounds)
 

@@ -200,3 +200,22 @@ def test_fault_and_host_usage_errors_exit_2_with_one_line(capsys, argv, needle):
   err = capsys.readouterr().err.strip()
   assert code == 2, err
   assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_the_dry_run_plan_is_what_runs_bind_shim_and_approach_env_included(tmp_path):
+  p = _plan("ps", 2, num_ps=1, preload=("/x/libtfdist_bind.so", "/y/other.so"))
+  for t in p.tasks:
+    assert t.env["LD_PRELOAD"] == "/x/libtfdist_bind.so /y/other.so"
+    assert t.env["GRPC_FAIL_FAST"] == "use_caller"
+  text = p.describe()
+  assert text.count("LD_PRELOAD=/x/libtfdist_bind.so") == 4
+  assert text.count("GRPC_FAIL_FAST=use_caller") == 4
+  # The spawner adds only PYTHONPATH on top of the parent's environment and the plan's.
+  from launch import spawn  # pylint: disable=g-import-not-at-top
+  env = spawn.child_env(p.tasks[0], {"HOME": "/root"}, "/repo")
+  assert env == {"HOME": "/root", "PYTHONPATH": "/repo", **p.tasks[0].env}
+  out = io.StringIO()
+  assert local.main(["launch", "--approach=ps", f"--run_dir={tmp_path}", "--dry_run"],
+                    console=out) == 0
+  assert "GRPC_FAIL_FAST=use_caller" in out.getvalue()
+  assert "TFDIST_BIND_ADDRESS=127.0.0.1" in out.getvalue()

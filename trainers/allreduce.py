@@ -11,20 +11,24 @@ Without TF_CONFIG it runs as a single worker; with --plain_keras it is the
 single-process baseline (Keras fit, no strategy) through the same code.
 """
 
+from cluster import approaches
+from trainers.common import entry
+
+# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
+entry.check_before_tf(__name__, approaches.ALLREDUCE.name)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
 import sys
-import time
 
 import tensorflow as tf
-from absl import flags
 
-from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from cluster.tf_config import TaskInfo, parse_tf_config
+from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common import data, entry, model, session
+from trainers.common import data, model, session
 from trainers.common.keras_progress import ProgressCallback
 
 APPROACH = approaches.ALLREDUCE.name
@@ -55,7 +59,6 @@ def make_strategy(config: AllReduceConfig):
 def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None,
         datasets=None) -> dict:
   """Trains and returns the summary dict (written to summary.json by the chief)."""
-  started = time.time()
   if config.plain_keras and task.num_workers > 1:
     raise ConfigError("--plain_keras runs one process; drop it or use --num_workers=1")
   strategy = strategy or make_strategy(config)
@@ -65,8 +68,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
   replicas = strategy.num_replicas_in_sync
   global_batch = cfg.batch_size * replicas
   label = "keras_fit" if config.plain_keras else APPROACH
-  with session.open_run(cfg, task, label, num_workers, flag_values, datasets,
-                        started) as run_:
+  with session.open_run(cfg, task, label, num_workers, flag_values, datasets) as run_:
     steps_per_epoch = run_.steps_per_epoch(global_batch)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -99,7 +101,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
     run_.announce(f"{num_workers} worker(s), {replicas} replica(s), global batch "
                   f"{global_batch}, {steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), "
                   f"model {cfg.model}, dataset {cfg.dataset} ({len(run_.train)} train / "
-                  f"{len(run_.test)} test)")
+                  f"{len(run_.test)} test)", every_task=True)
     net.fit(strategy.distribute_datasets_from_function(dataset_fn), epochs=cfg.epochs,
             steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
     return run_.finish(
@@ -109,16 +111,8 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
         steps=int(net.optimizer.iterations.numpy()))
 
 
-def _run_from_flags(fv: flags.FlagValues) -> None:
-  # Flags and TF_CONFIG are read and validated here, before TF starts.
-  config = config_lib.from_flags(AllReduceConfig, fv, APPROACH)
-  run(config, parse_tf_config(os.environ.get("TF_CONFIG")),
-      flag_values=config_lib.flag_dict(fv))
-
-
 def run_main(argv=None) -> int:
-  return entry.run_main(trainer_flags.define_allreduce_flags, _run_from_flags, argv,
-                        approach=APPROACH)
+  return entry.trainer_main(APPROACH, AllReduceConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=
        --local_batch_size=10
 """
 
+from cluster import approaches
+from trainers.common import entry
+
+# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
+entry.check_before_tf(__name__, approaches.FEDAVG.name)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
 import sys
@@ -25,15 +32,13 @@ import time
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from absl import flags
 
-from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from cluster.tf_config import TaskInfo, parse_tf_config
+from cluster.tf_config import TaskInfo
 from trainers import fedavg_math, tff_exec
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common import data, entry, model, progress, session
+from trainers.common import data, model, progress, session
 
 APPROACH = approaches.FEDAVG.name
 
@@ -173,11 +178,10 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
 def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
           flag_values: dict | None, datasets=None, in_process: bool = False) -> dict:
   """The server's side of FedAvg, on the executor services at `addresses`."""
-  started, cfg = time.time(), config.train
+  cfg = config.train
   tff_exec.install_context(addresses)
   num_workers = 0 if in_process else len(addresses)
-  with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets,
-                        started) as run_:
+  with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets) as run_:
     clients = Clients(run_, config)
     spec = client_dataset(clients.data[0], config.local_batch_size, 1, None).element_spec
     process = build_process(run_.model_fn, spec, config.client_learning_rate,
@@ -230,15 +234,8 @@ def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
     return train(config, task, [address], flag_values, datasets, in_process=True)
 
 
-def _run_from_flags(fv: flags.FlagValues) -> None:
-  config = config_lib.from_flags(FedAvgConfig, fv, APPROACH)
-  run(config, parse_tf_config(os.environ.get("TF_CONFIG")),
-      flag_values=config_lib.flag_dict(fv))
-
-
 def run_main(argv=None) -> int:
-  return entry.run_main(trainer_flags.define_fedavg_flags, _run_from_flags, argv,
-                        approach=APPROACH)
+  return entry.trainer_main(APPROACH, FedAvgConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -14,22 +14,25 @@ every worker applies the average of all workers' gradients (the seed's scheme) a
 the replicas stay identical.
 """
 
+from cluster import approaches
+from trainers.common import entry
+
+# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
+entry.check_before_tf(__name__, approaches.GOSSIP.name)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
-import os
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
-from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from cluster.tf_config import TaskInfo, parse_tf_config
+from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers import gossip_math
 from trainers.common import config as config_lib
-from trainers.common import data, entry, model, session
+from trainers.common import data, model, session
 from trainers.gossip_exchange import (INSTANCE_GRADS, INSTANCE_PARAMS, Flat,
                                       NeighbourExchange)
 
@@ -193,14 +196,14 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
   """Trains this worker's replica with its neighbours; returns the summary."""
   if task.task_type != "worker":
     raise ConfigError(f"approach gossip runs worker tasks only, not {task.name}")
-  started, cfg, n, me = time.time(), config.train, max(1, task.num_workers), task.task_index
+  cfg, n, me = config.train, max(1, task.num_workers), task.task_index
   if n > 1:
     # Brings up this task's gRPC server and TF's collective runtime for the
     # cluster in TF_CONFIG; training itself does not use the strategy.
     tf.distribute.MultiWorkerMirroredStrategy()
   exchange = NeighbourExchange(me, n, config.topology, config.mixing)
   label = f"{APPROACH}/{config.topology}"
-  with session.open_run(cfg, task, label, n, flag_values, datasets, started) as run_:
+  with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:
     steps_per_epoch = run_.steps_per_epoch(cfg.batch_size * n)
     batches = iter(data.train_dataset(run_.shard(me, n), cfg.batch_size, seed=cfg.seed + me))
     # Identical initial replicas (D-PSGD's usual start) unless asked otherwise.
@@ -239,15 +242,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     return summary
 
 
-def _run_from_flags(fv: flags.FlagValues) -> None:
-  config = config_lib.from_flags(GossipConfig, fv, APPROACH)
-  run(config, parse_tf_config(os.environ.get("TF_CONFIG")),
-      flag_values=config_lib.flag_dict(fv))
-
-
 def run_main(argv=None) -> int:
-  return entry.run_main(trainer_flags.define_gossip_flags, _run_from_flags, argv,
-                        approach=APPROACH)
+  return entry.trainer_main(APPROACH, GossipConfig, run, argv)
 
 
 if __name__ == "__main__":

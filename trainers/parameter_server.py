@@ -18,6 +18,13 @@ ends the run. Checkpoints go to <run_dir>/ckpt every epoch; --resume continues.
 The aggregation math is in ps_math.py; the server tasks in ps_servers.py.
 """
 
+from cluster import approaches
+from trainers.common import entry
+
+# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
+entry.check_before_tf(__name__, approaches.PS.name)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
 import sys
@@ -25,15 +32,13 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
-from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from cluster.tf_config import TaskInfo, parse_tf_config
+from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers import ps_math, ps_servers
 from trainers.common import config as config_lib
-from trainers.common import data, entry, model, session
+from trainers.common import data, model, session
 
 APPROACH = approaches.PS.name
 
@@ -188,6 +193,10 @@ class Coordinator:
     self.grad_phase_s += t2 - t
     self.apply_phase_s += time.perf_counter() - t2
 
+  @property
+  def grad_phase_frac(self) -> float:
+    return self.grad_phase_s / max(self.grad_phase_s + self.apply_phase_s, 1e-9)
+
   def phase_fields(self) -> dict:
     """Sync: wall time of the two phases of every global step, seen from the chief:
     phase 1 = N workers fetch variables, compute gradients and push them into the
@@ -215,9 +224,7 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
       todo -= 1
     ps.run_steps(max(todo, 0))
     step = replica.step
-    times = ps.phase_fields()
-    extra = ({"grad_phase_frac": times["grad_phase_s"] / max(sum(times.values()), 1e-9)}
-             if times else {})
+    extra = {"grad_phase_frac": ps.grad_phase_frac} if ps.config.sync else {}
     progress.step(chunk.epoch, chunk.step_in_epoch, step, float(replica.loss.result()),
                   float(replica.accuracy.result()), **extra)
     run_.maybe_fail(step)
@@ -241,13 +248,12 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
   if task.task_type != "chief" or "ps" not in task.cluster or task.num_workers < 1:
     raise ConfigError("approach ps needs TF_CONFIG with chief, worker and ps tasks "
                       f"(this task: {task.name}, roles: {sorted(task.cluster)})")
-  started, cfg, num_ps = time.time(), config.train, len(task.cluster["ps"])
+  cfg, num_ps = config.train, len(task.cluster["ps"])
   strategy = strategy or make_strategy(config, num_ps)
   coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
   ps_servers.show_worker_recovery(tf.get_logger())
   label = f"{APPROACH}/{config.ps_mode}"
-  with session.open_run(cfg, task, label, task.num_workers, flag_values, datasets,
-                        started) as run_:
+  with session.open_run(cfg, task, label, task.num_workers, flag_values, datasets) as run_:
     # One epoch is one pass over the training set by all workers together.
     examples_per_step = cfg.batch_size * (run_.num_workers if config.sync else 1)
     steps_per_epoch = run_.steps_per_epoch(examples_per_step)
@@ -266,33 +272,29 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
                   f"epoch(s), model {cfg.model}, dataset {cfg.dataset} "
                   f"({len(run_.train)} train / {len(run_.test)} test)")
     step = train(run_, replica, ps, manager, replica.step)
-    times = ps.phase_fields()
-    notes = [f"{num_ps} ps"] + ([
-        f"{100 * times['grad_phase_s'] / max(sum(times.values()), 1e-9):.0f}% gradient "
-        f"phase / {100 * times['apply_phase_s'] / max(sum(times.values()), 1e-9):.0f}% "
-        "apply phase"] if times else [])
+    notes = f"{num_ps} ps" + (f"; {100 * ps.grad_phase_frac:.0f}% gradient phase / "
+                              f"{100 * (1 - ps.grad_phase_frac):.0f}% apply phase"
+                              if config.sync else "")
     return run_.finish(
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
-        partitioned=num_ps > 1, notes="; ".join(notes), **times,
+        partitioned=num_ps > 1, notes=notes, **ps.phase_fields(),
         **({"sync_aggregation": config.sync_aggregation} if config.sync else {}))
 
 
-def _run_from_flags(fv: flags.FlagValues) -> None:
-  config = config_lib.from_flags(PSConfig, fv, APPROACH)
-  task = parse_tf_config(os.environ.get("TF_CONFIG"))
-  if run(config, task, flag_values=config_lib.flag_dict(fv)) is not None:  # the chief, done
-    ps_servers.stop_all(task)
-    # Leave at once: TF's exit-time cleanup would try to reach the servers just
-    # stopped (a page of "Failed to pick subchannel"); every output is on disk.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # pylint: disable=protected-access
+def _after_run(task: TaskInfo, summary: dict | None) -> None:
+  if summary is None:  # a server, stopped
+    return
+  ps_servers.stop_all(task)  # the chief, done: every worker and ps exits 0
+  # Leave at once: TF's exit-time cleanup would try to reach the servers just
+  # stopped (a page of "Failed to pick subchannel"); every output is on disk.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
 
 
 def run_main(argv=None) -> int:
-  return entry.run_main(trainer_flags.define_ps_flags, _run_from_flags, argv,
-                        approach=APPROACH)
+  return entry.trainer_main(APPROACH, PSConfig, run, argv, after=_after_run)
 
 
 if __name__ == "__main__":

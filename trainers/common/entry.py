@@ -2,14 +2,57 @@
 
 import os
 import sys
-from typing import Callable, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 from absl import flags
 
 from cluster import approaches, slurm
-from trainers.common.errors import ConfigError, DataError
+from cluster.errors import ConfigError
+from cluster.tf_config import TaskInfo, parse_tf_config
+from trainers import flags as trainer_flags
+from trainers.common import config as config_lib
+from trainers.common.errors import DataError
 
 USAGE_EXIT = 2
+
+
+def check_before_tf(module_name: str, approach: str) -> None:
+  """Called at the top of each trainer module, before TensorFlow is imported: when
+  the module runs as a program, a bad flag or TF_CONFIG ends it here with one line
+  and exit 2 (importing TF first would print its start-up lines and take seconds).
+  With --cluster_resolver=slurm, TF_CONFIG is resolved here, so that
+  CUDA_VISIBLE_DEVICES is set before TF starts."""
+  if module_name != "__main__":
+    return
+  fv = flags.FlagValues()
+  trainer_flags.define_flags_for(approach, fv)
+  try:
+    leftover = fv(sys.argv)
+    if len(leftover) > 1:
+      raise flags.Error(f"unexpected arguments: {' '.join(leftover[1:])}")
+    resolve_cluster(fv, approach)
+    parse_tf_config(os.environ.get("TF_CONFIG"))
+  except (flags.Error, ConfigError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(USAGE_EXIT)
+
+
+def trainer_main(approach: str, config_cls: type, run: Callable[..., Any],
+                 argv: list[str] | None = None,
+                 after: Callable[[TaskInfo, Any], None] | None = None) -> int:
+  """A trainer's whole edge: its flags -> its config (validated) -> TF_CONFIG ->
+  run(config, task, flag_values=...) -> exit code. `after(task, result)` runs once
+  run() has returned (the PS chief stops its servers there)."""
+  def run_from_flags(fv: flags.FlagValues) -> None:
+    # Flags and TF_CONFIG are read and validated here, before TF starts.
+    config = config_lib.from_flags(config_cls, fv, approach)
+    task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    result = run(config, task, flag_values=config_lib.flag_dict(fv))
+    if after is not None:
+      after(task, result)
+
+  return run_main(lambda fv: trainer_flags.define_flags_for(approach, fv), run_from_flags,
+                  argv, approach=approach)
 
 
 def run_main(define: Callable[[flags.FlagValues], None],

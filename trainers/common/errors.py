@@ -1,6 +1,5 @@
-"""Errors that become one line and an exit code at the trainer's edge (TF-free)."""
-
-from cluster.errors import ConfigError  # noqa: F401  # re-exported: the usage error
+"""The data error that becomes one line and exit code 1 at the trainer's edge (TF-free).
+Usage errors are cluster.errors.ConfigError, shared with the launcher's side."""
 
 
 class DataError(ValueError):

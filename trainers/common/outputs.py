@@ -49,10 +49,11 @@ def _jsonable(value: Any) -> Any:
 class RunWriter:
   """Writes config, metric records (JSONL + TensorBoard) and the summary."""
 
-  def __init__(self, run_dir: str, enabled: bool = True):
+  def __init__(self, run_dir: str, enabled: bool = True, start: float | None = None):
+    """`start` (time.time() scale, default now) is where records' elapsed_s counts from."""
     self.run_dir = run_dir
     self.enabled = enabled
-    self._start = time.time()
+    self._start = time.time() if start is None else start
     self._metrics = None
     self._tb = None
     if enabled:

@@ -25,6 +25,7 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
+import psutil
 import tensorflow as tf
 
 from cluster.tf_config import TaskInfo
@@ -46,7 +47,7 @@ class Run:
   writer: RunWriter
   train: data.Arrays
   test: data.Arrays
-  started: float
+  started: float      # when this process started (time.time() scale)
   progress: progress_lib.Progress | None = None
   _scorer: Callable | None = dataclasses.field(default=None, repr=False)
 
@@ -106,9 +107,12 @@ class Run:
     return lambda: self.score(weights_fn())
 
   # --- the rest ----------------------------------------------------------------
-  def announce(self, text: str) -> None:
-    """One line about the run's set-up, printed by the chief."""
-    if self.task.is_chief:
+  def announce(self, text: str, every_task: bool = False) -> None:
+    """One line about the run's set-up, printed by the chief (or by every task, each
+    naming itself)."""
+    if every_task:
+      print(f"[{self.label}] {self.task.name}: {text}", flush=True)
+    elif self.task.is_chief:
       print(f"[{self.label}] {text}", flush=True)
 
   def maybe_fail(self, step: int, unit: str = "step") -> None:
@@ -139,13 +143,14 @@ class Run:
 @contextlib.contextmanager
 def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
              flag_values: dict | None = None,
-             datasets: tuple[data.Arrays, data.Arrays] | None = None,
-             started: float | None = None) -> Iterator[Run]:
+             datasets: tuple[data.Arrays, data.Arrays] | None = None) -> Iterator[Run]:
   """Opens the run (see the module docstring); `datasets` = (train, test) overrides
-  loading, for tests. Call it after the approach's strategy exists (TF's distributed
-  runtime must start before any other TF op of the process), with `started` the
-  time the approach's run() began: wall_time_s counts from there."""
-  writer = RunWriter(config.run_dir, enabled=task.is_chief)
+  loading, for tests. Call it after the approach's strategy exists: TF's distributed
+  runtime must start before any other TF op of the process. wall_time_s and the
+  records' elapsed_s count from the start of this process, so they include TF's
+  import and the cluster's start-up."""
+  started = psutil.Process().create_time()
+  writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started)
   try:
     if flag_values is not None:
       writer.write_config(flag_values)
@@ -154,6 +159,6 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
                                   config.synthetic_examples),
                   data.load_split(config.dataset, "test", config.data_dir))
     tf.keras.utils.set_random_seed(config.seed)
-    yield Run(config, task, label, num_workers, writer, *datasets, started or time.time())
+    yield Run(config, task, label, num_workers, writer, *datasets, started)
   finally:
     writer.close()
