@@ -60,6 +60,11 @@ FEDAVG = Approach("fedavg", "trainers.federated", has_chief=True, min_workers=0,
 APPROACHES: Mapping[str, Approach] = {a.name: a for a in (ALLREDUCE, PS, GOSSIP, FEDAVG)}
 
 
+def for_trainer(module: str) -> Approach:
+  """The approach whose tasks run `module` (e.g. trainers.gossip)."""
+  return next(a for a in APPROACHES.values() if a.trainer == module)
+
+
 def get(name: str) -> Approach:
   if name not in APPROACHES:
     raise ConfigError(f"--approach must be one of {', '.join(APPROACHES)}; got {name!r}")

@@ -11,12 +11,8 @@ Without TF_CONFIG it runs as a single worker; with --plain_keras it is the
 single-process baseline (Keras fit, no strategy) through the same code.
 """
 
-from cluster import approaches
 from trainers.common import entry
-
-# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
-entry.check_before_tf(__name__, approaches.ALLREDUCE.name)
-
+entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
@@ -24,6 +20,7 @@ import sys
 
 import tensorflow as tf
 
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags

@@ -17,12 +17,8 @@ The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=
        --local_batch_size=10
 """
 
-from cluster import approaches
 from trainers.common import entry
-
-# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
-entry.check_before_tf(__name__, approaches.FEDAVG.name)
-
+entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
@@ -33,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
 from trainers import fedavg_math, tff_exec

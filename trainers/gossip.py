@@ -14,12 +14,8 @@ every worker applies the average of all workers' gradients (the seed's scheme) a
 the replicas stay identical.
 """
 
-from cluster import approaches
 from trainers.common import entry
-
-# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
-entry.check_before_tf(__name__, approaches.GOSSIP.name)
-
+entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import sys
@@ -27,6 +23,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags

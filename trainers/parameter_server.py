@@ -18,12 +18,8 @@ ends the run. Checkpoints go to <run_dir>/ckpt every epoch; --resume continues.
 The aggregation math is in ps_math.py; the server tasks in ps_servers.py.
 """
 
-from cluster import approaches
 from trainers.common import entry
-
-# Before TensorFlow: a bad flag or TF_CONFIG is one line and exit 2.
-entry.check_before_tf(__name__, approaches.PS.name)
-
+entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import os
@@ -33,6 +29,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags

@@ -16,14 +16,15 @@ from trainers.common.errors import DataError
 USAGE_EXIT = 2
 
 
-def check_before_tf(module_name: str, approach: str) -> None:
-  """Called at the top of each trainer module, before TensorFlow is imported: when
-  the module runs as a program, a bad flag or TF_CONFIG ends it here with one line
-  and exit 2 (importing TF first would print its start-up lines and take seconds).
-  With --cluster_resolver=slurm, TF_CONFIG is resolved here, so that
-  CUDA_VISIBLE_DEVICES is set before TF starts."""
-  if module_name != "__main__":
+def check_before_tf(module_name: str, spec) -> None:
+  """Called at the top of each trainer module (`__name__`, `__spec__`), before
+  TensorFlow is imported: when the module runs as a program, a bad flag or
+  TF_CONFIG ends it here with one line and exit 2 (importing TF first would print
+  its start-up lines and take seconds). With --cluster_resolver=slurm, TF_CONFIG is
+  resolved here, so CUDA_VISIBLE_DEVICES is set before TF starts."""
+  if module_name != "__main__" or spec is None:
     return
+  approach = approaches.for_trainer(spec.name).name
   fv = flags.FlagValues()
   trainer_flags.define_flags_for(approach, fv)
   try:
