@@ -19,7 +19,7 @@ import time
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, exits
 from experiments import budget as budget_lib
 from experiments import compare
 from launch import local
@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"bench-{stamp}"))
-  num_train = compare.num_train_examples(fv.dataset, fv.data_dir, 0)
+  try:
+    num_train = compare.num_train_examples(fv.dataset, fv.data_dir, 0)
+  except compare.DataError as e:
+    print(f"experiments.bench: error: {e}", file=sys.stderr)
+    return exits.DATA
   common = [f"--model={fv.model}", f"--dataset={fv.dataset}"] + (
       [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
   # Baseline: the same trainer code as all-reduce, one process, plain Keras (no strategy).

@@ -16,10 +16,11 @@ import time
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, exits
 from experiments import budget as budget_lib
 from experiments import report as report_lib
-from launch import local
+from launch import local, preflight
+from trainers.common.errors import DataError
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -50,9 +51,14 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
+  """Training-set size; DataError (one line, no TF start-up) when it is not prepared."""
   if dataset == "synthetic":
     return synthetic_examples
-  from trainers.common import data  # pylint: disable=g-import-not-at-top
+  try:
+    preflight.check_dataset(dataset, data_dir)
+  except ValueError as e:
+    raise DataError(str(e)) from e
+  from trainers.common import data  # pylint: disable=g-import-not-at-top  # TF: only now
   return data.num_examples(dataset, "train", data_dir)
 
 
@@ -73,12 +79,11 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     return run_paper_preset(
         fv, os.path.abspath(fv.run_dir or os.path.join("runs", f"fedavg-paper-{stamp}")),
         console)
-  from trainers.common.errors import DataError  # pylint: disable=g-import-not-at-top
   try:
     num_train = num_train_examples(fv.dataset, fv.data_dir, fv.synthetic_examples)
   except DataError as e:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
-    return 1
+    return exits.DATA
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
   common = [f"--model={fv.model}", f"--dataset={fv.dataset}",

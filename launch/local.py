@@ -36,15 +36,18 @@ import uuid
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, exits
 from cluster.tf_config import parse_tf_config
 from launch import bind
 from launch import plan as planning
-from launch import spawn
+from launch import preflight, spawn
 from trainers import flags as trainer_flags
+from trainers.common.config import TrainConfig
 from trainers.common.outputs import default_run_dir, write_json_atomic
 
-USAGE_EXIT = 2
+USAGE_EXIT = exits.USAGE
+_NOT_RETRIED_WHY = {exits.USAGE: "a usage error", exits.DATA: "missing data",
+                    exits.DIVERGED: "divergence"}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -77,6 +80,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "at which --fail_task crashes.", flag_values=fv)
   flags.DEFINE_integer("gpus_per_worker", 1, "GPUs per compute task (0: CPU only).",
                        flag_values=fv)
+  flags.DEFINE_float("startup_timeout", None, "Passed to every trainer: seconds to wait "
+                     "for its peers at start-up before failing with a line naming them "
+                     "(trainers' default: 120).", flag_values=fv)
+  flags.DEFINE_bool("allow_oversubscribe", False, "Start more than 4 tasks per core on one "
+                    "host.", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the plan and every TF_CONFIG, start nothing.",
                     flag_values=fv)
 
@@ -100,10 +108,10 @@ def _usage_error(msg: str) -> int:
   return USAGE_EXIT
 
 
-def _print_summary(run_dir: str) -> None:
+def _print_summary(run_dir: str, out) -> None:
   path = os.path.join(run_dir, "summary.json")
   if not os.path.exists(path):
-    print(f"launcher: no summary.json in {run_dir}")
+    print(f"launcher: no summary.json in {run_dir}", file=out)
     return
   with open(path) as f:
     summary = json.load(f)
@@ -111,85 +119,129 @@ def _print_summary(run_dir: str) -> None:
           "wall_time_s", "train_time_s", "examples_per_sec")
   print("summary: " + ", ".join(
       f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
-      for k in keys if k in summary))
+      for k in keys if k in summary), file=out)
 
 
-def main(argv: list[str] | None = None, console=sys.stdout) -> int:
-  """Parses argv, plans, and (unless --dry_run) runs the job. Returns the exit code."""
-  argv = sys.argv if argv is None else argv
+def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValues]:
+  """(launcher flags, trainer argv, trainer flags); raises ValueError for a usage error."""
   fv = flags.FlagValues()
   define_flags(fv)
   try:
     rest = fv(argv)[1:]  # absl stops at `--`; what follows is for the trainer
   except flags.Error as e:
-    return _usage_error(str(e))
+    raise ValueError(str(e)) from e
   if any(a.startswith("--run_dir") for a in rest):
-    return _usage_error("pass --run_dir to the launcher (before `--`), not to the trainer")
+    raise ValueError("pass --run_dir to the launcher (before `--`), not to the trainer")
+  if fv.startup_timeout is not None:
+    rest.append(f"--startup_timeout={fv.startup_timeout:g}")
   try:
-    trainer_flags.check_trainer_argv(fv.approach, rest)
+    tfv = trainer_flags.check_trainer_argv(fv.approach, rest)
   except flags.Error as e:
-    return _usage_error(f"trainer flags: {e}")
+    raise ValueError(f"trainer flags: {e}") from e
   if fv.max_restarts < 0:
-    return _usage_error(f"--max_restarts must be >= 0, got {fv.max_restarts}")
+    raise ValueError(f"--max_restarts must be >= 0, got {fv.max_restarts}")
   if fv.this_host and not fv.hosts:
-    return _usage_error("--this_host needs --hosts")
+    raise ValueError("--this_host needs --hosts")
+  if fv["port_base"].present and not fv.hosts:
+    raise ValueError(f"--port_base={fv.port_base} applies to --hosts only (a local job "
+                     "picks free ports); add --hosts or drop --port_base")
   if any(a.startswith(("--fail_task", "--fail_at_step")) for a in rest) and fv.max_restarts:
-    return _usage_error("with --max_restarts, give --fail_task/--fail_at_step to the "
-                        "launcher (injected once), not to the trainer")
+    raise ValueError("with --max_restarts, give --fail_task/--fail_at_step to the "
+                     "launcher (injected once), not to the trainer")
+  preflight.check_timeout(fv.timeout)
+  for host in fv.hosts:
+    preflight.check_host_name(host)
+  if fv.this_host:
+    preflight.check_host_name(fv.this_host, "--this_host")
+  preflight.check_dataset(tfv.dataset, tfv.data_dir)
+  TrainConfig.from_flags(tfv, fv.approach)  # ConfigError (a ValueError) names the flag
+  return fv, rest, tfv
+
+
+def _preflight_machine(plan: planning.Plan, fv: flags.FlagValues) -> None:
+  """What this machine must offer the tasks it starts: its address, free ports, a
+  writable run directory, and cores enough."""
+  if fv.this_host:
+    preflight.check_ours(fv.this_host)
+  preflight.check_ports_free((t.name, t.address) for t in plan.tasks)
+  preflight.check_writable(plan.run_dir)
+  per_host = {h: len(ts) for h, ts in planning.host_plans(plan).items()}
+  preflight.check_oversubscription(per_host, os.cpu_count() or 1, fv.allow_oversubscribe)
+
+
+def main(argv: list[str] | None = None, console=sys.stdout) -> int:
+  """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit code."""
+  argv = sys.argv if argv is None else argv
+  try:
+    fv, rest, _ = _parse(argv)
+  except ValueError as e:
+    return _usage_error(str(e))
   run_dir = os.path.abspath(fv.run_dir or default_run_dir(fv.approach))
   run_id = uuid.uuid4().hex
   num_gpus = visible_gpu_count() if fv.gpus_per_worker else 0
-  preload: tuple[str, ...] = ()
-  if fv.bind == "task":
-    shim = bind.shim_path()
-    if shim is None:
-      print("launcher: warning: no C compiler to build the bind shim; servers listen on "
-            "all interfaces (TF's default)", file=console, flush=True)
-    else:  # the shim first, then whatever the launcher itself was started with
-      preload = tuple(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
-
-  def plan_attempt(attempt: int, cluster=None) -> planning.Plan:
-    return planning.make_plan(
-        fv.approach, fv.num_workers, run_dir, run_id=run_id,
-        trainer_argv=planning.attempt_argv(fv.approach, rest, attempt, fv.fail_task,
-                                           fv.fail_at_step),
-        port_fn=_pick_port, num_ps=fv.num_ps, host=fv.host,
-        num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
-        log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
-        hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload)
-
+  out = spawn.Console(console)  # never blocks, never raises on a closed console
   try:
-    plan = plan_attempt(0)
-    planning.check_fail_task(fv.approach, plan.cluster, fv.fail_task, fv.fail_at_step)
-    if fv.this_host:
-      plan = planning.for_host(plan, fv.this_host)
-  except ValueError as e:
-    return _usage_error(str(e))
-  if fv.hosts and not fv.this_host and not fv.dry_run:
-    print(_host_commands(plan, argv), file=console)
-    return 0
-  if fv.dry_run:
-    print(plan.describe(), file=console)
-    return 0
-  def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
-    # Same addresses for a host list; fresh ports for a local job (old ones may linger).
-    new = plan_attempt(attempt, cluster=previous.cluster if fv.hosts else None)
-    return planning.for_host(new, fv.this_host) if fv.this_host else new
+    preload = _preload(fv.bind, out)
 
-  outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
-                                             console)
-  if fv.max_restarts:
+    def plan_attempt(attempt: int, cluster=None) -> planning.Plan:
+      new = planning.make_plan(
+          fv.approach, fv.num_workers, run_dir, run_id=run_id,
+          trainer_argv=planning.attempt_argv(fv.approach, rest, attempt, fv.fail_task,
+                                             fv.fail_at_step),
+          port_fn=_pick_port, num_ps=fv.num_ps, host=fv.host,
+          num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
+          log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
+          hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload)
+      return planning.for_host(new, fv.this_host) if fv.this_host else new
+
+    try:
+      plan = plan_attempt(0)
+      planning.check_fail_task(fv.approach, plan.cluster, fv.fail_task, fv.fail_at_step)
+      if fv.hosts and not fv.this_host or fv.dry_run:
+        print(plan.describe() if fv.dry_run else _host_commands(plan, argv), file=out)
+        return 0
+      _preflight_machine(plan, fv)
+    except ValueError as e:
+      return _usage_error(str(e))
+
+    def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
+      # Same addresses for a host list; fresh ports for a local job (old ones may linger).
+      return plan_attempt(attempt, cluster=previous.cluster if fv.hosts else None)
+
+    outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
+                                               out)
+    _report(outcome, attempts, restarts, plan, fv.max_restarts, out)
+    return outcome.exit_code
+  finally:
+    out.close()
+
+
+def _preload(bind_mode: str, out) -> tuple[str, ...]:
+  """LD_PRELOAD for every task: the bind shim first, then the launcher's own."""
+  if bind_mode != "task":
+    return ()
+  shim = bind.shim_path()
+  if shim is None:
+    print("launcher: warning: no C compiler to build the bind shim; servers listen on "
+          "all interfaces (TF's default)", file=out)
+    return ()
+  return tuple(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
+
+
+def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
+            plan: planning.Plan, max_restarts: int, out) -> None:
+  run_dir = plan.run_dir
+  if max_restarts:
     write_json_atomic(os.path.join(run_dir, "launcher.json"),
                       {"restarts": restarts, "attempts": attempts})
   if outcome.ok:
     print(f"launcher: success{f' after {restarts} restart(s)' if restarts else ''}; "
-          f"run directory {run_dir}", file=console, flush=True)
+          f"run directory {run_dir}", file=out)
     if any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
-      _print_summary(run_dir)  # written by the chief: absent on the other hosts
+      _print_summary(run_dir, out)  # written by the chief: absent on the other hosts
   else:
     print(f"launcher: FAILED ({outcome.reason}); logs in {os.path.join(run_dir, 'logs')}",
-          file=console, flush=True)
-  return outcome.exit_code
+          file=out)
 
 
 def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: float | None,
@@ -213,7 +265,7 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: floa
     return planning.restarted_task(task, planning.attempt_log_dir(run_dir, used, 1),
                                    approach, used)
 
-  attempt = 0
+  attempt, bind_retried = 0, False
   while True:
     print(f"launcher: starting {len(plan.tasks)} task(s) for {approach} in {run_dir}"
           + (f" (attempt {attempt})" if max_restarts else ""), file=console, flush=True)
@@ -223,7 +275,22 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: floa
     attempts.append({"attempt": attempt, "scope": "job", "start_time": started,
                      "end_time": time.time(), "ok": outcome.ok, "reason": outcome.reason,
                      "failed_task": outcome.failed_task, "exit_code": outcome.exit_code})
-    if outcome.ok or outcome.failed_task is None or used >= max_restarts:
+    if outcome.ok or outcome.failed_task is None:
+      return outcome, attempts, used
+    if outcome.exit_code == exits.BIND and not bind_retried:
+      # Between picking a free port and TF binding it, another process took it.
+      bind_retried = True
+      print(f"launcher: {outcome.failed_task} could not listen on its address; starting "
+            "the attempt again once, with fresh ports", file=console, flush=True)
+      plan = replan(attempt, plan)
+      continue
+    if outcome.exit_code in exits.NOT_RETRIED:
+      if max_restarts:
+        print(f"launcher: not restarting: exit {outcome.exit_code} "
+              f"({_NOT_RETRIED_WHY[outcome.exit_code]}) would fail again", file=console,
+              flush=True)
+      return outcome, attempts, used
+    if used >= max_restarts:
       return outcome, attempts, used
     used += 1
     attempt = used
@@ -258,7 +325,12 @@ def _pick_port() -> int:
 
 
 def run_main() -> None:
-  sys.exit(main())
+  code = main()
+  try:
+    sys.stdout.flush()
+  except BrokenPipeError:  # the console was closed (`| head`): nothing left to say
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+  sys.exit(code)
 
 
 if __name__ == "__main__":

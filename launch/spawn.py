@@ -2,33 +2,52 @@
 
 Each task runs in its own process group (so a grandchild such as TFF's
 `worker_binary` is stopped with it), with its own copy of the environment, its
-output streamed to the console behind a `[role:index]` prefix and to its log file.
+output written to its log file and copied, best effort, to the console behind a
+`[role:index]` prefix.
 
 Supervision is all-or-nothing: the job succeeds when every primary task exits 0
 (a tolerated PS worker that dies may be started again in place);
-the first task to fail (or the timeout, or SIGINT/SIGTERM to the launcher) stops
-everything: SIGTERM to every group, one shared deadline, then SIGKILL, then reap.
+the first task to fail (or the timeout, or SIGINT/SIGTERM/SIGHUP to the launcher)
+stops everything: SIGTERM to every group, one shared deadline, then SIGKILL, then
+reap. A second signal during that skips the deadline.
+
+Nothing outlives the launcher: every task gets PR_SET_PDEATHSIG (SIGKILL when the
+launcher dies, even by SIGKILL), and the stop signals are blocked while a task is
+being started, so a Ctrl-C always finds it recorded. A closed or slow console
+drops lines (tasks never block on it); a log that cannot be written stops the job.
 """
 
 import collections
+import contextlib
+import ctypes
 import dataclasses
+import functools
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Mapping, TextIO
+from typing import Callable, Iterator, Mapping, TextIO
 
+from cluster import exits
 from launch.plan import Plan, Task
 
 GRACE_S = 10.0
 POLL_S = 0.1
 TAIL_LINES = 20
+CONSOLE_BACKLOG = 10_000  # lines; beyond this a slow console loses lines
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+try:
+  _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork
+except OSError:  # not Linux: no parent-death signal
+  _LIBC = None
 
 
 class Interrupted(Exception):
-  """SIGINT/SIGTERM reached the launcher; raised so `finally` blocks run."""
+  """SIGINT/SIGTERM/SIGHUP reached the launcher; raised so `finally` blocks run."""
 
   def __init__(self, signum: int):
     super().__init__(signal.Signals(signum).name)
@@ -46,29 +65,104 @@ class Outcome:
   task_restarts: int = 0  # tolerated tasks started again in place (PS workers)
 
 
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+  """The stop signals wait while the body runs (a task being started and recorded);
+  threads started inside keep them blocked for good, so they always reach the main
+  thread, and only between two starts."""
+  old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+  try:
+    yield
+  finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Console:
+  """The launcher's console, best effort: lines go through a bounded queue to one
+  writer thread, so a slow console drops lines (counted) and a closed one (a pipe
+  into `head`) drops them all; no task and no supervisor ever waits on it."""
+
+  def __init__(self, stream: TextIO, backlog: int = CONSOLE_BACKLOG):
+    self.stream = stream
+    self.lines: queue.Queue = queue.Queue(maxsize=backlog)
+    self.dropped = 0
+    self.dead = False
+    self.thread = threading.Thread(target=self._write, daemon=True, name="console")
+    with signals_blocked():  # signals must reach the main thread only
+      self.thread.start()
+
+  def write(self, text: str) -> None:
+    if self.dead:
+      return
+    try:
+      self.lines.put_nowait(text)
+    except queue.Full:
+      self.dropped += 1
+
+  def flush(self) -> None:
+    """Lines leave through the writer thread; nothing to do here."""
+
+  def _write(self) -> None:
+    while (text := self.lines.get()) is not None:
+      if self.dead:
+        continue
+      try:
+        self.stream.write(text)
+        self.stream.flush()
+      except (OSError, ValueError):  # closed pipe or file
+        self.dead = True
+
+  def close(self, timeout_s: float = 5.0) -> None:
+    """Lets the queued lines out (for at most `timeout_s`) and stops the writer."""
+    try:
+      if self.dropped and not self.dead:
+        self.lines.put(f"launcher: {self.dropped} console line(s) dropped (slow console); "
+                       "the task logs have every line\n", timeout=timeout_s)
+      self.lines.put(None, timeout=timeout_s)
+    except queue.Full:
+      self.dead = True
+      return
+    self.thread.join(timeout=timeout_s)
+
+
+def _child_setup(launcher_pid: int) -> None:
+  """In the child, between fork and exec: unblock the signals the launcher blocks
+  while starting tasks, and die with the launcher however it dies."""
+  signal.pthread_sigmask(signal.SIG_SETMASK, set())
+  if _LIBC is not None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
+    os._exit(1)  # pylint: disable=protected-access
+
+
 class _Running:
   """One spawned task: its process, its log file and the thread that pumps its output."""
 
-  def __init__(self, task: Task, env: Mapping[str, str], console: TextIO, lock: threading.Lock):
+  def __init__(self, task: Task, env: Mapping[str, str], console: Console):
     self.task = task
     os.makedirs(os.path.dirname(task.log_path), exist_ok=True)
     self.log = open(task.log_path, "w", buffering=1)
+    self.log_error: OSError | None = None
     self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     self.proc = subprocess.Popen(task.argv, env=dict(env), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True, text=True, errors="replace")
+                                 start_new_session=True, text=True, errors="replace",
+                                 preexec_fn=functools.partial(_child_setup, os.getpid()))
     self.pgid = self.proc.pid  # start_new_session: the child leads its own group
-    self.thread = threading.Thread(target=self._pump, args=(console, lock), daemon=True)
+    self.thread = threading.Thread(target=self._pump, args=(console,), daemon=True)
     self.thread.start()
 
-  def _pump(self, console: TextIO, lock: threading.Lock) -> None:
+  def _pump(self, console: Console) -> None:
+    """Log first, console second; never stops reading (a full pipe would block the task)."""
     prefix = f"[{self.task.name}] "
     for line in self.proc.stdout:
-      self.log.write(line)
+      if self.log_error is None:
+        try:
+          self.log.write(line)
+        except OSError as e:  # a full disk: the supervisor stops the job
+          self.log_error = e
       self.tail.append(line.rstrip("\n"))
-      with lock:
-        console.write(prefix + line)
-        console.flush()
+      console.write(prefix + line)
 
   def signal_group(self, sig: int) -> None:
     try:
@@ -87,7 +181,10 @@ class _Running:
     self.thread.join(timeout=2.0)
     if self.proc.stdout:
       self.proc.stdout.close()
-    self.log.close()
+    try:
+      self.log.close()
+    except OSError:  # its last lines could not be written either: already reported
+      pass
 
 
 def child_env(task: Task, parent: Mapping[str, str], repo_root: str) -> dict[str, str]:
@@ -99,12 +196,14 @@ def child_env(task: Task, parent: Mapping[str, str], repo_root: str) -> dict[str
   return env
 
 
-def _stop_all(running: list[_Running], grace_s: float) -> None:
-  """SIGTERM every group, wait until one shared deadline, SIGKILL what is left, reap."""
+def _stop_all(running: list[_Running], grace_s: float, hurry: threading.Event) -> None:
+  """SIGTERM every group, wait until one shared deadline (or `hurry`), SIGKILL what
+  is left, reap."""
   for r in running:
     r.signal_group(signal.SIGTERM)
   deadline = time.monotonic() + grace_s
-  while time.monotonic() < deadline and any(r.group_alive() for r in running):
+  while time.monotonic() < deadline and not hurry.is_set() and any(
+      r.group_alive() for r in running):
     for r in running:
       r.proc.poll()
     time.sleep(POLL_S)
@@ -115,10 +214,77 @@ def _stop_all(running: list[_Running], grace_s: float) -> None:
     r.close()
 
 
-def _print(console: TextIO, lock: threading.Lock, msg: str) -> None:
-  with lock:
-    console.write(msg + "\n")
-    console.flush()
+def _start(task: Task, repo_root: str, console: Console) -> _Running:
+  with signals_blocked():  # a Ctrl-C now waits until the task is recorded
+    return _Running(task, child_env(task, os.environ, repo_root), console)
+
+
+class _Job:
+  """The running tasks of one plan and what supervision has seen of them."""
+
+  def __init__(self, plan: Plan, repo_root: str, console: Console, grace_s: float,
+               restart_task: Callable[[Task], Task | None] | None):
+    self.plan, self.repo_root, self.console, self.grace_s = plan, repo_root, console, grace_s
+    self.restart_task = restart_task
+    self.running: list[_Running] = []
+    self.tolerated: set[str] = set()
+    self.task_restarts = 0
+    self.hurry = threading.Event()
+
+  def say(self, msg: str) -> None:
+    self.console.write(msg + "\n")
+
+  def codes(self) -> dict[str, int | None]:
+    return {r.task.name: r.proc.poll() for r in self.running}
+
+  def start_all(self) -> None:
+    for task in self.plan.tasks:
+      self.running.append(_start(task, self.repo_root, self.console))
+
+  def handle_tolerated_deaths(self) -> None:
+    """A dead `may_fail` task is replaced (restart_task) or left dead, once each."""
+    for i, r in enumerate(self.running):
+      if not r.task.may_fail or r.proc.poll() in (None, 0) or r.task.name in self.tolerated:
+        continue
+      replacement = self.restart_task(r.task) if self.restart_task else None
+      if replacement is None:
+        self.tolerated.add(r.task.name)
+        self.say(f"launcher: task {r.task.name} exited with code {r.proc.returncode}; the "
+                 "job tolerates losing it and continues")
+        continue
+      self.say(f"launcher: task {r.task.name} exited with code {r.proc.returncode}; "
+               f"restarting it alone (log {replacement.log_path})")
+      _stop_all([r], self.grace_s, self.hurry)  # reap what is left of its process group
+      self.running[i] = _start(replacement, self.repo_root, self.console)
+      self.task_restarts += 1
+
+  def outcome(self, ok: bool, code: int, reason: str, task: str | None = None) -> Outcome:
+    return Outcome(ok, code, reason, task, self.codes(), self.task_restarts)
+
+  def check(self) -> Outcome | None:
+    """The job's end, if it has come: a task failed, a log broke, or all primaries are done."""
+    broken = next((r for r in self.running if r.log_error is not None), None)
+    if broken is not None:
+      self.say(f"launcher: cannot write {broken.task.log_path} ({broken.log_error.strerror}); "
+               "stopping the job")
+      return self.outcome(False, exits.LOG_WRITE, f"log of {broken.task.name} not writable",
+                          broken.task.name)
+    failed = next((r for r in self.running if r.proc.poll() not in (None, 0)
+                   and not r.task.may_fail), None)
+    if failed is not None:
+      code = failed.proc.returncode
+      failed.thread.join(timeout=2.0)
+      self.say(f"launcher: task {failed.task.name} failed with exit code {code} (first "
+               f"failure); stopping the other tasks. Last lines of {failed.task.log_path}:")
+      for line in failed.tail:
+        self.say(f"  | {line}")
+      return self.outcome(False, code if 0 < code < 256 else 128 + abs(code),
+                          f"task {failed.task.name} exited with {code}", failed.task.name)
+    # A host that runs only server tasks (--this_host) waits for its servers.
+    awaited = [r for r in self.running if r.task.primary] or self.running
+    if all(r.proc.poll() == 0 for r in awaited):
+      return self.outcome(True, exits.OK, "all primary tasks finished")
+    return None
 
 
 def run_plan(plan: Plan, timeout_s: float | None = None, console: TextIO = sys.stdout,
@@ -133,68 +299,42 @@ def run_plan(plan: Plan, timeout_s: float | None = None, console: TextIO = sys.s
   `timeout_s` as the moment to stop, for a job whose timeout spans several attempts.
   """
   repo_root = repo_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  lock = threading.Lock()
-  running: list[_Running] = []
+  sink = console if isinstance(console, Console) else Console(console)
+  job = _Job(plan, repo_root, sink, grace_s, restart_task)
+  main = threading.current_thread() is threading.main_thread()
   old_handlers = {}
 
   def on_signal(signum, _frame):
     raise Interrupted(signum)
 
-  if threading.current_thread() is threading.main_thread():
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      old_handlers[sig] = signal.signal(sig, on_signal)
+  def on_second_signal(signum, _frame):
+    job.say(f"launcher: {signal.Signals(signum).name} again: killing every task now")
+    job.hurry.set()
+
+  if main:
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
   if deadline is None and timeout_s:
     deadline = time.monotonic() + timeout_s
   try:
-    for task in plan.tasks:
-      running.append(_Running(task, child_env(task, os.environ, repo_root), console, lock))
-    tolerated: set[str] = set()
-    task_restarts = 0
+    job.start_all()
     while True:
-      codes = {r.task.name: r.proc.poll() for r in running}
-      for i, r in enumerate(running):
-        if r.task.may_fail and r.proc.returncode not in (None, 0) and r.task.name not in tolerated:
-          replacement = restart_task(r.task) if restart_task else None
-          if replacement is None:
-            tolerated.add(r.task.name)
-            _print(console, lock, f"launcher: task {r.task.name} exited with code "
-                   f"{r.proc.returncode}; the job tolerates losing it and continues")
-            continue
-          _print(console, lock, f"launcher: task {r.task.name} exited with code "
-                 f"{r.proc.returncode}; restarting it alone (log {replacement.log_path})")
-          _stop_all([r], grace_s)  # reap what is left of its process group
-          running[i] = _Running(replacement, child_env(replacement, os.environ, repo_root),
-                                console, lock)
-          task_restarts += 1
-          codes[r.task.name] = None
-      failed = next((r for r in running if r.proc.returncode not in (None, 0)
-                     and not r.task.may_fail), None)
-      if failed is not None:
-        code = failed.proc.returncode
-        failed.thread.join(timeout=2.0)
-        _print(console, lock, f"launcher: task {failed.task.name} failed with exit code {code}"
-               f" (first failure); stopping the other tasks. Last lines of {failed.task.log_path}:")
-        for line in failed.tail:
-          _print(console, lock, f"  | {line}")
-        exit_code = code if 0 < code < 256 else 128 + abs(code)
-        return Outcome(False, exit_code, f"task {failed.task.name} exited with {code}",
-                       failed.task.name, codes, task_restarts)
-      # A host that runs only server tasks (--this_host) waits for its servers.
-      awaited = [r for r in running if r.task.primary] or running
-      if all(codes[r.task.name] == 0 for r in awaited):
-        return Outcome(True, 0, "all primary tasks finished", None, codes, task_restarts)
+      job.handle_tolerated_deaths()
+      end = job.check()
+      if end is not None:
+        return end
       if deadline is not None and time.monotonic() > deadline:
-        _print(console, lock, f"launcher: timeout after {timeout_s:g}s; stopping every task")
-        return Outcome(False, 124, f"timeout after {timeout_s:g}s", None, codes, task_restarts)
+        job.say(f"launcher: timeout after {timeout_s:g}s; stopping every task")
+        return job.outcome(False, exits.TIMEOUT, f"timeout after {timeout_s:g}s")
       time.sleep(POLL_S)
   except Interrupted as e:
-    _print(console, lock, f"launcher: received {e}; stopping every task")
-    return Outcome(False, 128 + e.signum, f"interrupted by {e}", None,
-                   {r.task.name: r.proc.poll() for r in running})
+    job.say(f"launcher: received {e}; stopping every task")
+    return job.outcome(False, 128 + e.signum, f"interrupted by {e}")
   finally:
-    # Block further signals from re-entering while we tear down.
-    for sig in old_handlers:
-      signal.signal(sig, signal.SIG_IGN)
-    _stop_all(running, grace_s)
+    if main:  # a second signal while we tear down: SIGKILL at once
+      for sig in STOP_SIGNALS:
+        signal.signal(sig, on_second_signal)
+    _stop_all(job.running, grace_s, job.hurry)
     for sig, handler in old_handlers.items():
       signal.signal(sig, handler)
+    if sink is not console:
+      sink.close()

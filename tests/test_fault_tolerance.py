@@ -85,7 +85,7 @@ def test_gossip_workers_resume_together_from_the_newest_common_step(tmp_path):
       [*SYN, "--synthetic_examples=2048", "--epochs=3", "--log_every=10"])
   assert code == 0, out[-3000:]
   for i in range(3):
-    assert f"worker:{i} resumed from" in out
+    assert f"worker:{i}: resumed from" in out
   assert out.count("at step 42") == 3  # 21 steps/epoch: two epochs were saved
   assert _summary(tmp_path)["steps"] == 63
 
@@ -106,13 +106,21 @@ def test_fedavg_restarts_and_resumes_after_the_last_saved_round(tmp_path):
   assert rounds == [1, 2, 3, 4]  # each round once, none repeated after the restart
 
 
-def test_restarts_run_out_and_the_launcher_fails_with_the_tasks_code(tmp_path):
-  code, out = _launch(tmp_path, ["--approach=allreduce", "--num_workers=1", "--max_restarts=1"],
-                      ["--dataset=no_such_dataset"], timeout_s=200)
-  assert code == 1, out[-3000:]
-  assert "restart 1 of 1" in out and "launcher: FAILED" in out
-  assert sorted(os.listdir(tmp_path / "logs")) == ["attempt_0", "attempt_1"]
-  assert [a["ok"] for a in _attempts(tmp_path)["attempts"]] == [False, False]
+def test_a_data_error_is_not_retried_and_the_launcher_fails_with_its_code(tmp_path):
+  # Prepared-looking to the launcher's preflight, unusable to TFDS: the trainer's
+  # DataError (exit 66) would recur on every attempt, so there is none.
+  data = tmp_path / "data" / "not_a_tfds_set" / "1.0.0"
+  data.mkdir(parents=True)
+  (data / "dataset_info.json").write_text("{}")
+  run_dir = tmp_path / "run"
+  code, out = _launch(run_dir, ["--approach=allreduce", "--num_workers=1", "--max_restarts=2"],
+                      ["--dataset=not_a_tfds_set", f"--data_dir={tmp_path / 'data'}"],
+                      timeout_s=200)
+  assert code == 66, out[-3000:]
+  assert "not restarting: exit 66 (missing data) would fail again" in out
+  assert "restart 1 of" not in out and "launcher: FAILED" in out
+  assert sorted(os.listdir(run_dir / "logs")) == ["attempt_0"]
+  assert [a["ok"] for a in _attempts(run_dir)["attempts"]] == [False]
 
 
 @pytest.mark.parametrize("bind,expect_wildcard", [("task", False), ("all", True)])
@@ -148,22 +156,24 @@ def test_servers_listen_only_on_their_own_address(tmp_path, bind, expect_wildcar
 def test_a_worker_killed_at_a_random_moment_changes_nothing_but_the_time(tmp_path, approach,
                                                                           workers, extra):
   import random  # pylint: disable=g-import-not-at-top
-  delay = random.uniform(0.0, 4.0)  # after the first step line: any point of the run
+  delay = random.uniform(0.0, 2.0)  # after the first step line: early or mid-run
   launch = helpers.Launch(
       [f"--approach={approach}", f"--num_workers={workers}", "--max_restarts=1",
-       f"--run_dir={tmp_path}", "--timeout=250", "--", *SYN, "--synthetic_examples=2048",
-       "--epochs=4", "--log_every=4", *extra], timeout_s=300)
+       f"--run_dir={tmp_path}", "--timeout=250", "--", *SYN, "--synthetic_examples=4096",
+       "--epochs=6", "--log_every=4", *extra], timeout_s=300)
   try:
     deadline = time.monotonic() + 150
     while launch.first_time("step 4/") is None and time.monotonic() < deadline:
       time.sleep(0.1)
     time.sleep(delay)
     victim = helpers.task_pid(launch.tag, "worker", workers - 1)
-    if victim is not None:
-      os.kill(victim, signal.SIGKILL)
+    assert victim is not None, "the run ended before the kill: make it longer"
+    os.kill(victim, signal.SIGKILL)
     code, out, _ = launch.wait()
   finally:
     helpers.assert_no_survivors(launch.tag)
   assert code == 0, f"killed after {delay:.2f}s:\n{out[-3000:]}"
-  steps_per_epoch = 2048 // workers // 32
-  assert _summary(tmp_path)["steps"] == 4 * steps_per_epoch, f"killed after {delay:.2f}s"
+  assert f"task worker:{workers - 1} failed with exit code -9" in out  # the kill landed
+  assert "restart 1 of 1: starting every task again" in out
+  steps_per_epoch = 4096 // workers // 32
+  assert _summary(tmp_path)["steps"] == 6 * steps_per_epoch, f"killed after {delay:.2f}s"

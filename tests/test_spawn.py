@@ -79,3 +79,71 @@ def test_job_restarts_until_success_or_the_budget_is_spent(tmp_path):
     assert used == budget and len(attempts) == budget + 1
     assert outcome.exit_code == (0 if ok else 7)
     assert f"restart {budget} of {budget}" in out.getvalue()
+
+
+def test_a_bind_failure_is_retried_once_with_a_fresh_plan_and_usage_errors_never(tmp_path):
+  from launch import local  # pylint: disable=g-import-not-at-top
+  from cluster import exits  # pylint: disable=g-import-not-at-top
+  tag = uuid.uuid4().hex
+
+  def job(code):
+    return plan.Plan("allreduce", str(tmp_path), "r", {}, (
+        _task(tmp_path, "worker:0", f"import sys; sys.exit({code})", True, tag=tag),))
+
+  try:
+    out = io.StringIO()  # exit 71 (BIND), then a fresh plan that works: no restart used
+    codes = iter([0])
+    outcome, attempts, used = local.run_attempts(
+        job(exits.BIND), lambda n, _prev: job(next(codes)), 0, 60, out)
+    assert outcome.ok and used == 0 and len(attempts) == 2, out.getvalue()
+    assert "could not listen on its address; starting the attempt again once" in out.getvalue()
+    out = io.StringIO()  # a second bind failure is not retried again
+    outcome, attempts, used = local.run_attempts(
+        job(exits.BIND), lambda n, _prev: job(exits.BIND), 3, 60, out)
+    assert outcome.exit_code == exits.BIND and len(attempts) == 5  # 1 + 1 bind retry + 3
+    for code in exits.NOT_RETRIED:  # usage, data, divergence: a retry would fail again
+      out = io.StringIO()
+      outcome, attempts, used = local.run_attempts(
+          job(code), lambda n, _prev, c=code: job(c), 3, 60, out)
+      assert outcome.exit_code == code and used == 0 and len(attempts) == 1
+      assert "not restarting" in out.getvalue()
+  finally:
+    helpers.assert_no_survivors(tag)
+
+
+def test_a_log_that_cannot_be_written_stops_the_job_with_one_line(tmp_path):
+  from cluster import exits  # pylint: disable=g-import-not-at-top
+  tag = uuid.uuid4().hex
+  chatty = _task(tmp_path, "worker:0", "import time\nwhile True: print('x' * 100, flush=True); "
+                 "time.sleep(0.01)", True, tag=tag)
+  full = "/dev/full"  # every write fails with ENOSPC, as on a full disk
+  chatty = dataclasses.replace(chatty, log_path=full)
+  out = io.StringIO()
+  try:
+    outcome = spawn.run_plan(plan.Plan("allreduce", str(tmp_path), "r", {}, (chatty,)),
+                             timeout_s=60, console=out, grace_s=2)
+  finally:
+    helpers.assert_no_survivors(tag)
+  assert outcome.exit_code == exits.LOG_WRITE and not outcome.ok
+  assert "launcher: cannot write /dev/full (No space left on device); stopping the job" in \
+      out.getvalue()
+
+
+def test_a_slow_console_drops_lines_instead_of_blocking(tmp_path):
+  import threading  # pylint: disable=g-import-not-at-top
+
+  class Stuck(io.StringIO):
+    """A console that blocks on every write until released."""
+    release = threading.Event()
+
+    def write(self, text):
+      self.release.wait()
+      return super().write(text)
+
+  console = spawn.Console(Stuck(), backlog=10)
+  for i in range(100):
+    console.write(f"line {i}\n")  # returns at once although nothing is written
+  assert console.dropped >= 89
+  Stuck.release.set()
+  console.close()
+  assert "console line(s) dropped" in console.stream.getvalue()

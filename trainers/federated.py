@@ -188,6 +188,8 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     if config.resume and os.path.exists(ckpt_path):
       state, start_round = load_state(ckpt_path, state)
       run_.announce(f"resumed from {ckpt_path} after round {start_round}")
+    elif config.resume:
+      run_.announce(session.FRESH_START.format(ckpt_path))
     num_params = sum(np.size(w) for w in process.get_model_weights(state).trainable)
     run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves
     where = ("in-process (private executor service)" if in_process else

@@ -40,6 +40,9 @@ def define_base_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("cluster_resolver", "tf_config", CLUSTER_RESOLVERS, "Where this "
                     "task learns the cluster: TF_CONFIG (the launcher, Kubernetes TFJob) or "
                     "Slurm's srun environment (SlurmClusterResolver).", flag_values=fv)
+  flags.DEFINE_float("startup_timeout", 120.0, "Seconds to wait for every peer task in "
+                     "TF_CONFIG to answer at start-up; then exit (69) naming the silent "
+                     "ones (0: wait for ever).", flag_values=fv)
   flags.DEFINE_integer("slurm_port_base", 8888, "Slurm: first port of each node's tasks.",
                        flag_values=fv)
   flags.DEFINE_integer("slurm_num_ps", 1, "Slurm, approach ps: tasks after the chief that "
@@ -148,10 +151,12 @@ def define_flags_for(approach: str, fv: flags.FlagValues) -> None:
   _DEFINERS[approaches.get(approach).name](fv)
 
 
-def check_trainer_argv(approach: str, argv: list[str]) -> None:
-  """Parses `argv` against `approach`'s flags; raises flags.Error on a bad flag."""
+def check_trainer_argv(approach: str, argv: list[str]) -> flags.FlagValues:
+  """Parses `argv` against `approach`'s flags; raises flags.Error on a bad flag.
+  Returns the parsed values (the launcher's preflight reads --dataset from them)."""
   fv = flags.FlagValues()
   define_flags_for(approach, fv)
   leftover = fv(["trainer"] + list(argv))
   if len(leftover) > 1:
     raise flags.Error(f"unexpected trainer arguments: {' '.join(leftover[1:])}")
+  return fv

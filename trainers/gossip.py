@@ -210,8 +210,10 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     manager = run_.checkpoint_manager(worker.checkpoint, f"worker_{me}")
     restored = worker.restore_common(manager, task.name) if config.resume else None
     if restored:
-      print(f"[{APPROACH}] {task.name} resumed from {restored} at step "
-            f"{int(worker.step_var.numpy())}", flush=True)
+      run_.announce(f"resumed from {restored} at step {int(worker.step_var.numpy())}",
+                    every_task=True)
+    elif config.resume:
+      run_.announce(session.FRESH_START.format(manager.directory), every_task=True)
     payload = exchange.payload_bytes(worker.flat.size)
     run_.start_progress(steps_per_epoch, cfg.batch_size * n)
     run_.announce(f"{n} worker(s), topology {config.topology} ({config.mixing}), degree "

@@ -259,6 +259,8 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
     if config.resume and manager.latest_checkpoint:
       replica.checkpoint.restore(manager.latest_checkpoint)
       run_.announce(f"resumed from {manager.latest_checkpoint} at step {replica.step}")
+    elif config.resume:
+      run_.announce(session.FRESH_START.format(manager.directory))
     iterator = iter(coordinator.create_per_worker_dataset(
         dataset_fn(run_, replica.shard_counter, cfg.batch_size)))
     ps = Coordinator(coordinator, replica, iterator, config)

@@ -10,6 +10,7 @@ import logging
 import tensorflow as tf
 
 from cluster.tf_config import TaskInfo
+from trainers.common import lifecycle
 
 SERVER_ROLES = ("worker", "ps")
 
@@ -20,6 +21,7 @@ def serve(task: TaskInfo) -> None:
   server = tf.distribute.Server(resolver.cluster_spec(), job_name=task.task_type,
                                 task_index=task.task_index, protocol="grpc", start=True)
   print(f"[ps] {task.name} serving at {task.address}", flush=True)
+  lifecycle.honour_sigterm(grace_s=0.5)  # join() blocks in C++: the watcher ends us
   server.join()
 
 

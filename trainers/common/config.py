@@ -9,6 +9,7 @@ from cluster.errors import ConfigError, check_choice
 from trainers import flags as trainer_flags
 from trainers.common.outputs import default_run_dir
 
+_FLOAT32_MAX = 3.4028234663852886e38
 _TASK_RE = re.compile(r"^(chief|worker|ps):\d+$")
 
 
@@ -40,8 +41,9 @@ class TrainConfig:
       check_positive(name, getattr(self, name))
     if self.steps_per_epoch is not None:
       check_positive("steps_per_epoch", self.steps_per_epoch)
-    if not self.learning_rate > 0:
-      raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
+    if not 0 < self.learning_rate <= _FLOAT32_MAX:
+      raise ConfigError(f"--learning_rate must be > 0 and a float32 (<= 3.4e38), got "
+                        f"{self.learning_rate}")
     if self.fail_task is not None and not _TASK_RE.match(self.fail_task):
       raise ConfigError(f"--fail_task must look like 'worker:1', got {self.fail_task!r}")
     if (self.fail_task is None) != (self.fail_at_step is None):

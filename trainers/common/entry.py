@@ -6,14 +6,16 @@ from typing import Any, Callable, MutableMapping
 
 from absl import flags
 
-from cluster import approaches, slurm
+from cluster import approaches, exits, slurm
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, parse_tf_config
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common.errors import DataError
+from trainers.common import lifecycle
+from trainers.common.errors import DataError, Diverged
 
-USAGE_EXIT = 2
+USAGE_EXIT = exits.USAGE
+_GRPC_BIND_FAILED = "Could not start gRPC server"  # TF's message when the port is taken
 
 
 def check_before_tf(module_name: str, spec) -> None:
@@ -31,6 +33,7 @@ def check_before_tf(module_name: str, spec) -> None:
     leftover = fv(sys.argv)
     if len(leftover) > 1:
       raise flags.Error(f"unexpected arguments: {' '.join(leftover[1:])}")
+    config_lib.TrainConfig.from_flags(fv, approach)  # the values every approach shares
     resolve_cluster(fv, approach)
     parse_tf_config(os.environ.get("TF_CONFIG"))
   except (flags.Error, ConfigError) as e:
@@ -48,6 +51,8 @@ def trainer_main(approach: str, config_cls: type, run: Callable[..., Any],
     # Flags and TF_CONFIG are read and validated here, before TF starts.
     config = config_lib.from_flags(config_cls, fv, approach)
     task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    if task.task_type in approaches.get(approach).primary_roles:
+      lifecycle.await_peers(task, fv.startup_timeout)  # servers simply wait to be used
     result = run(config, task, flag_values=config_lib.flag_dict(fv))
     if after is not None:
       after(task, result)
@@ -61,8 +66,8 @@ def run_main(define: Callable[[flags.FlagValues], None],
              argv: list[str] | None = None, approach: str | None = None) -> int:
   """Defines flags on a fresh FlagValues, parses argv and calls run(flag_values).
 
-  Usage and data errors become one line on stderr and exit code 2 (data missing:
-  exit 1), never a traceback; anything else propagates.
+  Usage errors, missing data and divergence become one line on stderr and their
+  exit code (cluster/exits.py), never a traceback; anything else propagates.
   """
   fv = flags.FlagValues()
   define(fv)
@@ -83,8 +88,18 @@ def run_main(define: Callable[[flags.FlagValues], None],
     return USAGE_EXIT
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+    return exits.DATA
+  except Diverged as e:
+    print(f"error: diverged: {e}", file=sys.stderr)
+    return exits.DIVERGED
+  except Exception as e:  # pylint: disable=broad-except
+    if _GRPC_BIND_FAILED not in str(e):
+      raise
+    task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    print(f"error: {task.name} could not listen on {task.address} (port in use, or not an "
+          "address of this machine)", file=sys.stderr)
+    return exits.BIND
+  return exits.OK
 
 
 def resolve_cluster(fv: flags.FlagValues, approach: str,

@@ -33,16 +33,24 @@ def write_json_atomic(path: str, obj: Any) -> None:
   """Write then rename, so a reader never sees a half-written file."""
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+    json.dump(strict_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
     f.write("\n")
   os.replace(tmp, path)
 
 
-def _jsonable(value: Any) -> Any:
-  if hasattr(value, "item"):  # numpy scalars
-    return value.item()
-  if hasattr(value, "tolist"):
-    return value.tolist()
+def strict_json(value: Any) -> Any:
+  """`value` as plain JSON types: numpy scalars and arrays unwrapped, and NaN or
+  infinity as None (null), which JSON has no literal for."""
+  if isinstance(value, dict):
+    return {str(k): strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  if hasattr(value, "tolist"):  # numpy scalars and arrays
+    return strict_json(value.tolist())
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if value is None or isinstance(value, (bool, int, str)):
+    return value
   return str(value)
 
 
@@ -70,7 +78,7 @@ class RunWriter:
               "kind": kind, "step": int(step), **values}
     if not self.enabled:
       return record
-    self._metrics.write(json.dumps(record, default=_jsonable) + "\n")
+    self._metrics.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
     self._write_tb(kind, step, values)
     return record
 
@@ -87,7 +95,7 @@ class RunWriter:
     self._tb.flush()
 
   def write_summary(self, summary: Mapping[str, Any]) -> dict:
-    summary = dict(summary)
+    summary = strict_json(dict(summary))
     missing = [k for k in REQUIRED_SUMMARY_KEYS if k not in summary]
     if missing:
       raise ValueError(f"summary lacks required keys {missing}")

@@ -10,9 +10,11 @@ and `test_accuracy`, so every approach's curve is read the same way.
 """
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable, Iterator
 
+from trainers.common.errors import Diverged
 from trainers.common.outputs import RunWriter
 
 
@@ -42,6 +44,7 @@ class Progress:
   def step(self, epoch: int, step_in_epoch: int, global_step: int, loss: float,
            accuracy: float, **extra: Any) -> dict:
     """Call at a logging point; `epoch` counts from 1, `step_in_epoch` is steps done."""
+    check_finite(global_step, loss=loss)
     now = time.perf_counter()
     rate = (step_in_epoch - self._mark_step) / max(now - self._mark, 1e-9)
     self._mark, self._mark_step = now, step_in_epoch
@@ -96,7 +99,10 @@ class Progress:
     """Books one epoch or round: time, examples, the evaluation; writes its record
     (`first`'s fields, then `values`')."""
     values = {**first, **values}
+    check_finite(step, **{k: values[k] for k in ("loss", "accuracy") if k in values})
     test = evaluate() if evaluate is not None else None
+    if test is not None:
+      check_finite(step, test_loss=test[0], test_accuracy=test[1])
     self.train_time_s += seconds
     self.examples += examples
     values.update(examples_seen=self.examples, train_time_s=self.train_time_s,
@@ -154,3 +160,11 @@ def schedule(start_step: int, steps_per_epoch: int, epochs: int,
 def round_due_for_eval(round_num: int, last_round: int, every: int) -> bool:
   """FedAvg's evaluation cadence: every `every` rounds and after the last."""
   return round_num % every == 0 or round_num == last_round
+
+
+def check_finite(step: int, **metrics: float) -> None:
+  """Raises Diverged naming the first non-finite metric and the step."""
+  for name, value in metrics.items():
+    if not math.isfinite(float(value)):
+      raise Diverged(f"{name} is {value} at step {step}; lower --learning_rate or check "
+                     "the data")

@@ -30,11 +30,16 @@ import tensorflow as tf
 
 from cluster.tf_config import TaskInfo
 from models import build_model
-from trainers.common import data, model
+from trainers.common import data, lifecycle, model
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
 from trainers.common.faults import fail_if_scheduled
 from trainers.common.outputs import RunWriter
+
+
+# --resume with nothing to resume from is a fresh start, said out loud (a restart
+# after a crash before the first checkpoint lands here).
+FRESH_START = "--resume: no checkpoint in {}; starting from scratch"
 
 
 @dataclasses.dataclass
@@ -149,6 +154,8 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
   runtime must start before any other TF op of the process. wall_time_s and the
   records' elapsed_s count from the start of this process, so they include TF's
   import and the cluster's start-up."""
+  # TF's preemption notifier took SIGTERM over when the strategy started: take it back.
+  lifecycle.honour_sigterm()
   started = psutil.Process().create_time()
   writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started)
   try:
