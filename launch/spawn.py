@@ -3,7 +3,7 @@
 Each task runs in its own process group (so a grandchild such as TFF's
 `worker_binary` is stopped with it), with its own copy of the environment, its
 output written to its log file and copied, best effort, to the console behind a
-`[role:index]` prefix.
+`[role:index]` prefix (less TF's harmless start-up lines, `HARMLESS`).
 
 Supervision is all-or-nothing: the job succeeds when every primary task exits 0
 (a tolerated PS worker that dies may be started again in place);
@@ -40,6 +40,14 @@ TAIL_LINES = 20
 CONSOLE_BACKLOG = 10_000  # lines; beyond this a slow console loses lines
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+# TF's and TFF's start-up lines that say nothing about this run (every process prints
+# them on a CPU-only machine): kept in each task's log, left off the console.
+HARMLESS = ("Unable to register cuDNN factory", "Unable to register cuFFT factory",
+            "Unable to register cuBLAS factory", "TF-TRT Warning: Could not find TensorRT",
+            "Failed to detect the fetch node(s)", "oneDNN custom operations are on",
+            "Could not find cuda drivers on your machine",
+            "This TensorFlow binary is optimized to use available CPU instructions",
+            "To enable the following instructions:")
 try:
   _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork
 except OSError:  # not Linux: no parent-death signal
@@ -161,6 +169,8 @@ class _Running:
           self.log.write(line)
         except OSError as e:  # a full disk: the supervisor stops the job
           self.log_error = e
+      if any(h in line for h in HARMLESS):
+        continue
       self.tail.append(line.rstrip("\n"))
       console.write(prefix + line)
 

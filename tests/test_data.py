@@ -84,7 +84,7 @@ def test_trainer_with_missing_data_exits_nonzero_with_one_line(tmp_path):
       [sys.executable, "-m", "trainers.allreduce", f"--data_dir={tmp_path}",
        f"--run_dir={tmp_path / 'run'}"], cwd=helpers.REPO, env=helpers.base_env("data"),
       capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1
+  assert proc.returncode == 66  # cluster.exits.DATA
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and str(tmp_path) in errors[0]
   assert "Traceback" not in proc.stderr

@@ -147,3 +147,24 @@ def test_a_slow_console_drops_lines_instead_of_blocking(tmp_path):
   Stuck.release.set()
   console.close()
   assert "console line(s) dropped" in console.stream.getvalue()
+
+
+def test_harmless_tf_start_up_lines_stay_in_the_log_and_off_the_console(tmp_path):
+  tag = uuid.uuid4().hex
+  code = ("print('2026-11-25 E cuda_dnn.cc:9342] Unable to register cuDNN factory: x'); "
+          "print('W py_utils.cc:38] TF-TRT Warning: Could not find TensorRT'); "
+          "print('E external/... Failed to detect the fetch node(s)'); "
+          "print('[allreduce] epoch 1/1 step 10/10 loss 0.1'); print('WARNING: a real one')")
+  out = io.StringIO()
+  try:
+    outcome = spawn.run_plan(plan.Plan("allreduce", str(tmp_path), "r", {}, (
+        _task(tmp_path, "worker:0", code, True, tag=tag),)), timeout_s=30, console=out)
+  finally:
+    helpers.assert_no_survivors(tag)
+  assert outcome.ok
+  shown = out.getvalue()
+  assert "[worker:0] [allreduce] epoch 1/1 step 10/10" in shown
+  assert "[worker:0] WARNING: a real one" in shown
+  assert "cuDNN" not in shown and "TensorRT" not in shown and "fetch node" not in shown
+  log = (tmp_path / "logs" / "worker_0.log").read_text()
+  assert "cuDNN" in log and "TensorRT" in log and "fetch node" in log

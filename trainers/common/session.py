@@ -56,7 +56,6 @@ class Run:
   progress: progress_lib.Progress | None = None
   _scorer: Callable | None = dataclasses.field(default=None, repr=False)
 
-
   # --- factories -------------------------------------------------------------
   def model_fn(self) -> tf.keras.Model:
     """A fresh, uncompiled model of --model."""
