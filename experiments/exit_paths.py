@@ -16,6 +16,8 @@ import uuid
 
 from absl import flags
 
+from cluster import approaches
+
 TAG = "TFDIST_EXIT_PATH_TAG"
 SYN = ["--dataset=synthetic", "--batch_size=32", "--log_every=4"]
 LONG = [*SYN, "--steps_per_epoch=100000"]
@@ -81,8 +83,8 @@ def measure(root: str) -> list[tuple[str, int | None, float, int]]:
           f"survivors {rows[-1][3]}", flush=True)
 
   for approach, ready, trainer in (
-      ("ps", "serving at", LONG),
-      ("fedavg", "executor service (worker_binary)",
+      (approaches.PS.name, "serving at", LONG),
+      (approaches.FEDAVG.name, "executor service (worker_binary)",
        ["--dataset=synthetic", "--rounds=100000", "--model=fedavg_2nn", "--num_clients=10",
         "--clients_per_round=2"])):
     job = Job(launcher(f"--approach={approach}", "--num_workers=2",
