@@ -20,9 +20,12 @@ Host lists: `--hosts=h1,h2 --port_base=P` plans the job over several machines
 and prints, per host, its command; `--this_host=h1` starts that host's tasks.
 Every server listens only on its own task's address (see launch/bind_shim.c).
 
-Exit codes: 0 success; 2 usage error (nothing started); 124 timeout;
-128+N killed by signal N; otherwise the exit code of the first failed task
-(of the last attempt).
+Bad input (flags, data, ports, hosts, run dir, cores) is one line and exit 2
+before anything starts (launch/preflight.py). No task outlives the launcher, on
+any path (launch/spawn.py). Exit codes (cluster/exits.py): 0 success; 2 usage
+error; 124 timeout; 128+N signal N; otherwise the first failed task's code (of
+the last attempt): 65 diverged, 66 no data, 69 a peer never answered, 71 port
+taken, 74 log not writable, 143 SIGTERM. --max_restarts never retries 2, 65, 66.
 """
 
 import json

@@ -56,7 +56,6 @@ class FedAvgConfig:
   eval_every: int = 1
   target_accuracy: float | None = None
   stop_at_target: bool = False
-  resume: bool = False
 
   def __post_init__(self):
     check_choice("partition", self.partition, fedavg_math.PARTITIONS)
@@ -185,10 +184,10 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                             config.server_optimizer, config.server_learning_rate)
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
-    if config.resume and os.path.exists(ckpt_path):
+    if config.train.resume and os.path.exists(ckpt_path):
       state, start_round = load_state(ckpt_path, state)
       run_.announce(f"resumed from {ckpt_path} after round {start_round}")
-    elif config.resume:
+    elif config.train.resume:
       run_.announce(session.FRESH_START.format(ckpt_path))
     num_params = sum(np.size(w) for w in process.get_model_weights(state).trainable)
     run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves

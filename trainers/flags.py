@@ -33,6 +33,10 @@ def define_base_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("seed", 42, "Seed for weights, sharding and shuffling.", flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<approach>-<time>).",
                       flag_values=fv)
+  flags.DEFINE_bool("resume", False, "Continue from the run dir's latest checkpoint (PS: "
+                    "ckpt/, gossip: each worker's, FedAvg: the server state); with none, "
+                    "start from scratch and say so. All-reduce always resumes from backup/.",
+                    flag_values=fv)
   flags.DEFINE_string("fail_task", None, "Fault injection: task 'role:index' that crashes "
                       "(exit 3) at --fail_at_step.", flag_values=fv)
   flags.DEFINE_integer("fail_at_step", None, "Fault injection: global step (FedAvg: round) "
@@ -86,8 +90,6 @@ def define_ps_flags(fv: flags.FlagValues) -> None:
                        "scheduled closure (amortises the coordinator round trip).", flag_values=fv)
   flags.DEFINE_integer("min_shard_bytes", 256 << 10, "With several ps tasks, variables are "
                        "partitioned into shards of at least this many bytes.", flag_values=fv)
-  flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint in the run dir.",
-                    flag_values=fv)
 
 
 def define_gossip_flags(fv: flags.FlagValues) -> None:
@@ -105,8 +107,6 @@ def define_gossip_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("independent_init", False, "Each worker draws its own initial weights "
                     "(seed + worker index) instead of identical replicas: shows gossip alone "
                     "driving the replicas to consensus.", flag_values=fv)
-  flags.DEFINE_bool("resume", False, "Continue from each worker's latest checkpoint.",
-                    flag_values=fv)
 
 
 def define_fedavg_flags(fv: flags.FlagValues) -> None:
@@ -134,8 +134,6 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
                      "accuracy (rounds_to_target).", flag_values=fv)
   flags.DEFINE_bool("stop_at_target", False, "Stop after the first round that reaches "
                     "--target_accuracy.", flag_values=fv)
-  flags.DEFINE_bool("resume", False, "Continue from the latest server-state checkpoint.",
-                    flag_values=fv)
 
 
 # approach -> its flags (keyed by the records: the names live in cluster.approaches).

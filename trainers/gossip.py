@@ -46,7 +46,6 @@ class GossipConfig:
   gossip_every: int = 1
   exchange: str = "params"
   independent_init: bool = False
-  resume: bool = False
 
   def __post_init__(self):
     check_choice("topology", self.topology, gossip_math.TOPOLOGIES)
@@ -208,11 +207,11 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
       tf.keras.utils.set_random_seed(cfg.seed + me)
     worker = GossipWorker(run_, exchange, steps_per_epoch * cfg.epochs)
     manager = run_.checkpoint_manager(worker.checkpoint, f"worker_{me}")
-    restored = worker.restore_common(manager, task.name) if config.resume else None
+    restored = worker.restore_common(manager, task.name) if config.train.resume else None
     if restored:
       run_.announce(f"resumed from {restored} at step {int(worker.step_var.numpy())}",
                     every_task=True)
-    elif config.resume:
+    elif config.train.resume:
       run_.announce(session.FRESH_START.format(manager.directory), every_task=True)
     payload = exchange.payload_bytes(worker.flat.size)
     run_.start_progress(steps_per_epoch, cfg.batch_size * n)

@@ -47,7 +47,6 @@ class PSConfig:
   sync_aggregation: str = "mean"
   steps_per_closure: int = 10
   min_shard_bytes: int = 256 << 10
-  resume: bool = False
 
   def __post_init__(self):
     check_choice("ps_mode", self.ps_mode, trainer_flags.PS_MODES)
@@ -256,10 +255,10 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
     steps_per_epoch = run_.steps_per_epoch(examples_per_step)
     replica = Replica(run_, strategy, config, steps_per_epoch * cfg.epochs)
     manager = run_.checkpoint_manager(replica.checkpoint)
-    if config.resume and manager.latest_checkpoint:
+    if config.train.resume and manager.latest_checkpoint:
       replica.checkpoint.restore(manager.latest_checkpoint)
       run_.announce(f"resumed from {manager.latest_checkpoint} at step {replica.step}")
-    elif config.resume:
+    elif config.train.resume:
       run_.announce(session.FRESH_START.format(manager.directory))
     iterator = iter(coordinator.create_per_worker_dataset(
         dataset_fn(run_, replica.shard_counter, cfg.batch_size)))

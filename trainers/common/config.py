@@ -32,6 +32,7 @@ class TrainConfig:
   log_every: int = 100
   fail_task: str | None = None
   fail_at_step: int | None = None
+  resume: bool = False
 
   def __post_init__(self):
     check_choice("model", self.model, trainer_flags.MODELS)
