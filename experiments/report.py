@@ -44,7 +44,7 @@ def accuracy_curve(run: dict) -> list[tuple[float, int, float]]:
   """(seconds since the trainer started, examples processed, test accuracy) per evaluation."""
   return [(float(r["elapsed_s"]), int(r["examples_seen"]), float(r["test_accuracy"]))
           for r in run["records"]
-          if r["kind"] in ("epoch", "round") and "test_accuracy" in r]
+          if r["kind"] in ("eval", "epoch", "round") and "test_accuracy" in r]
 
 
 def time_to(curve, target: float) -> float | None:
@@ -96,7 +96,8 @@ def markdown(rows: Sequence[dict], title: str = "Comparison") -> str:
             "data loading and evaluation); train s: time in training steps/rounds only, which "
             "ex/s divides. Time to 97/98 %: trainer process start to the first evaluation at "
             "or above it "
-            "(evaluations happen once per epoch or round). Bytes/worker: payload a gossip "
+            "(evaluations at each epoch's end or round, and every --eval_every_examples). "
+            "Bytes/worker: payload a gossip "
             "worker sent to its neighbours, or a FedAvg client uploaded on average; '-' "
             "where TF's runtime moves the data (all-reduce, PS).", ""]
   return "\n".join(lines)

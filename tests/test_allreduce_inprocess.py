@@ -28,3 +28,15 @@ def test_single_process_run_learns_and_writes_the_output_contract(tmp_path):
              for r in epochs)
   assert any(r["kind"] == "step" for r in records)
   assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_all_reduce_evaluates_every_eval_every_examples(tmp_path):
+  cfg = TrainConfig(approach="allreduce", dataset="synthetic", synthetic_examples=640,
+                    batch_size=32, epochs=1, log_every=5, eval_every_examples=160,
+                    run_dir=str(tmp_path))
+  allreduce.run(allreduce.AllReduceConfig(cfg, steps_per_execution=1), SINGLE_PROCESS)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  evals = [r for r in records if r["kind"] == "eval"]
+  # 20 steps of 32: evaluations after 5, 10 and 15 steps; the epoch's end evaluates itself.
+  assert [r["examples_seen"] for r in evals] == [160, 320, 480]
+  assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in evals)

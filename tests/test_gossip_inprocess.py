@@ -46,7 +46,8 @@ def test_every_worker_mixes_exactly_its_row_of_w(n, topology):
 
 def test_gossip_run_on_one_worker_learns_and_writes_the_contract(tmp_path):
   cfg = TrainConfig(approach="gossip", dataset="synthetic", synthetic_examples=1024,
-                    batch_size=32, epochs=2, log_every=10, run_dir=str(tmp_path))
+                    batch_size=32, epochs=2, log_every=10, eval_every_examples=512,
+                    run_dir=str(tmp_path))
   summary = gossip.run(gossip.GossipConfig(cfg), SINGLE_PROCESS, flag_values={"epochs": 2})
   assert summary["label"] == "gossip/ring" and summary["num_workers"] == 1
   assert summary["steps"] == 2 * (1024 // 32) and summary["exchanges"] == 0
@@ -55,4 +56,6 @@ def test_gossip_run_on_one_worker_learns_and_writes_the_contract(tmp_path):
   assert summary["worker_test_accuracy"] == pytest.approx([summary["test_accuracy"]])
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+  # Mid-epoch evaluations at 512 and 1536 examples (the epoch ends evaluate themselves).
+  assert [r["examples_seen"] for r in records if r["kind"] == "eval"] == [512, 1536]
   assert list((tmp_path / "ckpt" / "worker_0").glob("ckpt-*.index"))

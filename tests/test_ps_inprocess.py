@@ -30,7 +30,7 @@ def _train(queue, run_dir: str, ps_mode: str) -> None:
     strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
     task = TaskInfo({r: tuple(a) for r, a in spec.items()}, "chief", 0)
     cfg = TrainConfig(approach="ps", dataset="synthetic", synthetic_examples=SYN_TRAIN,
-                      batch_size=16, epochs=2, log_every=8,
+                      batch_size=16, epochs=2, log_every=8, eval_every_examples=256,
                       run_dir=run_dir)
     config = parameter_server.PSConfig(cfg, ps_mode=ps_mode, steps_per_closure=3)
     summary = parameter_server.run(config, task, strategy=strategy,
@@ -81,5 +81,7 @@ def test_ps_run_in_one_process_takes_the_planned_steps_and_writes_the_contract(
   assert on_disk["steps"] == summary["steps"]
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+  # One mid-epoch evaluation per epoch (256 of its 512 examples).
+  assert [r["examples_seen"] for r in records if r["kind"] == "eval"] == [256, 768]
   assert [r["step"] for r in records if r["kind"] == "first_step"] == [1]
   assert list((tmp_path / "ckpt").glob("ckpt-*.index"))

@@ -87,3 +87,32 @@ def test_the_session_writes_the_common_core_and_always_closes_its_writer(tmp_pat
           "wall_time_s", "bytes_sent_per_worker", "notes", "run_dir", "steps"} <= set(summary)
   assert summary["label"] == "x/y" and summary["steps"] == 4
   assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
+
+
+def test_schedule_adds_evaluation_points_inside_epochs():
+  every = progress.eval_every_steps(eval_every_examples=100, examples_per_step=32)  # 4 steps
+  assert every == 4 and progress.eval_every_steps(None, 32) is None
+  chunks = list(progress.schedule(0, steps_per_epoch=10, epochs=2, log_every=6, eval_every=every))
+  assert [(c.start, c.end) for c in chunks] == [(0, 4), (4, 6), (6, 8), (8, 10), (10, 12),
+                                                (12, 16), (16, 18), (18, 20)]
+  # An evaluation point is never the epoch's end, which evaluates anyway.
+  assert [c.end for c in chunks if c.evaluates] == [4, 8, 12, 16]
+  assert [c.end for c in chunks if c.closes_epoch] == [10, 20]
+
+
+def test_mid_epoch_evaluation_is_recorded_and_kept_out_of_training_time(tmp_path):
+  from trainers.common.outputs import RunWriter  # pylint: disable=g-import-not-at-top
+  writer = RunWriter(str(tmp_path))
+  p = progress.Progress(writer, "x", epochs=1, steps_per_epoch=10, examples_per_step=8,
+                        verbose=False)
+  p.start_epoch()
+  import time  # pylint: disable=g-import-not-at-top
+
+  def slow_eval():
+    time.sleep(0.3)
+    return 0.5, 0.75
+  rec = p.evaluate(1, 4, 4, slow_eval)
+  assert rec["kind"] == "eval" and rec["examples_seen"] == 32 and rec["test_accuracy"] == 0.75
+  end = p.end_epoch(1, 10, 0.1, 0.9)
+  writer.close()
+  assert end["epoch_time_s"] < 0.3 and p.last_test == (0.5, 0.75)

@@ -94,7 +94,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
         tf.keras.callbacks.BackupAndRestore(os.path.join(cfg.run_dir, "backup")),
         ProgressCallback(progress, cfg.log_every,
                          run_.score if task.is_chief else None,
-                         task.name, cfg.fail_task, cfg.fail_at_step)]
+                         task.name, cfg.fail_task, cfg.fail_at_step, run_.eval_every_steps())]
     run_.announce(f"{num_workers} worker(s), {replicas} replica(s), global batch "
                   f"{global_batch}, {steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), "
                   f"model {cfg.model}, dataset {cfg.dataset} ({len(run_.train)} train / "

@@ -66,6 +66,9 @@ def define_common_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.", flag_values=fv)
   flags.DEFINE_integer("log_every", 100, "Print and record metrics every N steps.",
                        flag_values=fv)
+  flags.DEFINE_integer("eval_every_examples", None, "Also evaluate the full test split "
+                       "every this many training examples (all workers together), not "
+                       "only at each epoch's end.", flag_values=fv)
 
 
 def define_allreduce_flags(fv: flags.FlagValues) -> None:

@@ -178,10 +178,12 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
                   worker_loss=per_worker[:, 0].round(5).tolist(),
                   worker_accuracy=per_worker[:, 1].round(5).tolist())
     tally = _Tally(exchanges=tally.exchanges)
+    # The chief scores x-bar, the average of the replicas.
+    evaluate = (run_.evaluator(lambda r=replicas: worker.mean_weights(r))
+                if run_.task.is_chief else None)
+    if chunk.evaluates and evaluate:
+      progress.evaluate(chunk.epoch, chunk.step_in_epoch, step, evaluate)
     if chunk.closes_epoch:
-      # The chief scores x-bar, the average of the replicas.
-      evaluate = (run_.evaluator(lambda r=replicas: worker.mean_weights(r))
-                  if run_.task.is_chief else None)
       progress.end_epoch(chunk.epoch, step, *last, evaluate, consensus_distance=distance)
       manager.save(checkpoint_number=step)
   return step, tally.exchanges, distance

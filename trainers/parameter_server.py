@@ -223,6 +223,8 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
     extra = {"grad_phase_frac": ps.grad_phase_frac} if ps.config.sync else {}
     progress.step(chunk.epoch, chunk.step_in_epoch, step, float(replica.loss.result()),
                   float(replica.accuracy.result()), **extra)
+    if chunk.evaluates:
+      progress.evaluate(chunk.epoch, chunk.step_in_epoch, step, run_.evaluator(replica.weights))
     run_.maybe_fail(step)
     if cfg.fail_task and cfg.fail_task != run_.task.name and not injected \
         and step >= cfg.fail_at_step:

@@ -30,6 +30,7 @@ class TrainConfig:
   seed: int = 42
   run_dir: str = ""
   log_every: int = 100
+  eval_every_examples: int | None = None
   fail_task: str | None = None
   fail_at_step: int | None = None
   resume: bool = False
@@ -40,8 +41,9 @@ class TrainConfig:
     check_choice("lr_schedule", self.lr_schedule, trainer_flags.LR_SCHEDULES)
     for name in ("batch_size", "epochs", "log_every", "synthetic_examples"):
       check_positive(name, getattr(self, name))
-    if self.steps_per_epoch is not None:
-      check_positive("steps_per_epoch", self.steps_per_epoch)
+    for name in ("steps_per_epoch", "eval_every_examples"):
+      if getattr(self, name) is not None:
+        check_positive(name, getattr(self, name))
     if not 0 < self.learning_rate <= _FLOAT32_MAX:
       raise ConfigError(f"--learning_rate must be > 0 and a float32 (<= 3.4e38), got "
                         f"{self.learning_rate}")

@@ -32,6 +32,7 @@ class Progress:
     self.history: list[dict] = []
     self._mark = self._epoch_start = time.perf_counter()
     self._mark_step = 0
+    self._eval_in_epoch_s = 0.0  # mid-epoch evaluations, kept out of the epoch's time
 
   def first_step(self, global_step: int) -> None:
     """Records when training produced its first update (start-up latency)."""
@@ -40,6 +41,26 @@ class Progress:
   def start_epoch(self) -> None:
     self._mark = self._epoch_start = time.perf_counter()
     self._mark_step = 0
+    self._eval_in_epoch_s = 0.0
+
+  def evaluate(self, epoch: int, step_in_epoch: int, global_step: int,
+               evaluate: Callable[[], tuple[float, float]]) -> dict:
+    """A mid-epoch evaluation (--eval_every_examples): one "eval" record with the
+    examples seen so far; its time counts neither as training nor in the throughput."""
+    t = time.perf_counter()
+    test = evaluate()
+    check_finite(global_step, test_loss=test[0], test_accuracy=test[1])
+    self.last_test = test
+    seen = self.examples + step_in_epoch * self.examples_per_step
+    rec = self.writer.log("eval", global_step, epoch=epoch, examples_seen=seen,
+                          test_loss=test[0], test_accuracy=test[1])
+    spent = time.perf_counter() - t
+    self._eval_in_epoch_s += spent
+    self._mark += spent
+    if self.verbose:
+      print(f"[{self.label}] epoch {epoch}/{self.epochs} step {step_in_epoch}/"
+            f"{self.steps_per_epoch}{_shown(test)} ({seen} examples)", flush=True)
+    return rec
 
   def step(self, epoch: int, step_in_epoch: int, global_step: int, loss: float,
            accuracy: float, **extra: Any) -> dict:
@@ -64,7 +85,7 @@ class Progress:
                 evaluate: Callable[[], tuple[float, float]] | None = None, **extra: Any) -> dict:
     """Call after each epoch's training; `evaluate()` -> (test loss, test accuracy) runs
     after the epoch's clock has stopped, so evaluation never counts as training time."""
-    epoch_time = time.perf_counter() - self._epoch_start
+    epoch_time = time.perf_counter() - self._epoch_start - self._eval_in_epoch_s
     examples = self.steps_per_epoch * self.examples_per_step
     rec, test = self._close_unit("epoch", global_step, epoch_time, examples, evaluate, {},
                                  epoch=epoch, loss=float(loss), accuracy=float(accuracy),
@@ -134,27 +155,42 @@ class Chunk:
   step_in_epoch: int  # steps of this epoch done after it
   opens_epoch: bool
   closes_epoch: bool  # the epoch ends here: evaluate and checkpoint
+  evaluates: bool = False  # an --eval_every_examples point inside the epoch
 
   @property
   def size(self) -> int:
     return self.end - self.start
 
 
-def schedule(start_step: int, steps_per_epoch: int, epochs: int,
-             log_every: int) -> Iterator[Chunk]:
-  """The progress cadence of a step-based loop: chunks that end at every multiple of
-  `log_every` and at every epoch end, from `start_step` (a resumed run) to the last
-  step. Evaluation happens where a chunk closes an epoch."""
+def schedule(start_step: int, steps_per_epoch: int, epochs: int, log_every: int,
+             eval_every: int | None = None) -> Iterator[Chunk]:
+  """The progress and evaluation cadence of a step-based loop: chunks that end at
+  every multiple of `log_every`, of `eval_every` (steps; None: epoch ends only) and
+  at every epoch end, from `start_step` (a resumed run) to the last step. The test
+  split is evaluated where a chunk closes an epoch or `evaluates`."""
   step, total = start_step, steps_per_epoch * epochs
   while step < total:
     epoch = step // steps_per_epoch + 1
     epoch_end = epoch * steps_per_epoch
     opens = True
     while step < epoch_end:
-      end = min(epoch_end, (step // log_every + 1) * log_every)
-      yield Chunk(epoch, step, end, end - (epoch - 1) * steps_per_epoch, opens,
-                  end == epoch_end)
+      end = min(epoch_end, _next_multiple(step, log_every),
+                _next_multiple(step, eval_every) if eval_every else epoch_end)
+      closes = end == epoch_end
+      yield Chunk(epoch, step, end, end - (epoch - 1) * steps_per_epoch, opens, closes,
+                  bool(eval_every) and end % eval_every == 0 and not closes)
       opens, step = False, end
+
+
+def _next_multiple(step: int, every: int) -> int:
+  return (step // every + 1) * every
+
+
+def eval_every_steps(eval_every_examples: int | None, examples_per_step: int) -> int | None:
+  """--eval_every_examples as a step count (at least one step); None: per epoch."""
+  if not eval_every_examples:
+    return None
+  return max(1, -(-eval_every_examples // examples_per_step))
 
 
 def round_due_for_eval(round_num: int, last_round: int, every: int) -> bool:

@@ -86,9 +86,15 @@ class Run:
     return self.progress
 
   def schedule(self, start_step: int) -> Iterator[progress_lib.Chunk]:
-    """Chunks between progress points, from `start_step` to the last step."""
+    """Chunks between progress (and evaluation) points, from `start_step` to the end."""
     p = self.progress
-    return progress_lib.schedule(start_step, p.steps_per_epoch, p.epochs, self.config.log_every)
+    return progress_lib.schedule(start_step, p.steps_per_epoch, p.epochs, self.config.log_every,
+                                 self.eval_every_steps())
+
+  def eval_every_steps(self) -> int | None:
+    """--eval_every_examples in this run's steps (None: at epoch ends only)."""
+    return progress_lib.eval_every_steps(self.config.eval_every_examples,
+                                         self.progress.examples_per_step)
 
   def prepare_scoring(self) -> None:
     """Builds the scorer's own plain model now. Built on first use instead, inside a
