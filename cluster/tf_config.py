@@ -47,6 +47,11 @@ def host_of(address: str) -> str:
   return address.rpartition(":")[0]
 
 
+def port_of(address: str) -> int:
+  """'10.0.0.1:2222' -> 2222."""
+  return int(address.rpartition(":")[2])
+
+
 def make_tf_config(cluster: Mapping[str, Sequence[str]], role: str, index: int) -> str:
   """The TF_CONFIG of task role:index of `cluster` (role -> addresses)."""
   spec = {r: list(a) for r, a in cluster.items()}

@@ -21,6 +21,7 @@ from experiments import budget as budget_lib
 from experiments import report as report_lib
 from launch import local, preflight
 from trainers.common.errors import DataError
+from trainers.flags import SYNTHETIC
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -52,7 +53,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
   """Training-set size; DataError (one line, no TF start-up) when it is not prepared."""
-  if dataset == "synthetic":
+  if dataset == SYNTHETIC:
     return synthetic_examples
   try:
     preflight.check_dataset(dataset, data_dir)

@@ -14,11 +14,11 @@ import socket
 import tempfile
 from typing import Iterable, Sequence
 
-from cluster.tf_config import host_of
+from cluster.tf_config import host_of, port_of
+from trainers.flags import SYNTHETIC, resolve_data_dir
 
 OVERSUBSCRIBE_FACTOR = 4  # tasks per core on one host before we call it a mistake
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-SYNTHETIC = "synthetic"
 
 
 def check_host_name(host: str, flag: str = "--hosts") -> None:
@@ -61,7 +61,7 @@ def check_ours(address: str) -> None:
 def check_ports_free(tasks: Iterable[tuple[str, str]]) -> None:
   """Every (task name, host:port) can be listened on now (TF binds it a moment later)."""
   for name, address in tasks:
-    host, port = host_of(address), int(address.rpartition(":")[2])
+    host, port = host_of(address), port_of(address)
     try:
       with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, port))
@@ -88,13 +88,12 @@ def check_dataset(dataset: str, data_dir: str | None, environ=os.environ) -> Non
   <data_dir>/<name>/<version>/dataset_info.json); TF is not needed to tell."""
   if dataset == SYNTHETIC:
     return
-  root = os.path.expanduser(data_dir or environ.get("TFDS_DATA_DIR")
-                            or "~/tensorflow_datasets")
+  root = resolve_data_dir(data_dir, environ)
   folder = os.path.join(root, dataset.split(":")[0].split("/")[0])
   versions = [v for v in _listdir(folder)
               if os.path.exists(os.path.join(folder, v, "dataset_info.json"))]
   if not versions:
-    raise ValueError(f"--dataset={dataset}: not prepared in {os.path.abspath(root)} and this "
+    raise ValueError(f"--dataset={dataset}: not prepared in {root} and this "
                      "machine cannot download it; point --data_dir (or TFDS_DATA_DIR) at a "
                      f"directory holding {dataset}/<version>/, e.g. "
                      "../shared/data/tensorflow_datasets")

@@ -31,7 +31,7 @@ import tensorflow_federated as tff
 
 from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from cluster.tf_config import TaskInfo
+from cluster.tf_config import TaskInfo, port_of
 from trainers import fedavg_math, tff_exec
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
@@ -221,7 +221,7 @@ def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
         datasets=None) -> dict:
   """The chief trains; worker tasks become TFF executor services (never return)."""
   if task.task_type == "worker" and "chief" in task.cluster:
-    tff_exec.exec_executor_service(int(task.address.rpartition(":")[2]))  # never returns
+    tff_exec.exec_executor_service(port_of(task.address))  # never returns
   if not task.is_chief:
     raise ConfigError(f"approach fedavg runs one chief and executor-service workers, "
                       f"not {task.name}")

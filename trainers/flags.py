@@ -4,10 +4,25 @@ The launcher defines the same flags into a private FlagValues to reject an
 unknown trainer flag or bad value *before* it starts any process.
 """
 
+import os
+
 from absl import flags
 
 from cluster import approaches
 from trainers import fedavg_math, gossip_math
+
+SYNTHETIC = "synthetic"  # --dataset of the generated set (no TFDS)
+
+
+def resolve_data_dir(data_dir: str | None, environ=os.environ) -> str:
+  """The directory TFDS will search: --data_dir, else $TFDS_DATA_DIR, else TFDS's default."""
+  if data_dir:
+    return os.path.abspath(os.path.expanduser(data_dir))
+  env = environ.get("TFDS_DATA_DIR")
+  if env:
+    return os.path.abspath(os.path.expanduser(env))
+  return os.path.expanduser("~/tensorflow_datasets")
+
 
 # The valid values of every choice flag; the configs validate against the same tuples.
 MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn")
@@ -152,12 +167,18 @@ def define_flags_for(approach: str, fv: flags.FlagValues) -> None:
   _DEFINERS[approaches.get(approach).name](fv)
 
 
+def parse(fv: flags.FlagValues, argv: list[str]) -> flags.FlagValues:
+  """Parses argv (argv[0] the program) into `fv`; flags.Error on a bad flag or a
+  stray argument."""
+  leftover = fv(argv)
+  if len(leftover) > 1:
+    raise flags.Error(f"unexpected arguments: {' '.join(leftover[1:])}")
+  return fv
+
+
 def check_trainer_argv(approach: str, argv: list[str]) -> flags.FlagValues:
   """Parses `argv` against `approach`'s flags; raises flags.Error on a bad flag.
   Returns the parsed values (the launcher's preflight reads --dataset from them)."""
   fv = flags.FlagValues()
   define_flags_for(approach, fv)
-  leftover = fv(["trainer"] + list(argv))
-  if len(leftover) > 1:
-    raise flags.Error(f"unexpected trainer arguments: {' '.join(leftover[1:])}")
-  return fv
+  return parse(fv, ["trainer"] + list(argv))

@@ -6,14 +6,13 @@ file each, which tf.distribute's FILE auto-shard policy cannot split.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from trainers.common.errors import DataError
+from trainers.flags import SYNTHETIC, resolve_data_dir
 
-SYNTHETIC = "synthetic"
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 
@@ -66,16 +65,6 @@ def _tfds_offline():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
   return tfds
-
-
-def resolve_data_dir(data_dir: str | None) -> str:
-  """The directory TFDS will search: --data_dir, else $TFDS_DATA_DIR, else TFDS's default."""
-  if data_dir:
-    return os.path.abspath(os.path.expanduser(data_dir))
-  env = os.environ.get("TFDS_DATA_DIR")
-  if env:
-    return os.path.abspath(os.path.expanduser(env))
-  return os.path.expanduser("~/tensorflow_datasets")
 
 
 def load_split(dataset: str, split: str, data_dir: str | None = None,

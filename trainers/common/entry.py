@@ -27,12 +27,8 @@ def check_before_tf(module_name: str, spec) -> None:
   if module_name != "__main__" or spec is None:
     return
   approach = approaches.for_trainer(spec.name).name
-  fv = flags.FlagValues()
-  trainer_flags.define_flags_for(approach, fv)
   try:
-    leftover = fv(sys.argv)
-    if len(leftover) > 1:
-      raise flags.Error(f"unexpected arguments: {' '.join(leftover[1:])}")
+    fv = trainer_flags.check_trainer_argv(approach, sys.argv[1:])
     config_lib.TrainConfig.from_flags(fv, approach)  # the values every approach shares
     resolve_cluster(fv, approach)
     parse_tf_config(os.environ.get("TF_CONFIG"))
@@ -71,11 +67,8 @@ def run_main(define: Callable[[flags.FlagValues], None],
   """
   fv = flags.FlagValues()
   define(fv)
-  argv = sys.argv if argv is None else argv
   try:
-    leftover = fv(argv)
-    if len(leftover) > 1:
-      raise flags.Error(f"unexpected arguments: {' '.join(leftover[1:])}")
+    trainer_flags.parse(fv, sys.argv if argv is None else argv)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from cluster import exits
-from cluster.tf_config import TaskInfo, host_of
+from cluster.tf_config import TaskInfo, host_of, port_of
 
 
 def _exit_now(code: int, message: str) -> None:
@@ -72,7 +72,7 @@ def peers_of(task: TaskInfo) -> list[tuple[str, str]]:
 
 
 def _answers(address: str, timeout_s: float = 1.0) -> bool:
-  host, port = host_of(address).strip("[]"), int(address.rpartition(":")[2])
+  host, port = host_of(address).strip("[]"), port_of(address)
   try:
     with socket.create_connection((host, port), timeout=timeout_s):
       return True
@@ -83,7 +83,7 @@ def _answers(address: str, timeout_s: float = 1.0) -> bool:
 def _beacon(address: str) -> socket.socket:
   """Listens on this task's own address while it waits, so peers waiting on it see it
   (TF's server takes the address over right after)."""
-  host, port = host_of(address).strip("[]"), int(address.rpartition(":")[2])
+  host, port = host_of(address).strip("[]"), port_of(address)
   sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
   try:
