@@ -13,14 +13,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock setup.cfg setup.py launch/bind_shim.c
+$(STAMP): requirements.lock setup.cfg setup.py launch/task_shim.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# pip check would flag TFF's unsatisfiable jaxlib pin (see BUILD.md); an import proves the set works.
 	$(PY) -c "import tensorflow, tensorflow_datasets, tensorflow_federated"
 	# The LD_PRELOAD shim that keeps every server on its task's own address.
-	$(PY) -m launch.bind
+	$(PY) -m launch.shim
 	touch $(STAMP)
 
 # The main job: all four approaches (PS async and sync) on MNIST, same model and budget,

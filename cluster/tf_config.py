@@ -86,3 +86,16 @@ def parse_tf_config(raw: str | None) -> TaskInfo:
     raise ConfigError(f"TF_CONFIG task index {task_index!r} out of range for "
                       f"{len(cluster[task_type])} {task_type} task(s)")
   return TaskInfo(cluster, task_type, task_index)
+
+
+# The launcher's start (time.time(), seconds), passed to every task: time to accuracy
+# counts from there, start-up included.
+ENV_LAUNCH_TIME = "TFDIST_LAUNCH_TIME"
+
+
+def launch_time(environ: Mapping[str, str]) -> float | None:
+  """The launcher's start from `environ`; None when not launched (or unreadable)."""
+  try:
+    return float(environ[ENV_LAUNCH_TIME])
+  except (KeyError, ValueError):
+    return None

@@ -20,11 +20,41 @@ class Budget:
   description: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """Time to accuracy: evaluate every `eval_every_examples` (FedAvg: every round) and
+  record when test accuracy reaches `accuracy`; with `stop`, the run ends there and
+  the budget is only its cap."""
+  accuracy: float
+  stop: bool = True
+  eval_every_examples: int | None = None
+
+  def trainer_args(self, per_round: bool) -> tuple[str, ...]:
+    every = () if per_round or not self.eval_every_examples else (
+        f"--eval_every_examples={self.eval_every_examples}",)
+    return (f"--target_accuracy={self.accuracy:g}", *(("--stop_at_target",) if self.stop
+                                                       else ()), *every)
+
+
 def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
                 clients_per_round: int = 10, num_clients: int = 100,
                 local_epochs: int = 1, local_batch_size: int = 10,
-                client_learning_rate: float | None = None) -> Budget:
-  """Pure: the flags that make variant `name` process `budget` examples."""
+                client_learning_rate: float | None = None,
+                target: Target | None = None) -> Budget:
+  """Pure: the flags that make variant `name` process `budget` examples (with a
+  stopping `target`: at most that many)."""
+  plan = _plan_budget(name, budget, num_train, num_workers, batch_size, clients_per_round,
+                      num_clients, local_epochs, local_batch_size, client_learning_rate)
+  if target is None:
+    return plan
+  per_round = approaches.variant(name).approach is approaches.FEDAVG
+  return dataclasses.replace(plan, trainer_args=plan.trainer_args +
+                             target.trainer_args(per_round))
+
+
+def _plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
+                 clients_per_round: int, num_clients: int, local_epochs: int,
+                 local_batch_size: int, client_learning_rate: float | None) -> Budget:
   variant = approaches.variant(name)
   launcher = (f"--num_workers={num_workers}",) + (
       ("--num_ps=1",) if variant.approach.has_ps else ())

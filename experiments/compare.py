@@ -1,12 +1,18 @@
-"""The main job: train every approach on the same model, data and example budget, then report.
+"""The main job: time to accuracy. Every approach trains on the same model and data
+until its test accuracy reaches the target, then the report says who got there first
+and at what cost (seconds, examples, rounds, bytes on the wire).
 
-    python -m experiments.compare                  # defaults: all five, 2 workers, MNIST
-    python -m experiments.compare --approaches=allreduce,gossip --budget_examples=120000
+    python -m experiments.compare                      # defaults: all five, 2 workers, 99 %
+    python -m experiments.compare --approaches=allreduce,gossip --seeds=3
+    python -m experiments.compare --budget_examples=180000   # fixed budget instead
 
-Each approach gets the same number of training examples (--budget_examples, summed
-over all workers, clients and steps) and runs through the launcher, one after the
-other; the report (report.md / report.json / report.png, fedavg_clients.png) goes
-into the compare directory, one run directory per approach beside it.
+Each approach runs through the launcher, one after the other, and stops at the first
+evaluation (every --eval_every_examples; FedAvg: every round) at or above
+--target_accuracy, or at the cap --max_examples (summed over all workers, clients and
+steps). With --budget_examples every approach processes exactly that many examples
+(time to target is still recorded when reached). The report (report.md / report.json
+/ report.png, fedavg_clients.png) goes into the compare directory, one run directory
+per approach (and seed) beside it.
 """
 
 import datetime
@@ -29,20 +35,33 @@ def define_flags(fv: flags.FlagValues) -> None:
                     f"Any of {', '.join(approaches.VARIANTS)}.", flag_values=fv)
   flags.DEFINE_integer("num_workers", 2, "Workers (FedAvg: executor services) per approach.",
                        flag_values=fv)
-  flags.DEFINE_string("model", "cnn", "Model for every approach.", flag_values=fv)
+  flags.DEFINE_string("model", "small_cnn", "Model for every approach (the recipe: README).",
+                      flag_values=fv)
   flags.DEFINE_string("dataset", "mnist", "Dataset for every approach.", flag_values=fv)
   flags.DEFINE_string("data_dir", None, "TFDS data directory.", flag_values=fv)
   flags.DEFINE_integer("synthetic_examples", 6000, "Size of --dataset=synthetic.",
                        flag_values=fv)
-  flags.DEFINE_integer("budget_examples", 180_000, "Training examples per approach "
-                       "(over all workers): 180,000 = 3 MNIST epochs.", flag_values=fv)
+  flags.DEFINE_float("target_accuracy", 0.99, "Test accuracy each approach trains to.",
+                     flag_values=fv)
+  flags.DEFINE_integer("max_examples", 300_000, "Cap per approach (over all workers) when "
+                       "the target is not reached: 300,000 = 5 MNIST epochs; the learning "
+                       "rate schedule spans it.", flag_values=fv)
+  flags.DEFINE_integer("budget_examples", None, "Fixed budget instead: every approach "
+                       "processes exactly this many examples, target or not.", flag_values=fv)
+  flags.DEFINE_integer("eval_every_examples", 15_000, "Evaluate the full test split every "
+                       "this many training examples (a quarter MNIST epoch); FedAvg "
+                       "evaluates every round.", flag_values=fv)
+  flags.DEFINE_integer("seeds", 1, "Runs per approach (seeds --seed, --seed+1, ...); the "
+                       "report gives mean and min/max.", flag_values=fv)
+  flags.DEFINE_integer("seed", 42, "First seed.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 64, "Per-worker batch (all but FedAvg).", flag_values=fv)
-  flags.DEFINE_integer("clients_per_round", 10, "FedAvg clients per round.", flag_values=fv)
-  flags.DEFINE_float("client_learning_rate", 0.05, "FedAvg client learning rate.",
+  flags.DEFINE_integer("clients_per_round", 10, "FedAvg clients per round (C=0.1 of 100).",
+                       flag_values=fv)
+  flags.DEFINE_float("client_learning_rate", 0.1, "FedAvg client learning rate.",
                      flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
-  flags.DEFINE_float("timeout", 1200, "Per-approach timeout, seconds.", flag_values=fv)
+  flags.DEFINE_float("timeout", 1200, "Per-run timeout, seconds.", flag_values=fv)
   flags.DEFINE_enum("preset", None, ["fedavg_paper"], "fedavg_paper: instead of the "
                     "comparison, McMahan et al.'s Table 2 CNN runs (IID and shards, C=0.1, "
                     "B=10, E=5 and E=1) to 99 %, reported beside the paper's rounds.",
@@ -63,20 +82,49 @@ def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: i
   return data.num_examples(dataset, "train", data_dir)
 
 
-def main(argv: list[str] | None = None, console=sys.stdout) -> int:
+def _parse(argv: list[str]) -> flags.FlagValues:
+  """The flags, checked; raises flags.Error with one line."""
   fv = flags.FlagValues()
   define_flags(fv)
+  fv(argv)
+  unknown = [a for a in fv.approaches if a not in approaches.VARIANTS]
+  if unknown:
+    raise flags.Error(f"unknown approach(es) {unknown}; valid: "
+                      f"{', '.join(approaches.VARIANTS)}")
+  if not 0 <= fv.target_accuracy <= 1:
+    raise flags.Error(f"--target_accuracy must be in [0, 1] (0: none), got "
+                      f"{fv.target_accuracy}")
+  for name in ("max_examples", "budget_examples", "eval_every_examples", "seeds"):
+    if fv[name].value is not None and fv[name].value < 1:
+      raise flags.Error(f"--{name} must be >= 1, got {fv[name].value}")
+  return fv
+
+
+def plan_runs(fv: flags.FlagValues, num_train: int
+              ) -> list[tuple[str, int, budget_lib.Budget]]:
+  """Pure: (approach name, seed, its launch plan) for every run, approach by approach."""
+  fixed = fv.budget_examples is not None
+  target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
+                              eval_every_examples=fv.eval_every_examples)
+            if fv.target_accuracy else None)
+  runs = []
+  for name in fv.approaches:
+    plan = budget_lib.plan_budget(
+        name, fv.budget_examples if fixed else fv.max_examples, num_train, fv.num_workers,
+        fv.batch_size, fv.clients_per_round, client_learning_rate=fv.client_learning_rate,
+        target=target)
+    runs.extend((name, fv.seed + k, plan) for k in range(fv.seeds))
+  return runs
+
+
+def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   try:
-    fv(sys.argv if argv is None else argv)
-    unknown = [a for a in fv.approaches if a not in approaches.VARIANTS]
-    if unknown:
-      raise flags.Error(f"unknown approach(es) {unknown}; valid: "
-                        f"{', '.join(approaches.VARIANTS)}")
+    fv = _parse(sys.argv if argv is None else argv)
   except flags.Error as e:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
     return 2
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   if fv.preset == "fedavg_paper":
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return run_paper_preset(
         fv, os.path.abspath(fv.run_dir or os.path.join("runs", f"fedavg-paper-{stamp}")),
         console)
@@ -85,47 +133,64 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   except DataError as e:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
     return exits.DATA
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
-  common = [f"--model={fv.model}", f"--dataset={fv.dataset}",
-            f"--synthetic_examples={fv.synthetic_examples}"]
-  if fv.data_dir:
-    common.append(f"--data_dir={fv.data_dir}")
-  plans = [budget_lib.plan_budget(a, fv.budget_examples, num_train, fv.num_workers,
-                                  fv.batch_size, fv.clients_per_round,
-                                  client_learning_rate=fv.client_learning_rate)
-           for a in fv.approaches]
-  print(f"compare: {len(plans)} approach(es), model {fv.model}, dataset {fv.dataset}, "
-        f"budget {fv.budget_examples} examples each, {fv.num_workers} workers; in {root}",
+  runs = plan_runs(fv, num_train)
+  mode = (f"budget {fv.budget_examples} examples each" if fv.budget_examples else
+          f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)")
+  print(f"compare: {len(fv.approaches)} approach(es) x {fv.seeds} seed(s), model {fv.model}, "
+        f"dataset {fv.dataset}, {fv.num_workers} workers, {mode}; in {root}",
         file=console, flush=True)
-  done, failed = [], []
-  for i, (name, plan) in enumerate(zip(fv.approaches, plans), 1):
-    run_dir = os.path.join(root, name)
-    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args,
-            f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
-            *plan.trainer_args]
-    print(f"compare: [{i}/{len(plans)}] {name}: {plan.description} "
-          f"({plan.examples} examples) ...", file=console, flush=True)
-    t = time.time()
-    code = local.main(argv, console=console)
-    status = "ok" if code == 0 else f"FAILED (exit {code})"
-    print(f"compare: [{i}/{len(plans)}] {name}: {status} in {time.time() - t:.0f}s",
-          file=console, flush=True)
-    (done if code == 0 else failed).append(run_dir if code == 0 else name)
+  started = time.time()
+  done, failed = _run_all(fv, runs, root, console)
   if done:
-    preamble = (f"Model `{fv.model}`, dataset `{fv.dataset}`, {fv.num_workers} workers, "
-                f"budget {fv.budget_examples} training examples per approach:\n\n" +
-                "\n".join(f"- {n}: {p.description} = {p.examples} examples"
-                          for n, p in zip(fv.approaches, plans)))
-    rows = report_lib.build_report(done, root, title="Four ways to distribute MNIST training",
-                                   preamble=preamble)
+    rows = report_lib.build_report(
+        done, root, title="Four ways to distribute MNIST training", preamble=_preamble(
+            fv, runs, mode), seeds=fv.seeds)
     print(report_lib.markdown(rows, "Comparison"), file=console)
-    print(f"compare: report in {root}/report.md, report.json, report.png", file=console,
-          flush=True)
+    print(f"compare: {len(done)} run(s) in {time.time() - started:.0f}s; report in "
+          f"{root}/report.md, report.json, report.png", file=console, flush=True)
   if failed:
     print(f"compare: failed: {', '.join(failed)}", file=console, flush=True)
     return 1
   return 0
+
+
+def _run_all(fv: flags.FlagValues, runs, root: str, console) -> tuple[list[str], list[str]]:
+  """Launches every run in turn; (run dirs that succeeded, names that failed)."""
+  common = [f"--model={fv.model}", f"--dataset={fv.dataset}",
+            f"--synthetic_examples={fv.synthetic_examples}"]
+  if fv.data_dir:
+    common.append(f"--data_dir={fv.data_dir}")
+  done, failed = [], []
+  for i, (name, seed, plan) in enumerate(runs, 1):
+    run_dir = os.path.join(root, name, f"seed_{seed}") if fv.seeds > 1 else os.path.join(
+        root, name)
+    what = f"{name}{f' seed {seed}' if fv.seeds > 1 else ''}"
+    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args,
+            f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
+            f"--seed={seed}", *plan.trainer_args]
+    print(f"compare: [{i}/{len(runs)}] {what}: {plan.description} "
+          f"(at most {plan.examples} examples) ...", file=console, flush=True)
+    t = time.time()
+    code = local.main(argv, console=console)
+    status = "ok" if code == 0 else f"FAILED (exit {code})"
+    print(f"compare: [{i}/{len(runs)}] {what}: {status} in {time.time() - t:.0f}s",
+          file=console, flush=True)
+    if code == 0:
+      done.append(run_dir)
+    else:
+      failed.append(what)
+  return done, failed
+
+
+def _preamble(fv: flags.FlagValues, runs, mode: str) -> str:
+  seen = {}
+  for name, _, plan in runs:
+    seen.setdefault(name, plan)
+  return (f"Model `{fv.model}`, dataset `{fv.dataset}`, {fv.num_workers} workers, {mode}, "
+          f"{fv.seeds} seed(s) from {fv.seed}:\n\n" +
+          "\n".join(f"- {n}: {p.description} (at most {p.examples} examples)"
+                     for n, p in seen.items()))
 
 
 def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:

@@ -2,23 +2,33 @@
 
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--out_dir=DIR]
 
-Writes report.md (one row per run), report.json (the same figures) and report.png
-(test accuracy against wall time and against training examples processed, one
-curve per run), plus fedavg_clients.png (per-client loss curves) for runs that
-record clients. Every approach writes the same summary core and the same
-"epoch"/"round" records (trainers/common/session.py, progress.py), so nothing
-here depends on which approach a run was.
+Writes report.md (one row per run; with several seeds per approach, one row per
+approach with mean and min/max too), report.json (the same figures) and report.png:
+test error (log scale) against seconds since the launcher's start, against
+training examples and against measured bytes sent per worker, and a bar chart of
+the time to the target split into start-up (launcher start to first step) and
+training; plus fedavg_clients.png (per-client loss curves) for runs that record
+clients. Every approach writes the same summary core and the same "eval"/"epoch"/
+"round" records (trainers/common/session.py, progress.py), so nothing here depends
+on which approach a run was.
 """
 
 import json
 import math
 import os
+import statistics
 import sys
 from typing import Any, Sequence
 
 from absl import flags
 
-TARGETS = (0.97, 0.98)
+# report.json row fields every run has (None where unknown).
+ROW_KEYS = ("approach", "seed", "workers", "model", "dataset", "test_accuracy", "test_loss",
+            "target_accuracy", "reached_target", "time_to_target_s",
+            "train_time_to_target_s", "startup_s", "examples_to_target", "steps_to_target",
+            "bytes_sent_per_worker", "bytes_received_per_worker", "bytes_analytic_per_worker",
+            "bytes_sent_per_worker_to_target", "wall_time_s", "train_time_s",
+            "examples_processed", "examples_per_sec", "notes", "run_dir")
 
 
 def load_run(run_dir: str) -> dict:
@@ -40,90 +50,168 @@ def label(run: dict) -> str:
   return run["summary"].get("label") or run["summary"]["approach"]
 
 
-def accuracy_curve(run: dict) -> list[tuple[float, int, float]]:
-  """(seconds since the trainer started, examples processed, test accuracy) per evaluation."""
-  return [(float(r["elapsed_s"]), int(r["examples_seen"]), float(r["test_accuracy"]))
+def accuracy_curve(run: dict) -> list[dict]:
+  """Per evaluation: seconds (since the launcher's start, else the trainer's),
+  examples processed, measured bytes sent per worker (None: not measured), accuracy."""
+  return [{"t": float(r.get("since_launch_s", r["elapsed_s"])),
+           "examples": int(r["examples_seen"]), "bytes": r.get("bytes_sent_per_worker"),
+           "accuracy": float(r["test_accuracy"])}
           for r in run["records"]
-          if r["kind"] in ("eval", "epoch", "round") and "test_accuracy" in r]
-
-
-def time_to(curve, target: float) -> float | None:
-  return next((t for t, _, acc in curve if acc >= target), None)
+          if r["kind"] in ("eval", "epoch", "round") and r.get("test_accuracy") is not None]
 
 
 def row(run: dict) -> dict[str, Any]:
   """The figures of one report row."""
   s = run["summary"]
-  curve = accuracy_curve(run)
-  return {
-      "approach": label(run), "workers": s.get("num_workers"), "model": s.get("model"),
-      "dataset": s.get("dataset"), "test_accuracy": s.get("test_accuracy"),
-      "test_loss": s.get("test_loss"), "wall_time_s": s.get("wall_time_s"),
-      "train_time_s": s.get("train_time_s"), "examples_processed": s.get("examples_processed"),
-      "examples_per_sec": s.get("examples_per_sec"),
-      **{f"time_to_{int(t * 100)}_s": time_to(curve, t) for t in TARGETS},
-      "bytes_per_worker": s.get("bytes_sent_per_worker"), "notes": s.get("notes", ""),
-      "run_dir": run["run_dir"],
-  }
+  fields = {k: s.get(k) for k in ROW_KEYS}
+  fields.update(approach=label(run), seed=run["config"].get("seed"),
+                workers=s.get("num_workers"), startup_s=s.get("first_step_since_launch_s"),
+                notes=s.get("notes", ""), run_dir=run["run_dir"])
+  if fields["reached_target"] is not None:
+    fields["reached_target"] = bool(fields["reached_target"])
+  return fields
+
+
+def aggregate(rows: Sequence[dict]) -> list[dict]:
+  """One row per approach over its seeds: mean, min and max of time to target and of
+  final accuracy (over the seeds that reached it, for the time), reached k of n."""
+  out = []
+  for name in dict.fromkeys(r["approach"] for r in rows):
+    group = [r for r in rows if r["approach"] == name]
+    agg = {"approach": name, "runs": len(group),
+           "reached": sum(bool(r["reached_target"]) for r in group)}
+    for key in ("time_to_target_s", "test_accuracy", "examples_to_target",
+                "bytes_sent_per_worker_to_target", "startup_s"):
+      values = [r[key] for r in group if r[key] is not None]
+      agg[key] = _spread(values)
+    out.append(agg)
+  return out
+
+
+def _spread(values: Sequence[float]) -> dict | None:
+  if not values:
+    return None
+  return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
 def _fmt(value, kind: str = "") -> str:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return "-"
+  if isinstance(value, dict):  # a spread
+    return (f"{_fmt(value['mean'], kind)} ({_fmt(value['min'], kind)}–"
+            f"{_fmt(value['max'], kind)})")
   if kind == "pct":
     return f"{100 * value:.2f}%"
   if kind == "s":
     return f"{value:.1f}"
   if kind == "bytes":
     return f"{value / 1e6:.1f} MB"
+  if kind == "ratio":
+    return f"{value:.2f}x"
+  if isinstance(value, bool):
+    return "yes" if value else "no"
   if isinstance(value, float):
     return f"{value:.0f}" if value >= 100 else f"{value:.4f}"
   return str(value)
 
 
-def markdown(rows: Sequence[dict], title: str = "Comparison") -> str:
-  head = ["approach", "workers", "test acc", "test loss", "wall s", "train s", "examples",
-          "ex/s", "to 97% s", "to 98% s", "bytes/worker", "notes"]
+def _ratio(measured, analytic):
+  return measured / analytic if measured is not None and analytic else None
+
+
+def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) -> str:
+  head = ["approach", "workers", "test acc", "reached", "to target s", "start-up s",
+          "train s to target", "examples to target", "steps/rounds", "sent/worker",
+          "received/worker", "analytic/worker", "measured/analytic", "wall s", "notes"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r["approach"], _fmt(r["workers"]), _fmt(r["test_accuracy"], "pct"),
-             _fmt(r["test_loss"]), _fmt(r["wall_time_s"], "s"), _fmt(r["train_time_s"], "s"),
-             _fmt(r["examples_processed"]), _fmt(r["examples_per_sec"]),
-             _fmt(r["time_to_97_s"], "s"), _fmt(r["time_to_98_s"], "s"),
-             _fmt(r["bytes_per_worker"], "bytes"), r["notes"]]
+    cells = [r["approach"] + (f" (seed {r['seed']})" if seeds > 1 else ""),
+             _fmt(r["workers"]), _fmt(r["test_accuracy"], "pct"), _fmt(r["reached_target"]),
+             _fmt(r["time_to_target_s"], "s"), _fmt(r["startup_s"], "s"),
+             _fmt(r["train_time_to_target_s"], "s"), _fmt(r["examples_to_target"]),
+             _fmt(r["steps_to_target"]), _fmt(r["bytes_sent_per_worker"], "bytes"),
+             _fmt(r["bytes_received_per_worker"], "bytes"),
+             _fmt(r["bytes_analytic_per_worker"], "bytes"),
+             _fmt(_ratio(r["bytes_sent_per_worker"], r["bytes_analytic_per_worker"]), "ratio"),
+             _fmt(r["wall_time_s"], "s"), r["notes"]]
     lines.append("| " + " | ".join(cells) + " |")
-  lines += ["", "Wall s: trainer process start to summary (includes TF's import, start-up, "
-            "data loading and evaluation); train s: time in training steps/rounds only, which "
-            "ex/s divides. Time to 97/98 %: trainer process start to the first evaluation at "
-            "or above it "
-            "(evaluations at each epoch's end or round, and every --eval_every_examples). "
-            "Bytes/worker: payload a gossip "
-            "worker sent to its neighbours, or a FedAvg client uploaded on average; '-' "
-            "where TF's runtime moves the data (all-reduce, PS).", ""]
+  lines += ["", "To target s: launcher start to the first evaluation at or above the target "
+            "(start-up included); start-up s: launcher start to the first training step; "
+            "train s to target: first step to the target. Evaluations every "
+            "--eval_every_examples (FedAvg: every round). Sent/received per worker: bytes "
+            "on the wire measured by the task shim (TCP payload incl. gRPC framing, mean over "
+            "worker tasks, whole run); analytic: the algorithm's own volume per worker "
+            "(trainers/common/volume.py). Wall s: trainer process start to summary.", ""]
+  if seeds > 1:
+    lines += _aggregate_markdown(aggregate(rows))
   return "\n".join(lines)
 
 
+def _aggregate_markdown(aggs: Sequence[dict]) -> list[str]:
+  head = ["approach", "reached", "to target s, mean (min–max)",
+          "test acc, mean (min–max)", "examples to target, mean (min–max)"]
+  lines = ["## Over seeds", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for a in aggs:
+    lines.append(f"| {a['approach']} | {a['reached']}/{a['runs']} | "
+                 f"{_fmt(a['time_to_target_s'], 's')} | {_fmt(a['test_accuracy'], 'pct')} | "
+                 f"{_fmt(a['examples_to_target'])} |")
+  return lines + [""]
+
+
 def plot(runs: Sequence[dict], path: str) -> None:
+  """Test error (log) against time, examples and bytes; time-to-target bars."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+  (a_t, a_ex), (a_b, a_bar) = axes
+  target = next((r["summary"].get("target_accuracy") for r in runs
+                 if r["summary"].get("target_accuracy")), None)
   for run in runs:
     curve = accuracy_curve(run)
     if not curve:
       continue
-    t, ex, acc = zip(*curve)
-    a.plot(t, acc, marker="o", label=label(run))
-    b.plot(ex, acc, marker="o", label=label(run))
-  for ax, xlabel in ((a, "wall time since start (s)"), (b, "training examples processed")):
+    err = [max(1 - c["accuracy"], 1e-4) for c in curve]
+    a_t.plot([c["t"] for c in curve], err, marker="o", ms=3, label=label(run))
+    a_ex.plot([c["examples"] for c in curve], err, marker="o", ms=3, label=label(run))
+    measured = [(c["bytes"], e) for c, e in zip(curve, err) if c["bytes"] is not None]
+    if measured:
+      a_b.plot(*zip(*measured), marker="o", ms=3, label=label(run))
+  for ax, xlabel in ((a_t, "seconds since the launcher's start"),
+                     (a_ex, "training examples processed"),
+                     (a_b, "bytes sent per worker (measured)")):
+    ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.suptitle("Test accuracy per approach")
+    ax.set_ylabel("test error (1 - accuracy)")
+    if target:
+      ax.axhline(1 - target, color="grey", linestyle="--", linewidth=1,
+                 label=f"target {target:.0%}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+  a_b.set_xscale("log")
+  _time_bars(a_bar, [row(r) for r in runs], target)
+  fig.suptitle("Time to accuracy per approach")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def _time_bars(ax, rows: Sequence[dict], target: float | None) -> None:
+  names = [r["approach"] + (f" s{r['seed']}" if r.get("seed") is not None
+                            and sum(x["approach"] == r["approach"] for x in rows) > 1 else "")
+           for r in rows]
+  startup = [r["startup_s"] or 0.0 for r in rows]
+  train = [max((r["time_to_target_s"] or 0.0) - (r["startup_s"] or 0.0), 0.0) for r in rows]
+  ax.barh(names, startup, color="#bbbbbb", label="start-up (launch to first step)")
+  ax.barh(names, train, left=startup, color="#1f77b4", label="training to target")
+  for i, r in enumerate(rows):
+    if not r["reached_target"]:
+      ax.text(startup[i], i, "  not reached", va="center", fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlabel("seconds")
+  ax.set_title(f"time to {target:.0%}" if target else "time to target")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3, axis="x")
 
 
 def plot_clients(run: dict, path: str) -> bool:
@@ -153,15 +241,16 @@ def plot_clients(run: dict, path: str) -> bool:
 
 
 def build_report(run_dirs: Sequence[str], out_dir: str, title: str = "Comparison",
-                 preamble: str = "") -> list[dict]:
+                 preamble: str = "", seeds: int = 1) -> list[dict]:
   """Writes report.md, report.json, report.png (+ fedavg_clients.png); returns the rows."""
   runs = [load_run(d) for d in run_dirs]
   rows = [row(r) for r in runs]
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
-    f.write((preamble + "\n\n" if preamble else "") + markdown(rows, title))
+    f.write((preamble + "\n\n" if preamble else "") + markdown(rows, title, seeds))
   with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump({"title": title, "rows": rows}, f, indent=2)
+    json.dump({"title": title, "rows": rows,
+               **({"over_seeds": aggregate(rows)} if seeds > 1 else {})}, f, indent=2)
   plot(runs, os.path.join(out_dir, "report.png"))
   for run in runs:
     plot_clients(run, os.path.join(out_dir, "fedavg_clients.png"))

@@ -18,7 +18,7 @@ round) of the first attempt only, to see the restart happen.
 
 Host lists: `--hosts=h1,h2 --port_base=P` plans the job over several machines
 and prints, per host, its command; `--this_host=h1` starts that host's tasks.
-Every server listens only on its own task's address (see launch/bind_shim.c).
+Every server listens only on its own task's address (see launch/task_shim.c).
 
 Bad input (flags, data, ports, hosts, run dir, cores) is one line and exit 2
 before anything starts (launch/preflight.py). No task outlives the launcher, on
@@ -39,9 +39,9 @@ import uuid
 
 from absl import flags
 
-from cluster import approaches, exits
-from cluster.tf_config import parse_tf_config
-from launch import bind
+from cluster import approaches, exits, traffic
+from cluster.tf_config import ENV_LAUNCH_TIME, parse_tf_config
+from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
 from trainers import flags as trainer_flags
@@ -111,6 +111,19 @@ def _usage_error(msg: str) -> int:
   return USAGE_EXIT
 
 
+def _complete_traffic(run_dir: str) -> None:
+  """Once every task has exited, its shim has written its final counts: the chief's
+  summary.json gets the final bytes on the wire (it wrote them up to 0.5 s stale)."""
+  path = os.path.join(run_dir, "summary.json")
+  totals = traffic.read(traffic.traffic_dir(run_dir))
+  if not totals or not os.path.exists(path):
+    return
+  with open(path) as f:
+    summary = json.load(f)
+  summary.update(traffic.summary_fields(totals))
+  write_json_atomic(path, summary)
+
+
 def _print_summary(run_dir: str, out) -> None:
   path = os.path.join(run_dir, "summary.json")
   if not os.path.exists(path):
@@ -119,7 +132,8 @@ def _print_summary(run_dir: str, out) -> None:
   with open(path) as f:
     summary = json.load(f)
   keys = ("approach", "dataset", "model", "num_workers", "test_accuracy", "test_loss",
-          "wall_time_s", "train_time_s", "examples_per_sec")
+          "wall_time_s", "train_time_s", "examples_per_sec", "time_to_target_s",
+          "bytes_sent_per_worker", "bytes_received_per_worker")
   print("summary: " + ", ".join(
       f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
       for k in keys if k in summary), file=out)
@@ -175,6 +189,7 @@ def _preflight_machine(plan: planning.Plan, fv: flags.FlagValues) -> None:
 def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit code."""
   argv = sys.argv if argv is None else argv
+  launched = time.time()  # time to accuracy counts from here, start-up included
   try:
     fv, rest, _ = _parse(argv)
   except ValueError as e:
@@ -194,7 +209,8 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           port_fn=_pick_port, num_ps=fv.num_ps, host=fv.host,
           num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
           log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
-          hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload)
+          hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload,
+          base_env={ENV_LAUNCH_TIME: repr(launched)})
       return planning.for_host(new, fv.this_host) if fv.this_host else new
 
     try:
@@ -206,6 +222,8 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
       _preflight_machine(plan, fv)
     except ValueError as e:
       return _usage_error(str(e))
+    if preload:
+      os.makedirs(traffic.traffic_dir(run_dir), exist_ok=True)
 
     def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
       # Same addresses for a host list; fresh ports for a local job (old ones may linger).
@@ -220,15 +238,15 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
 
 
 def _preload(bind_mode: str, out) -> tuple[str, ...]:
-  """LD_PRELOAD for every task: the bind shim first, then the launcher's own."""
+  """LD_PRELOAD for every task: the task shim first, then the launcher's own."""
   if bind_mode != "task":
     return ()
-  shim = bind.shim_path()
-  if shim is None:
-    print("launcher: warning: no C compiler to build the bind shim; servers listen on "
-          "all interfaces (TF's default)", file=out)
+  lib = shim.shim_path()
+  if lib is None:
+    print("launcher: warning: no C compiler to build the task shim; servers listen on "
+          "all interfaces (TF's default) and bytes on the wire are not measured", file=out)
     return ()
-  return tuple(p for p in (shim, os.environ.get("LD_PRELOAD", "")) if p)
+  return tuple(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
 
 
 def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
@@ -241,6 +259,7 @@ def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
     print(f"launcher: success{f' after {restarts} restart(s)' if restarts else ''}; "
           f"run directory {run_dir}", file=out)
     if any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
+      _complete_traffic(run_dir)
       _print_summary(run_dir, out)  # written by the chief: absent on the other hosts
   else:
     print(f"launcher: FAILED ({outcome.reason}); logs in {os.path.join(run_dir, 'logs')}",

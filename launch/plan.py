@@ -16,7 +16,7 @@ import shlex
 import sys
 from typing import Callable, Mapping, Sequence
 
-from cluster import approaches
+from cluster import approaches, traffic
 from cluster.approaches import COMPUTE_ROLES
 from cluster.tf_config import host_of, make_tf_config
 
@@ -176,8 +176,9 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   Addresses: `cluster` if given (a restart keeps its addresses), else `hosts` with
   ports from `port_base` (a host list), else `host` with ports from `port_fn`.
   Every task's TFDIST_BIND_ADDRESS is the host of its own address: where its
-  servers listen, once `preload` (the bind shim, launch/bind_shim.c) is in its
-  LD_PRELOAD.
+  servers listen, once `preload` (the task shim, launch/task_shim.c) is in its
+  LD_PRELOAD; with the shim, TFDIST_TRAFFIC_DIR and TFDIST_TASK say where it counts
+  the task's bytes.
   """
   record = approaches.get(approach)
   roles = record.roles(num_workers, num_ps)
@@ -198,6 +199,10 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
     env.update(record.env)
     if preload:
       env["LD_PRELOAD"] = " ".join(preload)
+      # The shim counts this task's bytes on the wire into the run's traffic/ (see
+      # cluster/traffic.py).
+      env[traffic.ENV_DIR] = traffic.traffic_dir(run_dir)
+      env[traffic.ENV_TASK] = name
     env.update({
         "TF_CONFIG": make_tf_config(cluster, role, index),
         "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps tasks: CPU only

@@ -1,4 +1,4 @@
-"""The four classifiers the suite trains, selected by `--model`."""
+"""The classifiers the suite trains, selected by `--model`."""
 
 from typing import Callable, Sequence
 
@@ -65,11 +65,28 @@ def fedavg_cnn(input_shape: InputShape = (28, 28, 1), num_classes: int = 10) -> 
   ], name="fedavg_cnn")
 
 
+def small_cnn(input_shape: InputShape = (28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
+  """The time-to-accuracy recipe's net (184,586 params): conv32@5x5, pool, conv64@5x5,
+  pool, fc128, 10, ReLU, no dropout. With Adam and a cosine decay it passes 99 % test
+  accuracy on MNIST in about 1.25 epochs on one process (README, "The recipe")."""
+  return tf.keras.Sequential([
+      layers.Input(shape=tuple(input_shape)),
+      layers.Conv2D(32, 5, activation="relu"),
+      layers.MaxPool2D(2),
+      layers.Conv2D(64, 5, activation="relu"),
+      layers.MaxPool2D(2),
+      layers.Flatten(),
+      layers.Dense(128, activation="relu"),
+      layers.Dense(num_classes),
+  ], name="small_cnn")
+
+
 _REGISTRY: dict[str, Callable[..., tf.keras.Model]] = {
     "mlp": mlp,
     "cnn": cnn,
     "fedavg_2nn": fedavg_2nn,
     "fedavg_cnn": fedavg_cnn,
+    "small_cnn": small_cnn,
 }
 
 

@@ -69,7 +69,10 @@ def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
   summary = federated.run(config, SINGLE_PROCESS, flag_values={"rounds": 3})
   assert summary["label"] == "fedavg" and summary["num_workers"] == 0
   assert summary["rounds_run"] == 3 and summary["examples_processed"] == 3 * 2 * 50
-  assert summary["bytes_sent_per_worker"] == 3 * 2 * (4 * 199_210 + 4) / 6
+  assert summary["bytes_uploaded_per_client"] == 3 * 2 * (4 * 199_210 + 4) / 6
+  # In-process: one (private) executor service trains every client.
+  assert summary["bytes_analytic_per_worker"] == 3 * 2 * 4 * 199_210
+  assert summary["bytes_sent_per_worker"] is None  # no launcher, no shim: not measured
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   rounds = [r for r in records if r["kind"] == "round"]
   assert [r["round"] for r in rounds] == [1, 2, 3]
@@ -78,3 +81,27 @@ def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
   assert ["test_accuracy" in r for r in rounds] == [False, True, True]
   assert [r["step"] for r in records if r["kind"] == "first_step"] == [1]
   assert summary["test_accuracy"] == rounds[-1]["test_accuracy"]
+  assert "reached_target" not in summary  # no --target_accuracy
+
+
+def test_fedavg_stops_at_the_round_that_reaches_the_target(tmp_path):
+  from cluster.tf_config import SINGLE_PROCESS  # pylint: disable=g-import-not-at-top
+  from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(approach="fedavg", dataset="synthetic", synthetic_examples=300,
+                    model="fedavg_2nn", run_dir=str(tmp_path), target_accuracy=0.3,
+                    stop_at_target=True)
+  config = federated.FedAvgConfig(cfg, num_clients=6, clients_per_round=2, rounds=20,
+                                  local_batch_size=10, eval_every=5)
+  summary = federated.run(config, SINGLE_PROCESS)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rounds = [r for r in records if r["kind"] == "round"]
+  # With a target every round is evaluated (not every 5th), and the first to reach
+  # it is the last.
+  assert all("test_accuracy" in r for r in rounds)
+  assert [r["test_accuracy"] >= 0.3 for r in rounds] == [False] * (len(rounds) - 1) + [True]
+  assert summary["reached_target"] and summary["rounds_run"] == len(rounds) < 20
+  assert summary["rounds_to_target"] == summary["steps_to_target"] == len(rounds)
+  assert summary["examples_to_target"] == rounds[-1]["examples_seen"]
+  assert summary["time_to_target_from"] == "process"  # no launcher start to count from
+  target = [r for r in records if r["kind"] == "target"]
+  assert len(target) == 1 and target[0]["step"] == len(rounds)

@@ -51,7 +51,7 @@ def test_gossip_run_on_one_worker_learns_and_writes_the_contract(tmp_path):
   summary = gossip.run(gossip.GossipConfig(cfg), SINGLE_PROCESS, flag_values={"epochs": 2})
   assert summary["label"] == "gossip/ring" and summary["num_workers"] == 1
   assert summary["steps"] == 2 * (1024 // 32) and summary["exchanges"] == 0
-  assert summary["consensus_distance"] == 0.0 and summary["bytes_sent_per_worker"] == 0
+  assert summary["consensus_distance"] == 0.0 and summary["bytes_analytic_per_worker"] == 0
   assert summary["test_accuracy"] > 0.9
   assert summary["worker_test_accuracy"] == pytest.approx([summary["test_accuracy"]])
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -32,7 +32,13 @@ def test_ring_gossip_alone_drives_different_replicas_to_consensus(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["topology"] == "ring" and summary["degree"] == 2
   assert summary["exchanges"] == 10
-  assert summary["bytes_sent_per_worker"] == 10 * summary["bytes_per_exchange_per_worker"]
+  # degree x model bytes per exchange (the payload also carries each worker's id).
+  assert summary["bytes_analytic_per_worker"] == 10 * (
+      summary["bytes_per_exchange_per_worker"] - 2 * 4)
+  # Measured on the wire (the launcher's shim): at least the payload, each way.
+  assert summary["bytes_sent_per_worker"] >= summary["bytes_analytic_per_worker"]
+  assert summary["bytes_received_per_worker"] >= summary["bytes_analytic_per_worker"]
+  assert set(summary["bytes_by_task"]) == {f"worker:{i}" for i in range(4)}
   assert len(summary["worker_test_accuracy"]) == 4
 
 

@@ -7,6 +7,7 @@ from models import build_model, model_names
     ("fedavg_2nn", 199_210),    # McMahan et al. 2017
     ("fedavg_cnn", 1_663_370),  # McMahan et al. 2017
     ("mlp", 784 * 256 + 256 + 2 * (256 * 256 + 256) + 256 * 128 + 128 + 128 * 10 + 10),
+    ("small_cnn", (25 * 32 + 32) + (25 * 32 * 64 + 64) + (1024 * 128 + 128) + (128 * 10 + 10)),
     ("cnn", (25 * 10 + 10) + (250 * 20 + 20) + (320 * 50 + 50) + (50 * 10 + 10)),
 ])
 def test_parameter_counts(name, params):

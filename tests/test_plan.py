@@ -203,12 +203,12 @@ def test_fault_and_host_usage_errors_exit_2_with_one_line(capsys, argv, needle):
 
 
 def test_the_dry_run_plan_is_what_runs_bind_shim_and_approach_env_included(tmp_path):
-  p = _plan("ps", 2, num_ps=1, preload=("/x/libtfdist_bind.so", "/y/other.so"))
+  p = _plan("ps", 2, num_ps=1, preload=("/x/libtfdist_task.so", "/y/other.so"))
   for t in p.tasks:
-    assert t.env["LD_PRELOAD"] == "/x/libtfdist_bind.so /y/other.so"
+    assert t.env["LD_PRELOAD"] == "/x/libtfdist_task.so /y/other.so"
     assert t.env["GRPC_FAIL_FAST"] == "use_caller"
   text = p.describe()
-  assert text.count("LD_PRELOAD=/x/libtfdist_bind.so") == 4
+  assert text.count("LD_PRELOAD=/x/libtfdist_task.so") == 4
   assert text.count("GRPC_FAIL_FAST=use_caller") == 4
   # The spawner adds only PYTHONPATH on top of the parent's environment and the plan's.
   from launch import spawn  # pylint: disable=g-import-not-at-top

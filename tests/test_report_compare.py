@@ -17,19 +17,22 @@ def _write_run(path, summary, records):
 @pytest.fixture
 def recorded(tmp_path):
   base = {"dataset": "mnist", "model": "mlp", "test_loss": 0.1, "train_time_s": 10.0,
-          "examples_per_sec": 1000.0, "examples_processed": 10000}
+          "examples_per_sec": 1000.0, "examples_processed": 10000, "target_accuracy": 0.98}
   _write_run(tmp_path / "ar", {**base, "approach": "allreduce", "label": "allreduce",
                                "num_workers": 2, "test_accuracy": 0.981, "wall_time_s": 20.0,
-                               "bytes_sent_per_worker": None, "notes": ""},
-             [{"kind": "step", "step": 1, "elapsed_s": 1.0},
-              {"kind": "epoch", "step": 5, "elapsed_s": 8.0, "examples_seen": 5000,
-               "test_accuracy": 0.972},
-              {"kind": "epoch", "step": 10, "elapsed_s": 15.0, "examples_seen": 10000,
-               "test_accuracy": 0.981}])
+                               "bytes_sent_per_worker": 2e6, "bytes_received_per_worker": 2e6,
+                               "bytes_analytic_per_worker": 1.6e6, "notes": "",
+                               "reached_target": True, "time_to_target_s": 16.0,
+                               "first_step_since_launch_s": 6.0, "examples_to_target": 10000},
+             [{"kind": "first_step", "step": 1, "elapsed_s": 1.0, "since_launch_s": 6.0},
+              {"kind": "eval", "step": 5, "elapsed_s": 8.0, "since_launch_s": 9.0,
+               "examples_seen": 5000, "test_accuracy": 0.972, "bytes_sent_per_worker": 1e6},
+              {"kind": "epoch", "step": 10, "elapsed_s": 15.0, "since_launch_s": 16.0,
+               "examples_seen": 10000, "test_accuracy": 0.981, "bytes_sent_per_worker": 2e6}])
   _write_run(tmp_path / "fa", {**base, "approach": "fedavg", "label": "fedavg",
-                               "num_workers": 0, "rounds": 2, "bytes_sent_per_worker": 400.0,
+                               "num_workers": 0, "rounds": 2, "bytes_sent_per_worker": None,
                                "notes": "2 rounds x 2 clients", "test_accuracy": 0.95,
-                               "wall_time_s": 30.0},
+                               "wall_time_s": 30.0, "reached_target": False},
              [{"kind": "round", "step": r, "round": r, "elapsed_s": 10.0 * r, "examples": 100,
                "examples_seen": 100 * r, "test_accuracy": 0.9 + 0.05 * (r - 1),
                "clients": [{"client": c, "loss": 1.0 / r, "accuracy": 0.5, "examples": 50}
@@ -45,16 +48,39 @@ def test_rows_hold_the_figures(recorded):
   rows = report.build_report([str(recorded / d) for d in ("ar", "fa", "go")], str(recorded))
   ar, fa, go = rows
   assert ar["approach"] == "allreduce" and ar["test_accuracy"] == 0.981
-  assert ar["time_to_97_s"] == 8.0 and ar["time_to_98_s"] == 15.0
-  assert fa["time_to_97_s"] is None and fa["bytes_per_worker"] == 400.0
-  assert go["approach"] == "gossip/ring" and go["bytes_per_worker"] == 5e6
+  assert ar["reached_target"] is True and ar["time_to_target_s"] == 16.0
+  assert ar["startup_s"] == 6.0 and ar["examples_to_target"] == 10000
+  assert fa["reached_target"] is False and fa["time_to_target_s"] is None
+  assert go["approach"] == "gossip/ring" and go["bytes_sent_per_worker"] == 5e6
+  assert go["reached_target"] is None  # the run had no target
   assert "consensus distance 1.00e-02" in go["notes"]
+  curve = report.accuracy_curve(report.load_run(str(recorded / "ar")))
+  assert [(c["t"], c["bytes"]) for c in curve] == [(9.0, 1e6), (16.0, 2e6)]
   md = (recorded / "report.md").read_text()
-  assert "| allreduce | 2 | 98.10% |" in md and "| gossip/ring | 4 | 96.00% |" in md
+  assert "| allreduce | 2 | 98.10% | yes | 16.0 | 6.0 |" in md
+  assert "| 2.0 MB | 2.0 MB | 1.6 MB | 1.25x |" in md
   data = json.loads((recorded / "report.json").read_text())
   assert [r["approach"] for r in data["rows"]] == ["allreduce", "fedavg", "gossip/ring"]
+  for r in data["rows"]:  # the fields every row carries
+    assert set(report.ROW_KEYS) <= set(r)
   for png in ("report.png", "fedavg_clients.png"):
     assert (recorded / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_aggregate_to_mean_and_range():
+  rows = [{"approach": "a", "reached_target": True, "time_to_target_s": t,
+           "test_accuracy": acc, "examples_to_target": 10, "startup_s": 1.0,
+           "bytes_sent_per_worker_to_target": None}
+          for t, acc in ((10.0, 0.99), (20.0, 0.991))] + [
+      {"approach": "a", "reached_target": False, "time_to_target_s": None,
+       "test_accuracy": 0.98, "examples_to_target": None, "startup_s": 1.0,
+       "bytes_sent_per_worker_to_target": None}]
+  (agg,) = report.aggregate(rows)
+  assert agg["runs"] == 3 and agg["reached"] == 2
+  assert agg["time_to_target_s"] == {"mean": 15.0, "min": 10.0, "max": 20.0}
+  assert agg["test_accuracy"]["min"] == 0.98
+  assert agg["bytes_sent_per_worker_to_target"] is None
+  assert "| a | 2/3 | 15.0 (10.0–20.0) |" in "\n".join(report._aggregate_markdown([agg]))
 
 
 def test_report_cli_needs_run_dirs(tmp_path, capsys):
@@ -72,6 +98,32 @@ def test_every_approach_gets_the_same_example_budget(name, expected):
     assert "--rounds=20" in plan.trainer_args
   if name == "ps_async":
     assert "--steps_per_epoch=937" in plan.trainer_args and "--epochs=2" in plan.trainer_args
+  target = budget.Target(0.99, stop=True, eval_every_examples=15000)
+  capped = budget.plan_budget(name, 120_000, 60_000, num_workers=2, batch_size=64,
+                              target=target)
+  assert capped.trainer_args[:len(plan.trainer_args)] == plan.trainer_args
+  assert {"--target_accuracy=0.99", "--stop_at_target"} <= set(capped.trainer_args)
+  # FedAvg evaluates every round; the others every quarter epoch.
+  assert ("--eval_every_examples=15000" in capped.trainer_args) == (name != "fedavg")
+  from trainers import flags as trainer_flags  # pylint: disable=g-import-not-at-top
+  trainer_flags.check_trainer_argv(budget.approaches.variant(name).approach.name,
+                                   list(capped.trainer_args))
+
+
+def test_compare_plans_seeds_and_rejects_bad_flags(capsys):
+  fv = compare._parse(["compare", "--approaches=allreduce,fedavg", "--seeds=3"])
+  runs = compare.plan_runs(fv, 60_000)
+  assert [(n, s) for n, s, _ in runs] == [("allreduce", 42), ("allreduce", 43),
+                                          ("allreduce", 44), ("fedavg", 42), ("fedavg", 43),
+                                          ("fedavg", 44)]
+  assert "--stop_at_target" in runs[0][2].trainer_args
+  # A fixed budget records the target but does not stop at it.
+  fixed = compare.plan_runs(compare._parse(["compare", "--budget_examples=60000"]), 60_000)
+  assert all("--stop_at_target" not in p.trainer_args for _, _, p in fixed)
+  for bad in ("--target_accuracy=1.5", "--seeds=0", "--approaches=nope", "--max_examples=0"):
+    assert compare.main(["compare", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
 
 
 @pytest.mark.multiprocess
@@ -85,6 +137,8 @@ def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
   rows = json.loads((tmp_path / "report.json").read_text())["rows"]
   assert [r["approach"] for r in rows] == ["allreduce", "gossip/ring"]
   assert all(r["examples_processed"] == 2048 for r in rows)
+  # Measured on the wire by the launcher's shim, beside the analytic volume.
+  assert all(r["bytes_sent_per_worker"] >= r["bytes_analytic_per_worker"] > 0 for r in rows)
   assert (tmp_path / "report.png").exists() and (tmp_path / "report.md").exists()
 
 

@@ -17,6 +17,7 @@ entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, 
 import dataclasses
 import os
 import sys
+from typing import Callable
 
 import tensorflow as tf
 
@@ -25,7 +26,7 @@ from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common import data, model, session
+from trainers.common import data, model, session, volume
 from trainers.common.keras_progress import ProgressCallback
 
 APPROACH = approaches.ALLREDUCE.name
@@ -51,6 +52,17 @@ def make_strategy(config: AllReduceConfig):
   impl = tf.distribute.experimental.CommunicationImplementation[config.communication.upper()]
   return tf.distribute.MultiWorkerMirroredStrategy(
       communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+
+
+def agreement(strategy) -> Callable[[bool], bool]:
+  """agree(stop) for every worker at the same point: True on all of them if any says
+  so (in practice the chief, the only one that evaluates). A one-number all-reduce."""
+  @tf.function
+  def total(flag):
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, (flag,)),
+                           axis=None)
+
+  return lambda stop: float(total(tf.constant(float(stop)))) > 0
 
 
 def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None,
@@ -94,18 +106,21 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
         tf.keras.callbacks.BackupAndRestore(os.path.join(cfg.run_dir, "backup")),
         ProgressCallback(progress, cfg.log_every,
                          run_.score if task.is_chief else None,
-                         task.name, cfg.fail_task, cfg.fail_at_step, run_.eval_every_steps())]
+                         task.name, cfg.fail_task, cfg.fail_at_step, run_.eval_every_steps(),
+                         agree=agreement(strategy))]
     run_.announce(f"{num_workers} worker(s), {replicas} replica(s), global batch "
                   f"{global_batch}, {steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), "
                   f"model {cfg.model}, dataset {cfg.dataset} ({len(run_.train)} train / "
                   f"{len(run_.test)} test)", every_task=True)
     net.fit(strategy.distribute_datasets_from_function(dataset_fn), epochs=cfg.epochs,
             steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
+    steps = int(net.optimizer.iterations.numpy())
     return run_.finish(
         replicas=replicas, communication=config.communication,
         batch_size_per_worker=cfg.batch_size, global_batch_size=global_batch,
-        epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-        steps=int(net.optimizer.iterations.numpy()))
+        epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=steps,
+        bytes_analytic_per_worker=volume.ring_allreduce(net.count_params(), num_workers,
+                                                        steps))
 
 
 def run_main(argv=None) -> int:

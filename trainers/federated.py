@@ -35,7 +35,7 @@ from cluster.tf_config import TaskInfo, port_of
 from trainers import fedavg_math, tff_exec
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common import data, model, progress, session
+from trainers.common import data, model, progress, session, volume
 
 APPROACH = approaches.FEDAVG.name
 
@@ -54,8 +54,6 @@ class FedAvgConfig:
   server_optimizer: str = "sgd"
   server_learning_rate: float | None = None
   eval_every: int = 1
-  target_accuracy: float | None = None
-  stop_at_target: bool = False
 
   def __post_init__(self):
     check_choice("partition", self.partition, fedavg_math.PARTITIONS)
@@ -66,8 +64,6 @@ class FedAvgConfig:
     if self.clients_per_round > self.num_clients:
       raise ConfigError(f"--clients_per_round={self.clients_per_round} exceeds "
                         f"--num_clients={self.num_clients}")
-    if self.stop_at_target and self.target_accuracy is None:
-      raise ConfigError("--stop_at_target needs --target_accuracy")
     if not self.client_learning_rate > 0:
       raise ConfigError(f"--client_learning_rate must be > 0, got {self.client_learning_rate}")
     if self.server_learning_rate is None:
@@ -135,12 +131,13 @@ class Clients:
 
 
 def train_rounds(run_: session.Run, process, state, clients: Clients, config: FedAvgConfig,
-                 start_round: int, ckpt_path: str) -> tuple[int, int | None]:
+                 start_round: int, ckpt_path: str) -> int:
   """The rounds: sample, broadcast, local training, weighted average; evaluation on
-  the cadence, a checkpoint every round. Returns (last round, rounds to target)."""
+  the cadence (every round with a target), a checkpoint every round. Returns the
+  last round."""
   weights_of = lambda s: [np.asarray(w) for w in process.get_model_weights(s).trainable]
-  model_bytes = 4 * sum(w.size for w in weights_of(state))
-  round_num, rounds_to_target = start_round, None
+  model_bytes = volume.model_bytes(sum(w.size for w in weights_of(state)))
+  round_num, target = start_round, run_.progress.target
   for round_num in range(start_round + 1, config.rounds + 1):
     sampled = clients.sample(round_num)
     before = weights_of(state)  # per-client curves: the broadcast model on each client
@@ -151,9 +148,9 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
     result = process.next(state, clients.datasets(sampled, round_num))
     round_time = time.perf_counter() - t
     state, metrics = result.state, result.metrics["client_work"]["train"]
-    due = config.stop_at_target or progress.round_due_for_eval(round_num, config.rounds,
+    due = bool(target.accuracy) or progress.round_due_for_eval(round_num, config.rounds,
                                                                config.eval_every)
-    rec = run_.progress.end_round(
+    run_.progress.end_round(
         round_num, config.rounds, float(metrics["loss"]), float(metrics["accuracy"]),
         int(metrics["num_examples"]), round_time,
         run_.evaluator(lambda s=state: weights_of(s)) if due else None,
@@ -161,14 +158,9 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
         bytes_uploaded=len(sampled) * (model_bytes + 4), clients=per_client)
     save_state(ckpt_path, state, round_num)
     run_.maybe_fail(round_num, unit="round")
-    if (config.target_accuracy is not None and rounds_to_target is None
-        and rec.get("test_accuracy", -1.0) >= config.target_accuracy):
-      rounds_to_target = round_num
-      if config.stop_at_target:
-        run_.announce(f"reached {config.target_accuracy:.2%} in round {round_num}; "
-                      "stopping (--stop_at_target)")
-        break
-  return round_num, rounds_to_target
+    if run_.progress.should_stop:
+      break
+  return round_num
 
 
 def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
@@ -197,9 +189,9 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                   f"{config.clients_per_round}/round, E={config.local_epochs}, "
                   f"B={config.local_batch_size}, {config.rounds} rounds, model {cfg.model} "
                   f"({num_params} params), server {config.server_optimizer}; running {where}")
-    last_round, rounds_to_target = train_rounds(run_, process, state, clients, config,
-                                                start_round, ckpt_path)
+    last_round = train_rounds(run_, process, state, clients, config, start_round, ckpt_path)
     upload = config.clients_per_round * (4 * num_params + 4)
+    reached = run_.progress.target.reached
     return run_.finish(
         rounds=config.rounds, rounds_run=last_round, num_clients=config.num_clients,
         clients_per_round=config.clients_per_round, local_epochs=config.local_epochs,
@@ -207,12 +199,13 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
         client_learning_rate=config.client_learning_rate,
         server_optimizer=config.server_optimizer,
         server_learning_rate=config.server_learning_rate,
-        target_accuracy=config.target_accuracy, rounds_to_target=rounds_to_target,
+        rounds_to_target=reached["steps_to_target"] if reached else None,
         round_time_s=run_.progress.train_time_s / max(len(run_.progress.history), 1),
         bytes_broadcast_per_round=config.clients_per_round * 4 * num_params,
         bytes_uploaded_per_round=upload,
-        # Each client uploads one model per round it takes part in: per client, on average.
-        bytes_sent_per_worker=upload * last_round / config.num_clients,
+        bytes_uploaded_per_client=upload * last_round / config.num_clients,
+        bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
+                                                last_round, num_workers),
         notes=f"{last_round} rounds x {config.clients_per_round} clients, "
               f"E={config.local_epochs} B={config.local_batch_size}, {config.partition}")
 

@@ -25,7 +25,7 @@ def resolve_data_dir(data_dir: str | None, environ=os.environ) -> str:
 
 
 # The valid values of every choice flag; the configs validate against the same tuples.
-MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn")
+MODELS = ("mlp", "cnn", "fedavg_2nn", "fedavg_cnn", "small_cnn")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 COMMUNICATIONS = ("auto", "ring", "nccl")
@@ -62,6 +62,11 @@ def define_base_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("startup_timeout", 120.0, "Seconds to wait for every peer task in "
                      "TF_CONFIG to answer at start-up; then exit (69) naming the silent "
                      "ones (0: wait for ever).", flag_values=fv)
+  flags.DEFINE_float("target_accuracy", None, "Time-to-accuracy: record when the test "
+                     "accuracy first reaches this (seconds from the launcher's start and from "
+                     "the first step, examples, steps or rounds, bytes).", flag_values=fv)
+  flags.DEFINE_bool("stop_at_target", False, "Stop at the first evaluation that reaches "
+                    "--target_accuracy (every worker stops at the same step).", flag_values=fv)
   flags.DEFINE_integer("slurm_port_base", 8888, "Slurm: first port of each node's tasks.",
                        flag_values=fv)
   flags.DEFINE_integer("slurm_num_ps", 1, "Slurm, approach ps: tasks after the chief that "
@@ -148,10 +153,6 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
                      "for sgd, 0.01 for adam).", flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
-  flags.DEFINE_float("target_accuracy", None, "Report the first round reaching this test "
-                     "accuracy (rounds_to_target).", flag_values=fv)
-  flags.DEFINE_bool("stop_at_target", False, "Stop after the first round that reaches "
-                    "--target_accuracy.", flag_values=fv)
 
 
 # approach -> its flags (keyed by the records: the names live in cluster.approaches).

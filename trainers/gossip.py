@@ -29,13 +29,14 @@ from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers import gossip_math
 from trainers.common import config as config_lib
-from trainers.common import data, model, session
+from trainers.common import data, model, session, volume
 from trainers.gossip_exchange import (INSTANCE_GRADS, INSTANCE_PARAMS, Flat,
                                       NeighbourExchange)
 
 APPROACH = approaches.GOSSIP.name
 # Call sites of NeighbourExchange.gather_all (one collective instance each).
-_MEASURE_REPLICAS, _MEASURE_METRICS, _MEASURE_TEST, _BARRIER, _MEASURE_RESUME = range(5)
+(_MEASURE_REPLICAS, _MEASURE_METRICS, _MEASURE_TEST, _BARRIER, _MEASURE_RESUME,
+ _AGREE_STOP) = range(6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,11 @@ class GossipWorker:
     return [t.numpy() for t in self.flat.unflatten(tf.constant(replicas.mean(axis=0),
                                                                tf.float32))]
 
+  def agree(self, stop: bool) -> bool:
+    """True on every worker if any says stop (the chief, which alone evaluates); a
+    collective: all workers call it at the same step."""
+    return bool(self.gather_all(tf.constant([float(stop)]), _AGREE_STOP).numpy().max() > 0)
+
   def restore_common(self, manager: tf.train.CheckpointManager, task_name: str) -> str | None:
     """--resume: a worker may have died after some others saved an epoch and before
     it did, so all restore the newest step every worker has (max_to_keep=2 covers
@@ -174,7 +180,7 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
     distance, replicas = worker.measure()
     last = (float(per_worker[:, 0].mean()), float(per_worker[:, 1].mean()))
     progress.step(chunk.epoch, chunk.step_in_epoch, step, *last, consensus_distance=distance,
-                  bytes_sent_per_worker=float(tally.exchanges * payload),
+                  bytes_analytic_per_worker=float(tally.exchanges * payload),
                   worker_loss=per_worker[:, 0].round(5).tolist(),
                   worker_accuracy=per_worker[:, 1].round(5).tolist())
     tally = _Tally(exchanges=tally.exchanges)
@@ -183,9 +189,14 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
                 if run_.task.is_chief else None)
     if chunk.evaluates and evaluate:
       progress.evaluate(chunk.epoch, chunk.step_in_epoch, step, evaluate)
-    if chunk.closes_epoch:
-      progress.end_epoch(chunk.epoch, step, *last, evaluate, consensus_distance=distance)
+    stop = chunk.evaluates and progress.target.stop and worker.agree(progress.should_stop)
+    if chunk.closes_epoch or stop:
+      progress.end_epoch(chunk.epoch, step, *last, None if stop else evaluate,
+                         steps_done=chunk.step_in_epoch, consensus_distance=distance)
       manager.save(checkpoint_number=step)
+    if stop or chunk.closes_epoch and progress.target.stop and worker.agree(
+        progress.should_stop):
+      break
   return step, tally.exchanges, distance
 
 
@@ -233,7 +244,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
         spectral_gap=gossip_math.spectral_gap(exchange.w), epochs=cfg.epochs,
         steps_per_epoch=steps_per_epoch, steps=step, batch_size_per_worker=cfg.batch_size,
         consensus_distance=distance, worker_test_accuracy=own[:, 1].tolist(),
-        worker_test_loss=own[:, 0].tolist(), bytes_sent_per_worker=exchanges * payload,
+        worker_test_loss=own[:, 0].tolist(),
+        bytes_analytic_per_worker=volume.gossip(worker.flat.size, exchange.degree, exchanges),
         bytes_per_exchange_per_worker=payload, exchanges=exchanges,
         notes=f"consensus distance {distance:.2e}, degree {exchange.degree}")
     # Final barrier: nobody exits (taking its collective service endpoint with it)

@@ -35,7 +35,7 @@ from cluster.tf_config import TaskInfo
 from trainers import flags as trainer_flags
 from trainers import ps_math, ps_servers
 from trainers.common import config as config_lib
-from trainers.common import data, model, session
+from trainers.common import data, model, session, volume
 
 APPROACH = approaches.PS.name
 
@@ -225,6 +225,10 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
                   float(replica.accuracy.result()), **extra)
     if chunk.evaluates:
       progress.evaluate(chunk.epoch, chunk.step_in_epoch, step, run_.evaluator(replica.weights))
+      if progress.should_stop:  # the chief alone drives the workers: nothing to agree
+        progress.end_epoch(chunk.epoch, step, float(replica.loss.result()),
+                           float(replica.accuracy.result()), steps_done=chunk.step_in_epoch)
+        break
     run_.maybe_fail(step)
     if cfg.fail_task and cfg.fail_task != run_.task.name and not injected \
         and step >= cfg.fail_at_step:
@@ -234,6 +238,8 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
       progress.end_epoch(chunk.epoch, step, float(replica.loss.result()),
                          float(replica.accuracy.result()), run_.evaluator(replica.weights))
       manager.save(checkpoint_number=step)
+      if progress.should_stop:
+        break
   return step
 
 
@@ -275,7 +281,11 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
     notes = f"{num_ps} ps" + (f"; {100 * ps.grad_phase_frac:.0f}% gradient phase / "
                               f"{100 * (1 - ps.grad_phase_frac):.0f}% apply phase"
                               if config.sync else "")
+    # One global step is one worker's step (async) or every worker's (sync).
+    worker_steps = step * (1 if config.sync else 1 / run_.num_workers)
     return run_.finish(
+        bytes_analytic_per_worker=volume.parameter_server(replica.model.count_params(),
+                                                          worker_steps),
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
         partitioned=num_ps > 1, notes=notes, **ps.phase_fields(),

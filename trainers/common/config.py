@@ -31,6 +31,8 @@ class TrainConfig:
   run_dir: str = ""
   log_every: int = 100
   eval_every_examples: int | None = None
+  target_accuracy: float | None = None
+  stop_at_target: bool = False
   fail_task: str | None = None
   fail_at_step: int | None = None
   resume: bool = False
@@ -47,6 +49,10 @@ class TrainConfig:
     if not 0 < self.learning_rate <= _FLOAT32_MAX:
       raise ConfigError(f"--learning_rate must be > 0 and a float32 (<= 3.4e38), got "
                         f"{self.learning_rate}")
+    if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+      raise ConfigError(f"--target_accuracy must be in (0, 1], got {self.target_accuracy}")
+    if self.stop_at_target and self.target_accuracy is None:
+      raise ConfigError("--stop_at_target needs --target_accuracy")
     if self.fail_task is not None and not _TASK_RE.match(self.fail_task):
       raise ConfigError(f"--fail_task must look like 'worker:1', got {self.fail_task!r}")
     if (self.fail_task is None) != (self.fail_at_step is None):

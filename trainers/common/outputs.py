@@ -57,11 +57,14 @@ def strict_json(value: Any) -> Any:
 class RunWriter:
   """Writes config, metric records (JSONL + TensorBoard) and the summary."""
 
-  def __init__(self, run_dir: str, enabled: bool = True, start: float | None = None):
-    """`start` (time.time() scale, default now) is where records' elapsed_s counts from."""
+  def __init__(self, run_dir: str, enabled: bool = True, start: float | None = None,
+               launched: float | None = None):
+    """`start` (time.time() scale, default now) is where records' elapsed_s counts
+    from; `launched` (the launcher's start, if known) where their since_launch_s does."""
     self.run_dir = run_dir
     self.enabled = enabled
     self._start = time.time() if start is None else start
+    self._launched = launched
     self._metrics = None
     self._tb = None
     if enabled:
@@ -73,9 +76,13 @@ class RunWriter:
       write_json_atomic(os.path.join(self.run_dir, "config.json"), dict(config))
 
   def log(self, kind: str, step: int, **values: Any) -> dict:
-    """Appends one record {time, elapsed_s, kind, step, **values}; returns it."""
-    record = {"time": time.time(), "elapsed_s": round(time.time() - self._start, 3),
-              "kind": kind, "step": int(step), **values}
+    """Appends one record {time, elapsed_s, [since_launch_s,] kind, step, **values};
+    returns it."""
+    now = time.time()
+    record = {"time": now, "elapsed_s": round(now - self._start, 3)}
+    if self._launched is not None:
+      record["since_launch_s"] = round(now - self._launched, 3)
+    record.update(kind=kind, step=int(step), **values)
     if not self.enabled:
       return record
     self._metrics.write(json.dumps(strict_json(record), allow_nan=False) + "\n")

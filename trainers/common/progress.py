@@ -4,9 +4,15 @@ One format everywhere, in steps and epochs or (FedAvg) in rounds:
     [ps/async] epoch 1/2 step 300/937 loss 0.3120 acc 0.9061 | 8177 ex/s | eta 12s
     [fedavg] round 3/20 loss 0.2210 acc 0.9350 test_acc 0.9512 | 1.52s, 3947 ex/s | eta 26s
 
-Records go to metrics.jsonl with kind "first_step", "step", "epoch" or "round";
-"epoch" and "round" records carry `examples_seen` and, when evaluated, `test_loss`
-and `test_accuracy`, so every approach's curve is read the same way.
+Records go to metrics.jsonl with kind "first_step", "step", "eval", "epoch",
+"round" or "target"; "eval", "epoch" and "round" records carry `examples_seen` and,
+when evaluated, `test_loss`, `test_accuracy` and the measured bytes on the wire so
+far, so every approach's curve is read the same way.
+
+Time to accuracy: with a target, the first evaluation at or above it is the
+"target" record (seconds from the launcher's start and from the first step,
+examples, steps or rounds, bytes), and `should_stop` turns true if the run stops
+there. Deciding to stop is the approach's: its workers must agree on the step.
 """
 
 import dataclasses
@@ -22,8 +28,13 @@ class Progress:
   """Tracks throughput between calls, prints one line and writes one record per call."""
 
   def __init__(self, writer: RunWriter, label: str, epochs: int, steps_per_epoch: int,
-               examples_per_step: int, verbose: bool = True):
+               examples_per_step: int, verbose: bool = True, target: "Target | None" = None,
+               traffic: Callable[[], dict] | None = None):
+    """`traffic()` -> the measured bytes so far (fields added to every evaluation)."""
     self.writer, self.label, self.verbose = writer, label, verbose
+    self.target = target or Target()
+    self._traffic = traffic or dict
+    self.first_step_rec: dict | None = None
     self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
     self.examples_per_step = examples_per_step
     self.train_time_s = 0.0       # time inside epochs, evaluation excluded
@@ -36,7 +47,7 @@ class Progress:
 
   def first_step(self, global_step: int) -> None:
     """Records when training produced its first update (start-up latency)."""
-    self.writer.log("first_step", global_step)
+    self.first_step_rec = self.writer.log("first_step", global_step)
 
   def start_epoch(self) -> None:
     self._mark = self._epoch_start = time.perf_counter()
@@ -53,7 +64,8 @@ class Progress:
     self.last_test = test
     seen = self.examples + step_in_epoch * self.examples_per_step
     rec = self.writer.log("eval", global_step, epoch=epoch, examples_seen=seen,
-                          test_loss=test[0], test_accuracy=test[1])
+                          test_loss=test[0], test_accuracy=test[1], **self._traffic())
+    self._check_target(rec)
     spent = time.perf_counter() - t
     self._eval_in_epoch_s += spent
     self._mark += spent
@@ -82,11 +94,14 @@ class Progress:
     return rec
 
   def end_epoch(self, epoch: int, global_step: int, loss: float, accuracy: float,
-                evaluate: Callable[[], tuple[float, float]] | None = None, **extra: Any) -> dict:
+                evaluate: Callable[[], tuple[float, float]] | None = None,
+                steps_done: int | None = None, **extra: Any) -> dict:
     """Call after each epoch's training; `evaluate()` -> (test loss, test accuracy) runs
-    after the epoch's clock has stopped, so evaluation never counts as training time."""
+    after the epoch's clock has stopped, so evaluation never counts as training time.
+    `steps_done`: the steps of an epoch cut short (a run stopped at its target)."""
     epoch_time = time.perf_counter() - self._epoch_start - self._eval_in_epoch_s
-    examples = self.steps_per_epoch * self.examples_per_step
+    steps = self.steps_per_epoch if steps_done is None else steps_done
+    examples = steps * self.examples_per_step
     rec, test = self._close_unit("epoch", global_step, epoch_time, examples, evaluate, {},
                                  epoch=epoch, loss=float(loss), accuracy=float(accuracy),
                                  epoch_time_s=epoch_time, **extra)
@@ -130,16 +145,70 @@ class Progress:
                   examples_per_sec=examples / max(seconds, 1e-9))
     if test is not None:
       self.last_test = test
-      values.update(test_loss=test[0], test_accuracy=test[1])
+      values.update(test_loss=test[0], test_accuracy=test[1], **self._traffic())
     rec = self.writer.log(kind, step, **values)
     self.history.append(rec)
+    if test is not None:
+      self._check_target(rec)
     return rec, test
+
+  def _check_target(self, rec: dict) -> None:
+    """Books `rec` as the time to target if it is the first evaluation to reach it."""
+    if not self.target.accuracy or self.target.reached is not None \
+        or rec["test_accuracy"] < self.target.accuracy:
+      return
+    self.target.reached = fields = self.target.fields(rec, self.first_step_rec)
+    self.writer.log("target", rec["step"], **fields)
+    if self.verbose:
+      when = f"{fields['time_to_target_s']:.1f}s from the {fields['time_to_target_from']}'s start"
+      print(f"[{self.label}] reached {self.target.accuracy:.2%} test accuracy: {when}, "
+            f"{fields['train_time_to_target_s']:.1f}s from the first step, "
+            f"{fields['examples_to_target']} examples, step {fields['steps_to_target']}"
+            f"{'; stopping' if self.should_stop else ''}", flush=True)
+
+  @property
+  def should_stop(self) -> bool:
+    """The target is reached and the run is to stop there (--stop_at_target)."""
+    return self.target.stop and self.target.reached is not None
 
   def summary_fields(self) -> dict:
     """The throughput/accuracy part of summary.json every approach shares."""
     return {"test_loss": self.last_test[0], "test_accuracy": self.last_test[1],
             "train_time_s": self.train_time_s, "examples_processed": self.examples,
-            "examples_per_sec": self.examples / max(self.train_time_s, 1e-9)}
+            "examples_per_sec": self.examples / max(self.train_time_s, 1e-9),
+            "first_step_since_launch_s": (self.first_step_rec or {}).get("since_launch_s"),
+            **self.target.summary_fields()}
+
+
+@dataclasses.dataclass
+class Target:
+  """Time to accuracy: the target, whether to stop there, and when it was reached."""
+  accuracy: float | None = None  # None: no target
+  stop: bool = False             # stop at the first evaluation that reaches it
+  reached: dict | None = None    # the target fields, once reached
+
+  def fields(self, rec: dict, first_step: dict | None) -> dict:
+    """The time-to-target fields of the evaluation record `rec` that reached it:
+    seconds from the launcher's start (else from the process start) and from the
+    first training step, examples, steps (FedAvg: rounds), bytes so far."""
+    launched = "since_launch_s" in rec
+    return {
+        "target_accuracy": self.accuracy, "test_accuracy": rec["test_accuracy"],
+        "time_to_target_s": rec["since_launch_s"] if launched else rec["elapsed_s"],
+        "time_to_target_from": "launcher" if launched else "process",
+        "train_time_to_target_s": rec["time"] - (first_step or rec)["time"],
+        "examples_to_target": rec["examples_seen"], "steps_to_target": rec["step"],
+        **{f"{k}_to_target": v for k, v in rec.items() if k.startswith("bytes_")}}
+
+  def summary_fields(self) -> dict:
+    if not self.accuracy:
+      return {}
+    reached = self.reached or {}
+    return {"target_accuracy": self.accuracy, "reached_target": bool(self.reached),
+            **{k: reached.get(k) for k in (
+                "time_to_target_s", "time_to_target_from", "train_time_to_target_s",
+                "examples_to_target", "steps_to_target", "bytes_sent_per_worker_to_target",
+                "bytes_received_per_worker_to_target")}}
 
 
 def _shown(test: tuple[float, float] | None) -> str:

@@ -14,8 +14,12 @@ evaluates at the same points.
 
 Common core of summary.json: approach, label, dataset, model, num_workers,
 test_accuracy, test_loss, train_time_s, examples_processed, examples_per_sec,
-wall_time_s, bytes_sent_per_worker (payload; None where TF's runtime moves the
-data), notes (one line for the report), run_dir.
+wall_time_s (from this process' start), since_launch_s (from the launcher's start),
+bytes_sent_per_worker and bytes_received_per_worker (measured on the wire by the
+task shim, mean over the worker tasks; None without the launcher's shim),
+bytes_analytic_per_worker (what the approach's algorithm sends per worker, from
+its own formula), notes (one line for the report), run_dir; with
+--target_accuracy, the time-to-target fields (progress.Target).
 """
 
 import contextlib
@@ -28,7 +32,8 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from cluster.tf_config import TaskInfo
+from cluster import traffic
+from cluster.tf_config import TaskInfo, launch_time
 from models import build_model
 from trainers.common import data, lifecycle, model
 from trainers.common import progress as progress_lib
@@ -53,6 +58,8 @@ class Run:
   train: data.Arrays
   test: data.Arrays
   started: float      # when this process started (time.time() scale)
+  launched: float | None = None    # when the launcher started (None: not launched)
+  traffic_dir: str | None = None   # where the task shim counts bytes (None: not counted)
   progress: progress_lib.Progress | None = None
   _scorer: Callable | None = dataclasses.field(default=None, repr=False)
 
@@ -80,10 +87,20 @@ class Run:
   def start_progress(self, steps_per_epoch: int, examples_per_step: int,
                      epochs: int | None = None) -> progress_lib.Progress:
     """The run's Progress (lines on the chief only, records through the writer)."""
-    self.progress = progress_lib.Progress(self.writer, self.label, epochs or self.config.epochs,
-                                      steps_per_epoch, examples_per_step,
-                                      verbose=self.task.is_chief)
+    cfg = self.config
+    self.progress = progress_lib.Progress(
+        self.writer, self.label, epochs or cfg.epochs, steps_per_epoch, examples_per_step,
+        verbose=self.task.is_chief,
+        target=progress_lib.Target(cfg.target_accuracy, cfg.stop_at_target),
+        traffic=self.measured_traffic)
     return self.progress
+
+  def measured_traffic(self) -> dict:
+    """Bytes on the wire so far, mean per worker task (the shim's files, <= 0.5 s old)."""
+    if not self.traffic_dir:
+      return {}
+    sent, received = traffic.per_role(traffic.read(self.traffic_dir))
+    return {"bytes_sent_per_worker": sent, "bytes_received_per_worker": received}
 
   def schedule(self, start_step: int) -> Iterator[progress_lib.Chunk]:
     """Chunks between progress (and evaluation) points, from `start_step` to the end."""
@@ -139,11 +156,15 @@ class Run:
   def finish(self, **fields) -> dict:
     """Writes summary.json (the common core, then the approach's fields) and returns it."""
     cfg = self.config
+    now = time.time()
     summary = {
         "approach": cfg.approach, "label": self.label, "dataset": cfg.dataset,
         "model": cfg.model, "num_workers": self.num_workers,
-        "bytes_sent_per_worker": None, "notes": "",
-        "wall_time_s": time.time() - self.started, "run_dir": os.path.abspath(cfg.run_dir),
+        "bytes_analytic_per_worker": None, "notes": "",
+        "wall_time_s": now - self.started, "run_dir": os.path.abspath(cfg.run_dir),
+        "since_launch_s": None if self.launched is None else now - self.launched,
+        # Final figures once every task has exited: the launcher rewrites these.
+        **traffic.summary_fields(traffic.read(self.traffic_dir)),
         **(self.progress.summary_fields() if self.progress else {}),
     }
     summary.update(fields)
@@ -162,7 +183,8 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
   # TF's preemption notifier took SIGTERM over when the strategy started: take it back.
   lifecycle.honour_sigterm()
   started = psutil.Process().create_time()
-  writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started)
+  launched = launch_time(os.environ)
+  writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started, launched=launched)
   try:
     if flag_values is not None:
       writer.write_config(flag_values)
@@ -171,6 +193,8 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
                                   config.synthetic_examples),
                   data.load_split(config.dataset, "test", config.data_dir))
     tf.keras.utils.set_random_seed(config.seed)
-    yield Run(config, task, label, num_workers, writer, *datasets, started)
+    yield Run(config, task, label, num_workers, writer, *datasets, started,
+              launched=launched,
+              traffic_dir=os.environ.get(traffic.ENV_DIR) or None)
   finally:
     writer.close()

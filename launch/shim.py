@@ -1,6 +1,6 @@
 """The bind shim: build it once, say where it is (process-free apart from the compiler).
 
-TF and TFF servers bind every interface; launch/bind_shim.c, preloaded into each
+TF and TFF servers bind every interface; launch/task_shim.c, preloaded into each
 task, makes them listen on the task's own address (TFDIST_BIND_ADDRESS, set by
 the plan). Built into the virtual environment by `make venv`, or here on first use.
 """
@@ -11,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bind_shim.c")
-LIB_NAME = "libtfdist_bind.so"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "task_shim.c")
+LIB_NAME = "libtfdist_task.so"
 
 
 def default_lib_path() -> str:

@@ -1,0 +1,45 @@
+"""Analytic communication volume: the bytes each worker *sends* by its approach's
+algorithm, from the model size (float32) and the counts of the run. Pure math.
+
+These are the textbook figures the measured bytes (the task shim's counters,
+cluster/traffic.py) are compared with. In each scheme a worker receives as much
+as it sends, so the same figure stands beside both measured directions:
+  ring all-reduce  2(N-1)/N x model bytes per step (reduce-scatter + all-gather);
+  parameter server model bytes per worker step pushed (gradients), and as much
+                   pulled (variables);
+  gossip           degree x model bytes per exchange;
+  FedAvg           model bytes per sampled client per round uploaded (the update),
+                   and as much broadcast to it; per executor service, its share of
+                   the round's clients.
+What they leave out (and the measured figures include): gRPC and HTTP/2 framing,
+headers, the coordination RPCs, and whatever the runtime ships besides the model
+(TFF sends each client's dataset to the service that trains it).
+"""
+
+FLOAT32_BYTES = 4
+
+
+def model_bytes(num_params: int) -> int:
+  return FLOAT32_BYTES * int(num_params)
+
+
+def ring_allreduce(num_params: int, num_workers: int, steps: int) -> float:
+  """Per worker, over `steps` all-reduces of the whole gradient."""
+  if num_workers < 2:
+    return 0.0
+  return 2 * (num_workers - 1) / num_workers * model_bytes(num_params) * steps
+
+
+def parameter_server(num_params: int, worker_steps: float) -> float:
+  """Per worker: one gradient push per step it trained (`worker_steps`)."""
+  return model_bytes(num_params) * worker_steps
+
+
+def gossip(num_params: int, degree: int, exchanges: int) -> float:
+  """Per worker: its vector to each of `degree` neighbours at every exchange."""
+  return model_bytes(num_params) * degree * exchanges
+
+
+def fedavg(num_params: int, clients_per_round: int, rounds: int, num_services: int) -> float:
+  """Per executor service: the updates of its share of each round's clients."""
+  return model_bytes(num_params) * clients_per_round * rounds / max(1, num_services)
