@@ -47,7 +47,8 @@ HARMLESS = ("Unable to register cuDNN factory", "Unable to register cuFFT factor
             "Failed to detect the fetch node(s)", "oneDNN custom operations are on",
             "Could not find cuda drivers on your machine",
             "This TensorFlow binary is optimized to use available CPU instructions",
-            "To enable the following instructions:")
+            "To enable the following instructions:",
+            "does not implement the AsGraphDefInternal() method needed to apply optimizations")
 try:
   _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork
 except OSError:  # not Linux: no parent-death signal
