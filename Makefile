@@ -23,8 +23,9 @@ $(STAMP): requirements.lock setup.cfg setup.py launch/task_shim.c
 	$(PY) -m launch.shim
 	touch $(STAMP)
 
-# The main job: all four approaches (PS async and sync) on MNIST, same model and budget,
-# then report.md / report.json / report.png in runs/compare-<time>/.
+# The main job: all four approaches (PS async and sync) on MNIST, same model, each trained
+# to 99 % test accuracy (time, examples, measured bytes on the wire), then report.md /
+# report.json / report.png in runs/compare-<time>/. About 7 minutes on 2 cores.
 run: venv
 	$(PY) -m experiments.compare
 

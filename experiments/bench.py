@@ -83,26 +83,80 @@ def _measure(name: str, argv: list[str], run_dir: str) -> dict:
     row.update(examples_per_sec=s["examples_per_sec"], test_accuracy=s["test_accuracy"],
                wall_time_s=s["wall_time_s"], examples=s.get("examples_processed"),
                first_step_latency_s=first_step_latency(run_dir, launched),
-               launcher_total_s=time.time() - launched)
+               launcher_total_s=time.time() - launched, startup_s=s.get("startup_s"),
+               round_time_s=s.get("round_time_s"))
   return row
 
 
-def table(rows: list[dict], baseline: dict | None) -> str:
+def cpu_peak_flops() -> tuple[float | None, str]:
+  """(theoretical fp32 FLOP/s of the usable cores, how it was computed), from
+  /proc/cpuinfo: cores x SIMD lanes x 2 (FMA) x 2 FMA units x clock."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = f.read()
+  except OSError:
+    return None, "no /proc/cpuinfo"
+  flags_line = next((l for l in info.splitlines() if l.startswith("flags")), "")
+  mhz = next((float(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu MHz")),
+             None)
+  lanes = 16 if " avx512f" in flags_line else 8 if " avx2" in flags_line else 4
+  cores = len(os.sched_getaffinity(0))
+  if mhz is None:
+    return None, "no clock in /proc/cpuinfo"
+  peak = cores * lanes * 2 * 2 * mhz * 1e6
+  return peak, f"{cores} cores x {lanes} fp32 lanes x 2 (FMA) x 2 units x {mhz / 1e3:.2f} GHz"
+
+
+def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
+  """Measured fp32 FLOP/s of a square matmul on every core: the practical roofline."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = tf.random.normal((size, size))
+  b = tf.random.normal((size, size))
+  f = tf.function(lambda x, y: tf.matmul(x, y))
+  f(a, b).numpy()
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
+    f(a, b).numpy()
+    n += 1
+  return 2 * size ** 3 * n / (time.perf_counter() - t0)
+
+
+def model_train_flops(model: str) -> int:
+  from models import build_model, flops  # pylint: disable=g-import-not-at-top
+  return flops.train_flops_per_example(build_model(model))
+
+
+def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None = None,
+          peaks: tuple[float | None, float | None] = (None, None)) -> str:
+  """The bench table: throughput and its ratio to the single-process fit, achieved
+  FLOP/s, and where the seconds to the first step went."""
   base = baseline.get("examples_per_sec") if baseline else None
-  lines = ["| approach | N | examples/s | vs 1-process fit | start→first step s | "
-           "test acc | wall s |", "|---|---|---|---|---|---|---|"]
+  lines = ["| approach | N | examples/s | vs 1-process fit | achieved GFLOP/s | "
+           "start→first step s | launcher / import / peers / cluster / data / first step s "
+           "| FedAvg round s | test acc | wall s |", "|" + "---|" * 10]
   for r in ([baseline] if baseline else []) + rows:
     if r.get("exit_code") != 0:
       lines.append(f"| {r['approach']} | {r.get('n', '-')} | failed (exit {r['exit_code']}) "
-                   "| | | | |")
+                   "|" + " |" * 7)
       continue
     ratio = f"{r['examples_per_sec'] / base:.2f}x" if base else "-"
+    gflops = (f"{r['examples_per_sec'] * flops_per_example / 1e9:.1f}"
+              if flops_per_example else "-")
     lat = r.get("first_step_latency_s")
+    phases = r.get("startup_s") or {}
+    split = " / ".join("-" if phases.get(p) is None else f"{phases[p]:.1f}"
+                       for p in ("launcher", "import", "peers", "cluster", "data",
+                                 "first_step"))
+    round_s = r.get("round_time_s")
     lines.append(f"| {r['approach']} | {r.get('n', 1)} | {r['examples_per_sec']:.0f} | "
-                 f"{ratio} | {lat:.1f} | {100 * r['test_accuracy']:.2f}% | "
-                 f"{r['wall_time_s']:.1f} |" if lat is not None else
-                 f"| {r['approach']} | {r.get('n', 1)} | {r['examples_per_sec']:.0f} | "
-                 f"{ratio} | - | {100 * r['test_accuracy']:.2f}% | {r['wall_time_s']:.1f} |")
+                 f"{ratio} | {gflops} | {'-' if lat is None else f'{lat:.1f}'} | {split} | "
+                 f"{'-' if round_s is None else f'{round_s:.2f}'} | "
+                 f"{100 * r['test_accuracy']:.2f}% | {r['wall_time_s']:.1f} |")
+  theory, measured = peaks
+  lines += ["", "Peak of this machine (fp32): " + ", ".join(
+      x for x in (f"{theory / 1e9:.0f} GFLOP/s theoretical" if theory else "",
+                  f"{measured / 1e9:.0f} GFLOP/s measured (1024² matmul, every core)"
+                  if measured else "") if x) + "." if (theory or measured) else ""]
   return "\n".join(lines)
 
 
@@ -144,15 +198,22 @@ def main(argv: list[str] | None = None) -> int:
                      run_dir)
       row["n"] = n
       rows.append(row)
+  # After the runs: TF in this process, and every core, only now.
+  theory, how = cpu_peak_flops()
+  peaks = (theory, matmul_flops())
+  per_example = model_train_flops(fv.model)
   os.makedirs(root, exist_ok=True)
   cmd = "python -m experiments.bench " + " ".join(argv[1:])
   with open(os.path.join(root, "bench.json"), "w") as f:
-    json.dump({"machine": machine(), "command": cmd, "baseline": baseline, "rows": rows}, f,
-              indent=2)
+    json.dump({"machine": machine(), "command": cmd, "baseline": baseline, "rows": rows,
+               "peak_flops": {"theoretical": peaks[0], "matmul": peaks[1]},
+               "train_flops_per_example": per_example}, f, indent=2)
   text = (f"Measured {datetime.date.today()} on {machine()}.\n\nCommand: `{cmd.strip()}` "
-          f"(model `{fv.model}`, dataset `{fv.dataset}`, {fv.budget_examples} training "
+          f"(model `{fv.model}`, {per_example / 1e6:.1f} MFLOP per training example, "
+          f"dataset `{fv.dataset}`, {fv.budget_examples} training "
           f"examples per row, per-worker batch {fv.batch_size}; FedAvg: E=1, B=10, 10 "
-          f"clients/round, N = executor services).\n\n" + table(rows, baseline))
+          f"clients/round, N = executor services). Theoretical peak: {how}.\n\n" +
+          table(rows, baseline, per_example, peaks))
   print(text)
   if fv.markdown:
     _splice(fv.markdown, text)

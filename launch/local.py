@@ -86,6 +86,15 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("startup_timeout", None, "Passed to every trainer: seconds to wait "
                      "for its peers at start-up before failing with a line naming them "
                      "(trainers' default: 120).", flag_values=fv)
+  flags.DEFINE_bool("cpu_budget", True, "Give every task its share of its host's cores "
+                    "(intra-op threads = cores / compute tasks on the host; light roles 1; "
+                    "launch/cpu_budget.py) instead of letting each size its pools for the "
+                    "whole machine.", flag_values=fv)
+  flags.DEFINE_integer("threads_per_task", None, "Intra-op threads of every task (with "
+                       "--cpu_budget), instead of the share.", flag_values=fv)
+  flags.DEFINE_bool("pin_cpus", False, "Bind each compute task to its own cores (needs "
+                    "as many cores as compute tasks on the host; light roles get the rest).",
+                    flag_values=fv)
   flags.DEFINE_bool("allow_oversubscribe", False, "Start more than 4 tasks per core on one "
                     "host.", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the plan and every TF_CONFIG, start nothing.",
@@ -210,7 +219,9 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
           log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
           hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload,
-          base_env={ENV_LAUNCH_TIME: repr(launched)})
+          base_env={ENV_LAUNCH_TIME: repr(launched)},
+          cpu_ids=tuple(sorted(os.sched_getaffinity(0))) if fv.cpu_budget else (),
+          threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus)
       return planning.for_host(new, fv.this_host) if fv.this_host else new
 
     try:

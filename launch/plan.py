@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 from cluster import approaches, traffic
 from cluster.approaches import COMPUTE_ROLES
 from cluster.tf_config import host_of, make_tf_config
+from launch import cpu_budget
 
 # Variables a task gets from the plan that --dry_run shows beside TF_CONFIG.
 SHOWN_ENV = ("GRPC_FAIL_FAST", "LD_PRELOAD", "TFDIST_BIND_ADDRESS")
@@ -35,6 +36,12 @@ class Task:
   argv: tuple[str, ...]
   primary: bool
   may_fail: bool = False  # the job survives this task's death (PS workers)
+  cpu: cpu_budget.Share | None = None  # its share of the host's cores (None: all of them)
+
+  @property
+  def cpus(self) -> tuple[int, ...]:
+    """Cores the task is bound to (--pin_cpus); () = any."""
+    return self.cpu.cpus if self.cpu else ()
 
   @property
   def name(self) -> str:
@@ -59,6 +66,8 @@ class Plan:
       lines.append(f"  {t.name:<10} {t.address:<16} {kind:<8}"
                    f" gpu={gpu or '-'} log={t.log_path}")
       lines.append(f"    TF_CONFIG={t.tf_config}")
+      if t.cpu:
+        lines.append(f"    cpu {t.cpu.describe()}")
       env = " ".join(f"{k}={t.env[k]}" for k in SHOWN_ENV if t.env.get(k))
       if env:
         lines.append(f"    env {env}")
@@ -170,7 +179,8 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
               base_env: Mapping[str, str] | None = None, log_dir: str | None = None,
               hosts: Sequence[str] = (), port_base: int = 0,
               cluster: Mapping[str, Sequence[str]] | None = None,
-              preload: Sequence[str] = ()) -> Plan:
+              preload: Sequence[str] = (), cpu_ids: Sequence[int] = (),
+              threads_per_task: int | None = None, pin_cpus: bool = False) -> Plan:
   """The whole launch, as values. `base_env` holds extra variables for every task.
 
   Addresses: `cluster` if given (a restart keeps its addresses), else `hosts` with
@@ -178,7 +188,9 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   Every task's TFDIST_BIND_ADDRESS is the host of its own address: where its
   servers listen, once `preload` (the task shim, launch/task_shim.c) is in its
   LD_PRELOAD; with the shim, TFDIST_TRAFFIC_DIR and TFDIST_TASK say where it counts
-  the task's bytes.
+  the task's bytes. With `cpu_ids` (the cores a host offers, as this one's), every
+  task gets its share of its host's cores (launch/cpu_budget.py): thread-pool sizes
+  in its environment, and with `pin_cpus` the cores it is bound to.
   """
   record = approaches.get(approach)
   roles = record.roles(num_workers, num_ps)
@@ -192,6 +204,12 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   ordered = [(r, i) for r, n in roles.items() for i in range(n)]
   compute = [f"{r}:{i}" for r, i in ordered if r in COMPUTE_ROLES]
   gpus = assign_gpus(compute, num_gpus, gpus_per_worker)
+  shares = {}
+  if cpu_ids:
+    by_host: dict[str, list[str]] = {}
+    for r, i in ordered:
+      by_host.setdefault(host_of(cluster[r][i]), []).append(f"{r}:{i}")
+    shares = cpu_budget.assign_hosts(by_host, cpu_ids, threads_per_task, pin_cpus)
   tasks = []
   for role, index in ordered:
     name = f"{role}:{index}"
@@ -210,11 +228,14 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
         "TFDIST_RUN_ID": run_id,  # lets tests find every process of a run
         "TFDIST_BIND_ADDRESS": host_of(cluster[role][index]),
     })
+    if name in shares:
+      env.update(shares[name].env())
     tasks.append(Task(
         role=role, index=index, address=cluster[role][index], tf_config=env["TF_CONFIG"],
         env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"),
         argv=(python, "-m", record.trainer, f"--run_dir={run_dir}", *trainer_argv),
-        primary=role in record.primary_roles, may_fail=role in record.tolerated_roles))
+        primary=role in record.primary_roles, may_fail=role in record.tolerated_roles,
+        cpu=shares.get(name)))
   return Plan(approach, run_dir, run_id, cluster, tuple(tasks))
 
 

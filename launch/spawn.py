@@ -134,10 +134,13 @@ class Console:
     self.thread.join(timeout=timeout_s)
 
 
-def _child_setup(launcher_pid: int) -> None:
+def _child_setup(launcher_pid: int, cpus: tuple[int, ...] = ()) -> None:
   """In the child, between fork and exec: unblock the signals the launcher blocks
-  while starting tasks, and die with the launcher however it dies."""
+  while starting tasks, die with the launcher however it dies, and keep to the
+  task's cores if the plan pinned it (--pin_cpus)."""
   signal.pthread_sigmask(signal.SIG_SETMASK, set())
+  if cpus:
+    os.sched_setaffinity(0, cpus)
   if _LIBC is not None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
@@ -156,7 +159,8 @@ class _Running:
     self.proc = subprocess.Popen(task.argv, env=dict(env), stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True, text=True, errors="replace",
-                                 preexec_fn=functools.partial(_child_setup, os.getpid()))
+                                 preexec_fn=functools.partial(_child_setup, os.getpid(),
+                                                              task.cpus))
     self.pgid = self.proc.pid  # start_new_session: the child leads its own group
     self.thread = threading.Thread(target=self._pump, args=(console,), daemon=True)
     self.thread.start()

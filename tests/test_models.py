@@ -22,3 +22,13 @@ def test_unknown_model_lists_the_valid_ones():
     build_model("resnet")
   for name in model_names():
     assert name in str(e.value)
+
+
+def test_flop_counts_by_hand():
+  from models import flops  # pylint: disable=g-import-not-at-top
+  mlp = build_model("mlp")
+  assert flops.forward_flops(mlp) == 2 * (784 * 256 + 256 * 256 * 2 + 256 * 128 + 128 * 10)
+  small = build_model("small_cnn")
+  conv = 2 * (24 * 24 * 25 * 1 * 32 + 8 * 8 * 25 * 32 * 64)
+  assert flops.forward_flops(small) == conv + 2 * (1024 * 128 + 128 * 10)
+  assert flops.train_flops_per_example(small) == 3 * flops.forward_flops(small)

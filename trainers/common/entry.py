@@ -11,7 +11,7 @@ from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, parse_tf_config
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
-from trainers.common import lifecycle
+from trainers.common import lifecycle, startup
 from trainers.common.errors import DataError, Diverged
 
 USAGE_EXIT = exits.USAGE
@@ -45,10 +45,12 @@ def trainer_main(approach: str, config_cls: type, run: Callable[..., Any],
   run() has returned (the PS chief stops its servers there)."""
   def run_from_flags(fv: flags.FlagValues) -> None:
     # Flags and TF_CONFIG are read and validated here, before TF starts.
+    startup.mark("import")  # the trainer module (and TF) is imported by now
     config = config_lib.from_flags(config_cls, fv, approach)
     task = parse_tf_config(os.environ.get("TF_CONFIG"))
     if task.task_type in approaches.get(approach).primary_roles:
       lifecycle.await_peers(task, fv.startup_timeout)  # servers simply wait to be used
+    startup.mark("peers")
     result = run(config, task, flag_values=config_lib.flag_dict(fv))
     if after is not None:
       after(task, result)

@@ -35,7 +35,7 @@ import tensorflow as tf
 from cluster import traffic
 from cluster.tf_config import TaskInfo, launch_time
 from models import build_model
-from trainers.common import data, lifecycle, model
+from trainers.common import data, lifecycle, model, startup
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
 from trainers.common.faults import fail_if_scheduled
@@ -166,8 +166,13 @@ class Run:
         # Final figures once every task has exited: the launcher rewrites these.
         **traffic.summary_fields(traffic.read(self.traffic_dir)),
         **(self.progress.summary_fields() if self.progress else {}),
+        "startup_s": startup.breakdown(
+            self.started, self.launched,
+            self.progress.first_step_rec["time"] if self.progress and
+            self.progress.first_step_rec else None),
     }
     summary.update(fields)
+    startup.reset()
     return self.writer.write_summary(summary)
 
 
@@ -182,6 +187,7 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
   import and the cluster's start-up."""
   # TF's preemption notifier took SIGTERM over when the strategy started: take it back.
   lifecycle.honour_sigterm()
+  startup.mark("cluster")  # the approach's strategy or TFF context exists by now
   started = psutil.Process().create_time()
   launched = launch_time(os.environ)
   writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started, launched=launched)
@@ -192,6 +198,7 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
       datasets = (data.load_split(config.dataset, "train", config.data_dir,
                                   config.synthetic_examples),
                   data.load_split(config.dataset, "test", config.data_dir))
+    startup.mark("data")
     tf.keras.utils.set_random_seed(config.seed)
     yield Run(config, task, label, num_workers, writer, *datasets, started,
               launched=launched,
