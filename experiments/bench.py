@@ -39,6 +39,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("batch_size", 64, "Per-worker batch.", flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Bench directory (default runs/bench-<time>).",
                       flag_values=fv)
+  flags.DEFINE_bool("cpu_budget", True, "Launch every run (the baseline too) with the "
+                    "launcher's CPU budget per task (--nocpu_budget: TF's own pool sizes).",
+                    flag_values=fv)
   flags.DEFINE_string("markdown", "BENCHMARKS.md", "File whose BENCH section is rewritten "
                       "('' to skip).", flag_values=fv)
 
@@ -179,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     return exits.DATA
   common = [f"--model={fv.model}", f"--dataset={fv.dataset}"] + (
       [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
+  # The same CPU budget rules for every run, the single-process baseline included.
+  budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
   # Baseline: the same trainer code as all-reduce, one process, plain Keras (no strategy).
   base_plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
                                      1, fv.batch_size)
   base_dir = os.path.join(root, "baseline")
   print(f"bench: baseline single-process Keras fit ({base_plan.description})", flush=True)
   baseline = _measure("keras fit (1 process)", [
-      "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1", f"--run_dir={base_dir}", "--",
+      "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
+      f"--run_dir={base_dir}", *budget_flag, "--",
       *common, *base_plan.trainer_args, "--plain_keras"], base_dir)
   rows = []
   for name in fv.approaches:
@@ -194,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
       run_dir = os.path.join(root, f"{name}-n{n}")
       print(f"bench: {name} N={n} ({plan.description})", flush=True)
       row = _measure(name, ["launch", f"--approach={plan.approach}", *plan.launcher_args,
-                            f"--run_dir={run_dir}", "--", *common, *plan.trainer_args],
+                            f"--run_dir={run_dir}", *budget_flag, "--", *common,
+                            *plan.trainer_args],
                      run_dir)
       row["n"] = n
       rows.append(row)

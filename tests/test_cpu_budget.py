@@ -1,6 +1,9 @@
 """Each task's share of its host's cores (launch/cpu_budget.py) and how the plan
 carries it: thread pools in the environment, cores in the affinity. No timing here."""
 
+import io
+import os
+
 import pytest
 
 from launch import cpu_budget
@@ -72,7 +75,7 @@ def test_the_plan_carries_each_share_per_host_and_the_dry_run_shows_it(tmp_path)
 
 def test_launcher_dry_run_shows_the_budget_and_refuses_an_impossible_pin(capsys):
   from launch import local  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
+
   out = io.StringIO()
   assert local.main(["launch", "--approach=gossip", "--num_workers=2", "--dry_run",
                      "--", "--dataset=synthetic"], console=out) == 0
@@ -80,7 +83,7 @@ def test_launcher_dry_run_shows_the_budget_and_refuses_an_impossible_pin(capsys)
   assert local.main(["launch", "--approach=gossip", "--num_workers=2", "--dry_run",
                      "--nocpu_budget", "--", "--dataset=synthetic"], console=io.StringIO()) == 0
   capsys.readouterr()
-  many = len(__import__("os").sched_getaffinity(0)) + 1
+  many = len(os.sched_getaffinity(0)) + 1
   assert local.main(["launch", "--approach=gossip", f"--num_workers={many}", "--pin_cpus",
                      "--dry_run", "--", "--dataset=synthetic"], console=io.StringIO()) == 2
   err = capsys.readouterr().err

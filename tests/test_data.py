@@ -1,5 +1,6 @@
 """The shared data path: sharding, synthetic data, offline TFDS loading and its errors."""
 
+import os
 import subprocess
 import sys
 import time
@@ -62,6 +63,32 @@ def test_real_mnist_loads_offline(mnist_dir):
   test = data.load_split("mnist", "test", mnist_dir)
   assert test.x.shape == (10000, 28, 28, 1) and len(np.unique(test.y)) == 10
   assert test.x.dtype == np.uint8 and test.x.max() == 255
+
+
+def test_the_split_is_cached_as_arrays_and_read_back_identically(mnist_dir, tmp_path,
+                                                                   monkeypatch):
+  monkeypatch.setenv("TFDIST_CACHE_DIR", str(tmp_path / "cache"))
+  path = data.cache_path("mnist", "test", mnist_dir)
+  assert path.startswith(str(tmp_path / "cache")) and not os.path.exists(path)
+  first = data.load_split("mnist", "test", mnist_dir)    # TFRecords, then the cache
+  second = data.load_split("mnist", "test", mnist_dir)   # the cache
+  assert (tmp_path / "cache").exists() and os.path.exists(path)
+  np.testing.assert_array_equal(first.x, second.x)
+  np.testing.assert_array_equal(first.y, second.y)
+  assert second.x.dtype == np.uint8 and second.y.dtype == np.int32
+
+
+def test_cache_key_follows_the_prepared_files(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDIST_CACHE_DIR", str(tmp_path / "cache"))
+  (tmp_path / "d" / "mnist" / "3.0.1").mkdir(parents=True)
+  f = tmp_path / "d" / "mnist" / "3.0.1" / "mnist-test.tfrecord"
+  f.write_bytes(b"a")
+  before = data.cache_path("mnist", "test", str(tmp_path / "d"))
+  assert before == data.cache_path("mnist", "test", str(tmp_path / "d"))
+  assert data.cache_path("mnist", "train", str(tmp_path / "d")) != before
+  f.write_bytes(b"ab")  # re-prepared: another size
+  assert data.cache_path("mnist", "test", str(tmp_path / "d")) != before
+  assert data.cache_path("mnist", "test", str(tmp_path / "none")) is None
 
 
 def test_pipeline_standardises_pixels(mnist_dir):

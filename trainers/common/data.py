@@ -6,6 +6,8 @@ file each, which tf.distribute's FILE auto-shard policy cannot split.
 """
 
 import dataclasses
+import hashlib
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -76,9 +78,52 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
   """
   if dataset == SYNTHETIC:
     return synthetic_split(split, synthetic_examples)
+  cached = cache_path(dataset, split, data_dir)
+  if cached and os.path.exists(cached):
+    try:
+      with np.load(cached) as f:
+        return Arrays(f["x"], f["y"])
+    except (OSError, ValueError, KeyError):
+      pass  # unreadable: read the TFRecords again and rewrite it
   tfds, builder = _prepared_builder(dataset, data_dir)
   x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-  return Arrays(x.astype(np.uint8), y.astype(np.int32))
+  arrays = Arrays(x.astype(np.uint8), y.astype(np.int32))
+  if cached:
+    _write_cache(cached, arrays)
+  return arrays
+
+
+def cache_path(dataset: str, split: str, data_dir: str | None) -> str | None:
+  """Where the split's arrays are cached: every task of every run would otherwise
+  parse the same TFRecords (seconds of each task's start-up). The name carries a
+  digest of the prepared files (paths, sizes, times), so a changed dataset is
+  read afresh. $TFDIST_CACHE_DIR, else ~/.cache/tfdist; None when the dataset is
+  not on disk (the TFDS path then says why)."""
+  root = os.path.join(resolve_data_dir(data_dir) or "", dataset)
+  if not os.path.isdir(root):
+    return None
+  digest = hashlib.sha256(os.path.abspath(root).encode())
+  for base, dirs, files in sorted(os.walk(root)):
+    dirs.sort()
+    for name in sorted(files):
+      st = os.stat(os.path.join(base, name))
+      digest.update(f"{os.path.relpath(os.path.join(base, name), root)}:{st.st_size}:"
+                    f"{st.st_mtime_ns}".encode())
+  cache = os.environ.get("TFDIST_CACHE_DIR") or os.path.join(os.path.expanduser("~"),
+                                                              ".cache", "tfdist")
+  return os.path.join(cache, f"{dataset}-{split}-{digest.hexdigest()[:16]}.npz")
+
+
+def _write_cache(path: str, arrays: Arrays) -> None:
+  """Written then renamed (concurrent tasks may race: the last rename wins, whole);
+  a cache that cannot be written is only a slower start."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}.npz"
+    np.savez(tmp, x=arrays.x, y=arrays.y)
+    os.replace(tmp, path)
+  except OSError:
+    pass
 
 
 def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
