@@ -8,14 +8,17 @@ host the launcher divides them:
   compute tasks (role "worker": they run the model's steps)
       intra-op threads = the host's cores / compute tasks on it (at least 1), or
       --threads_per_task;
-  light tasks (PS servers, the PS coordinator, FedAvg's server)
-      1 intra-op thread: they apply updates, dispatch closures, aggregate (alone on
-      a host, as FedAvg's in-process chief, they share its cores);
+  ps tasks
+      1 intra-op thread: they apply updates while the workers compute;
+  the chief (PS coordinator, FedAvg's server)
+      every core of its host: it dispatches while the workers compute, and works
+      (evaluation, per-client scoring, aggregation) while they wait, so it never
+      competes with them for long, and its work is on the critical path;
   every task
       2 inter-op threads (a step's independent ops, input pipeline beside compute).
 
 With `pin`, each compute task is bound to its own cores (consecutive, k each) and the
-light tasks to the cores left over, or to all cores if none are left; it needs at
+other tasks to the cores left over, or to all cores if none are left; it needs at
 least as many cores as compute tasks.
 
 The environment a task gets (TF reads TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS
@@ -26,7 +29,7 @@ the launcher applies the affinity at spawn time (os.sched_setaffinity).
 import dataclasses
 from typing import Mapping, Sequence
 
-COMPUTE_ROLE = "worker"
+COMPUTE_ROLE, CHIEF_ROLE = "worker", "chief"
 INTER_OP_THREADS = 2
 
 
@@ -74,12 +77,9 @@ def assign(tasks: Sequence[str], cpu_ids: Sequence[int], threads_per_task: int |
                          ids[i * per_task:(i + 1) * per_task] if pin else ())
   used = len(compute) * per_task if pin else 0
   spare = ids[used:] or ids
-  # Light tasks get one thread beside compute tasks; alone on a host (FedAvg's chief
-  # running every client itself) they share its cores.
-  light_threads = 1 if compute else max(1, cores // max(1, len(light)))
   for name in light:
-    shares[name] = Share(threads_per_task or light_threads, INTER_OP_THREADS,
-                         spare if pin else ())
+    threads = cores if name.partition(":")[0] == CHIEF_ROLE else 1
+    shares[name] = Share(threads_per_task or threads, INTER_OP_THREADS, spare if pin else ())
   return shares
 
 

@@ -10,10 +10,12 @@ from launch import cpu_budget
 from launch import plan as planning
 
 
-def test_compute_tasks_split_the_cores_and_light_roles_get_one_thread():
+def test_compute_tasks_split_the_cores_ps_gets_one_thread_and_the_chief_all():
   shares = cpu_budget.assign(["chief:0", "worker:0", "worker:1", "ps:0"], range(8))
   assert shares["worker:0"].intra_op == shares["worker:1"].intra_op == 4
-  assert shares["chief:0"].intra_op == shares["ps:0"].intra_op == 1
+  assert shares["ps:0"].intra_op == 1
+  # The chief works while the workers wait (evaluation, aggregation): all cores.
+  assert shares["chief:0"].intra_op == 8
   assert all(s.inter_op == 2 and s.cpus == () for s in shares.values())
   assert shares["worker:0"].env() == {"TF_NUM_INTRAOP_THREADS": "4",
                                       "TF_NUM_INTEROP_THREADS": "2", "OMP_NUM_THREADS": "4"}
@@ -62,7 +64,8 @@ def test_the_plan_carries_each_share_per_host_and_the_dry_run_shows_it(tmp_path)
   by_name = {t.name: t for t in p.tasks}
   assert by_name["worker:1"].env["TF_NUM_INTRAOP_THREADS"] == "2"
   assert by_name["worker:1"].cpus == (2, 3) and by_name["ps:0"].cpus == (0, 1, 2, 3)
-  assert by_name["chief:0"].env["TF_NUM_INTRAOP_THREADS"] == "1"
+  assert by_name["chief:0"].env["TF_NUM_INTRAOP_THREADS"] == "4"
+  assert by_name["ps:0"].env["TF_NUM_INTRAOP_THREADS"] == "1"
   assert "cpu threads intra 2 inter 2, cpus 2-3" in p.describe()
   # Over a host list, each host divides its own cores among its own tasks.
   hosts = planning.make_plan("allreduce", 4, str(tmp_path), "rid", [], lambda: 0,
