@@ -16,3 +16,7 @@ TIMEOUT = 124        # the launcher's --timeout ran out
 TERMINATED = 143     # 128 + SIGTERM: stopped on request
 
 NOT_RETRIED = (USAGE, DATA, DIVERGED)
+
+# The launcher was told to stop (Ctrl-C, SIGTERM, SIGHUP: 128 + the signal): a tool
+# that runs several jobs (compare, bench) stops too instead of starting the next.
+STOPPED_BY_SIGNAL = (128 + 1, 128 + 2, 128 + 15)

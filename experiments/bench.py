@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                      run_dir)
       row["n"] = n
       rows.append(row)
+      if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
+        print(f"bench: stopped (exit {row['exit_code']})", flush=True)
+        return row["exit_code"]
   # After the runs: TF in this process, and every core, only now.
   theory, how = cpu_peak_flops()
   peaks = (theory, matmul_flops())

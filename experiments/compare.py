@@ -180,6 +180,10 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console) -> tuple[list[str],
       done.append(run_dir)
     else:
       failed.append(what)
+    if code in exits.STOPPED_BY_SIGNAL:  # the user stopped it: not the next run either
+      print(f"compare: stopped (exit {code}); {len(runs) - i} run(s) not started",
+            file=console, flush=True)
+      break
   return done, failed
 
 

@@ -1,5 +1,6 @@
 """The report builder on recorded run directories, budget planning, and a small compare run."""
 
+import io
 import json
 
 import pytest
@@ -173,3 +174,20 @@ def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypat
   md = (tmp_path / "report.md").read_text()
   assert "| fedavg_iid_E5 | 25 | 20 | 99.10% | 25 | 100 |" in md
   assert "| fedavg_shards_E1 | not in 400 | 350 | 98.50% | 400 | 100 |" in md
+
+
+def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):
+  """Ctrl-C or SIGTERM reaches the launcher running the first approach: compare
+  starts no other approach (it used to go on to the next one)."""
+  calls = []
+
+  def stopped(argv, console=None):
+    calls.append(argv)
+    return 143
+
+  monkeypatch.setattr(compare.local, "main", stopped)
+  out = io.StringIO()
+  code = compare.main(["compare", "--approaches=allreduce,gossip", "--dataset=synthetic",
+                       f"--run_dir={tmp_path}"], console=out)
+  assert code != 0 and len(calls) == 1
+  assert "compare: stopped (exit 143); 1 run(s) not started" in out.getvalue()
