@@ -46,19 +46,6 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "('' to skip).", flag_values=fv)
 
 
-def first_step_latency(run_dir: str, launched_at: float) -> float | None:
-  """Seconds from the launcher's start to the trainer's first finished step/round."""
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["kind"] == "first_step":
-        return rec["time"] - launched_at
-  return None
-
-
 def machine() -> str:
   cpus = os.cpu_count()
   mem = ""
@@ -85,7 +72,8 @@ def _measure(name: str, argv: list[str], run_dir: str) -> dict:
       s = json.load(f)
     row.update(examples_per_sec=s["examples_per_sec"], test_accuracy=s["test_accuracy"],
                wall_time_s=s["wall_time_s"], examples=s.get("examples_processed"),
-               first_step_latency_s=first_step_latency(run_dir, launched),
+               # The launcher passes its start to the trainer (TFDIST_LAUNCH_TIME).
+               first_step_latency_s=s.get("first_step_since_launch_s"),
                launcher_total_s=time.time() - launched, startup_s=s.get("startup_s"),
                round_time_s=s.get("round_time_s"))
   return row

@@ -153,7 +153,6 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
           start_step: int, manager: tf.train.CheckpointManager) -> tuple[int, int, float]:
   """The D-PSGD loop. Returns (final step, exchanges, consensus distance)."""
   n, progress = run_.num_workers, run_.progress
-  payload = worker.exchange.payload_bytes(worker.flat.size)
   tally, step, last = _Tally(), start_step, (float("nan"), float("nan"))
   distance, _ = worker.measure()
   run_.writer.log("step", step, consensus_distance=distance, bytes_sent_per_worker=0.0)
@@ -180,7 +179,9 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
     distance, replicas = worker.measure()
     last = (float(per_worker[:, 0].mean()), float(per_worker[:, 1].mean()))
     progress.step(chunk.epoch, chunk.step_in_epoch, step, *last, consensus_distance=distance,
-                  bytes_analytic_per_worker=float(tally.exchanges * payload),
+                  bytes_analytic_per_worker=volume.gossip(worker.flat.size,
+                                                          worker.exchange.degree,
+                                                          tally.exchanges),
                   worker_loss=per_worker[:, 0].round(5).tolist(),
                   worker_accuracy=per_worker[:, 1].round(5).tolist())
     tally = _Tally(exchanges=tally.exchanges)
@@ -189,15 +190,22 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
                 if run_.task.is_chief else None)
     if chunk.evaluates and evaluate:
       progress.evaluate(chunk.epoch, chunk.step_in_epoch, step, evaluate)
-    stop = chunk.evaluates and progress.target.stop and worker.agree(progress.should_stop)
+    # Stop at the target: decided at a mid-epoch evaluation (the epoch is then cut
+    # short, already evaluated) or after the epoch's own evaluation.
+    stop = chunk.evaluates and _agreed_stop(progress, worker)
     if chunk.closes_epoch or stop:
       progress.end_epoch(chunk.epoch, step, *last, None if stop else evaluate,
                          steps_done=chunk.step_in_epoch, consensus_distance=distance)
       manager.save(checkpoint_number=step)
-    if stop or chunk.closes_epoch and progress.target.stop and worker.agree(
-        progress.should_stop):
+      stop = stop or _agreed_stop(progress, worker)
+    if stop:
       break
   return step, tally.exchanges, distance
+
+
+def _agreed_stop(progress, worker: GossipWorker) -> bool:
+  """Whether every worker stops here (a collective when stopping at a target)."""
+  return progress.target.stop and worker.agree(progress.should_stop)
 
 
 def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
