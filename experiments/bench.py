@@ -30,8 +30,8 @@ BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("approaches", list(approaches.VARIANTS), "Approaches to measure.",
                     flag_values=fv)
-  flags.DEFINE_list("num_workers", ["1", "2", "4"], "Worker counts.", flag_values=fv)
-  flags.DEFINE_string("model", "mlp", "Model.", flag_values=fv)
+  flags.DEFINE_list("num_workers", ["1", "2"], "Worker counts.", flag_values=fv)
+  flags.DEFINE_list("models", ["cnn", "mlp"], "Models, one table each.", flag_values=fv)
   flags.DEFINE_string("dataset", "mnist", "Dataset.", flag_values=fv)
   flags.DEFINE_string("data_dir", None, "TFDS data directory.", flag_values=fv)
   flags.DEFINE_integer("budget_examples", 60_000, "Training examples per measurement.",
@@ -75,7 +75,9 @@ def _measure(name: str, argv: list[str], run_dir: str) -> dict:
                # The launcher passes its start to the trainer (TFDIST_LAUNCH_TIME).
                first_step_latency_s=s.get("first_step_since_launch_s"),
                launcher_total_s=time.time() - launched, startup_s=s.get("startup_s"),
-               round_time_s=s.get("round_time_s"))
+               round_time_s=s.get("round_time_s"),
+               steady_round_time_s=s.get("steady_round_time_s"),
+               examples_per_round=s.get("examples_per_round"))
   return row
 
 
@@ -118,37 +120,100 @@ def model_train_flops(model: str) -> int:
 
 
 def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None = None,
-          peaks: tuple[float | None, float | None] = (None, None)) -> str:
+          peaks: tuple[float | None, float | None] = (None, None),
+          client_baseline: dict | None = None) -> str:
   """The bench table: throughput and its ratio to the single-process fit, achieved
-  FLOP/s, and where the seconds to the first step went."""
+  FLOP/s against the measured peak, where the seconds to the first step went, and
+  FedAvg's steady round time against the same client work in one plain process."""
   base = baseline.get("examples_per_sec") if baseline else None
-  lines = ["| approach | N | examples/s | vs 1-process fit | achieved GFLOP/s | "
-           "start→first step s | launcher / import / peers / cluster / data / first step s "
-           "| FedAvg round s | test acc | wall s |", "|" + "---|" * 10]
-  for r in ([baseline] if baseline else []) + rows:
+  theory, measured = peaks
+  lines = ["| approach | N | examples/s | vs 1-process fit | achieved GFLOP/s | % of peak "
+           "(measured) | start→first step s | launcher / import / peers / cluster / data / "
+           "first step s | FedAvg round s (vs same work, 1 process) | test acc | wall s |",
+           "|" + "---|" * 11]
+  if client_baseline:
+    client_baseline = dict(client_baseline, approach="keras fit (1 process), B=10, SGD")
+  for r in [x for x in (baseline, client_baseline) if x] + rows:
     if r.get("exit_code") != 0:
       lines.append(f"| {r['approach']} | {r.get('n', '-')} | failed (exit {r['exit_code']}) "
-                   "|" + " |" * 7)
+                   "|" + " |" * 8)
       continue
     ratio = f"{r['examples_per_sec'] / base:.2f}x" if base else "-"
-    gflops = (f"{r['examples_per_sec'] * flops_per_example / 1e9:.1f}"
-              if flops_per_example else "-")
+    achieved = r["examples_per_sec"] * flops_per_example if flops_per_example else None
+    gflops = "-" if achieved is None else f"{achieved / 1e9:.1f}"
+    of_peak = f"{100 * achieved / measured:.0f}%" if achieved and measured else "-"
     lat = r.get("first_step_latency_s")
     phases = r.get("startup_s") or {}
     split = " / ".join("-" if phases.get(p) is None else f"{phases[p]:.1f}"
                        for p in ("launcher", "import", "peers", "cluster", "data",
                                  "first_step"))
-    round_s = r.get("round_time_s")
+    round_s, vs = r.get("steady_round_time_s"), r.get("round_vs_keras")
+    rounds = "-" if round_s is None else f"{round_s:.2f}" + (
+        f" ({vs:.2f}x)" if vs is not None else "")
     lines.append(f"| {r['approach']} | {r.get('n', 1)} | {r['examples_per_sec']:.0f} | "
-                 f"{ratio} | {gflops} | {'-' if lat is None else f'{lat:.1f}'} | {split} | "
-                 f"{'-' if round_s is None else f'{round_s:.2f}'} | "
-                 f"{100 * r['test_accuracy']:.2f}% | {r['wall_time_s']:.1f} |")
-  theory, measured = peaks
+                 f"{ratio} | {gflops} | {of_peak} | {'-' if lat is None else f'{lat:.1f}'} | "
+                 f"{split} | {rounds} | {100 * r['test_accuracy']:.2f}% | "
+                 f"{r['wall_time_s']:.1f} |")
   lines += ["", "Peak of this machine (fp32): " + ", ".join(
       x for x in (f"{theory / 1e9:.0f} GFLOP/s theoretical" if theory else "",
                   f"{measured / 1e9:.0f} GFLOP/s measured (1024² matmul, every core)"
                   if measured else "") if x) + "." if (theory or measured) else ""]
   return "\n".join(lines)
+
+
+def _fedavg_round_ratio(row: dict, client_base: dict | None) -> float | None:
+  """A FedAvg round's time over the same client work (examples, batch, epochs) done
+  by one plain Keras process: steady round time / (examples per round / its rate)."""
+  rate = client_base.get("examples_per_sec") if client_base else None
+  if not rate or not row.get("steady_round_time_s") or not row.get("examples_per_round"):
+    return None
+  return row["steady_round_time_s"] / (row["examples_per_round"] / rate)
+
+
+def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
+                num_train: int) -> dict | int:
+  """Every row for one model: the single-process baselines, then each approach at each
+  N. Returns the model's results, or the exit code of a launcher stopped by a signal."""
+  common = [f"--model={model}", f"--dataset={fv.dataset}"] + (
+      [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
+  # The same CPU budget rules for every run, the single-process baselines included.
+  budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
+
+  def baseline(name: str, batch: int, extra: list[str]) -> dict:
+    # The same trainer code as all-reduce, one process, plain Keras (no strategy).
+    plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
+                                  1, batch)
+    run_dir = os.path.join(root, model, name)
+    print(f"bench: {model}: single-process Keras fit, batch {batch} ({plan.description})",
+          flush=True)
+    return _measure("keras fit (1 process)", [
+        "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
+        f"--run_dir={run_dir}", *budget_flag, "--", *common, *plan.trainer_args,
+        "--plain_keras", *extra], run_dir)
+
+  base = baseline("baseline", fv.batch_size, [])
+  # FedAvg's client work as one plain process does it: batch B=10, plain SGD.
+  client_base = (baseline("baseline_b10", 10, ["--optimizer=sgd", "--learning_rate=0.1",
+                                               "--lr_schedule=constant"])
+                 if approaches.FEDAVG.name in fv.approaches else None)
+  rows = []
+  for name in fv.approaches:
+    for n in counts:
+      plan = budget_lib.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
+      run_dir = os.path.join(root, model, f"{name}-n{n}")
+      print(f"bench: {model}: {name} N={n} ({plan.description})", flush=True)
+      row = _measure(name, ["launch", f"--approach={plan.approach}", *plan.launcher_args,
+                            f"--run_dir={run_dir}", *budget_flag, "--", *common,
+                            *plan.trainer_args],
+                     run_dir)
+      row["n"] = n
+      if name == approaches.FEDAVG.name:
+        row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)
+      rows.append(row)
+      if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
+        print(f"bench: stopped (exit {row['exit_code']})", flush=True)
+        return row["exit_code"]
+  return {"model": model, "baseline": base, "client_baseline": client_base, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
   try:
     fv(argv)
     counts = [int(n) for n in fv.num_workers]
-  except (flags.Error, ValueError) as e:
+    for name in fv.approaches:
+      approaches.variant(name)
+    if not fv.models:
+      raise ValueError("--models is empty")
+  except (flags.Error, ValueError, KeyError) as e:
     print(f"experiments.bench: error: {e}", file=sys.stderr)
     return 2
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -168,55 +237,41 @@ def main(argv: list[str] | None = None) -> int:
   except compare.DataError as e:
     print(f"experiments.bench: error: {e}", file=sys.stderr)
     return exits.DATA
-  common = [f"--model={fv.model}", f"--dataset={fv.dataset}"] + (
-      [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
-  # The same CPU budget rules for every run, the single-process baseline included.
-  budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
-  # Baseline: the same trainer code as all-reduce, one process, plain Keras (no strategy).
-  base_plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
-                                     1, fv.batch_size)
-  base_dir = os.path.join(root, "baseline")
-  print(f"bench: baseline single-process Keras fit ({base_plan.description})", flush=True)
-  baseline = _measure("keras fit (1 process)", [
-      "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
-      f"--run_dir={base_dir}", *budget_flag, "--",
-      *common, *base_plan.trainer_args, "--plain_keras"], base_dir)
-  rows = []
-  for name in fv.approaches:
-    for n in counts:
-      plan = budget_lib.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
-      run_dir = os.path.join(root, f"{name}-n{n}")
-      print(f"bench: {name} N={n} ({plan.description})", flush=True)
-      row = _measure(name, ["launch", f"--approach={plan.approach}", *plan.launcher_args,
-                            f"--run_dir={run_dir}", *budget_flag, "--", *common,
-                            *plan.trainer_args],
-                     run_dir)
-      row["n"] = n
-      rows.append(row)
-      if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
-        print(f"bench: stopped (exit {row['exit_code']})", flush=True)
-        return row["exit_code"]
+  results = []
+  for model in fv.models:
+    result = bench_model(fv, model, root, counts, num_train)
+    if isinstance(result, int):
+      return result
+    results.append(result)
   # After the runs: TF in this process, and every core, only now.
   theory, how = cpu_peak_flops()
   peaks = (theory, matmul_flops())
-  per_example = model_train_flops(fv.model)
+  for r in results:
+    r["train_flops_per_example"] = model_train_flops(r["model"])
   os.makedirs(root, exist_ok=True)
   cmd = "python -m experiments.bench " + " ".join(argv[1:])
   with open(os.path.join(root, "bench.json"), "w") as f:
-    json.dump({"machine": machine(), "command": cmd, "baseline": baseline, "rows": rows,
-               "peak_flops": {"theoretical": peaks[0], "matmul": peaks[1]},
-               "train_flops_per_example": per_example}, f, indent=2)
-  text = (f"Measured {datetime.date.today()} on {machine()}.\n\nCommand: `{cmd.strip()}` "
-          f"(model `{fv.model}`, {per_example / 1e6:.1f} MFLOP per training example, "
-          f"dataset `{fv.dataset}`, {fv.budget_examples} training "
-          f"examples per row, per-worker batch {fv.batch_size}; FedAvg: E=1, B=10, 10 "
-          f"clients/round, N = executor services). Theoretical peak: {how}.\n\n" +
-          table(rows, baseline, per_example, peaks))
+    json.dump({"machine": machine(), "command": cmd, "models": results,
+               "peak_flops": {"theoretical": peaks[0], "matmul": peaks[1]}}, f, indent=2)
+  parts = [f"Measured {datetime.date.today()} on {machine()}.\n\nCommand: `{cmd.strip()}` "
+           f"(dataset `{fv.dataset}`, {fv.budget_examples} training examples per row, "
+           f"per-worker batch {fv.batch_size}; FedAvg: E=1, B=10, 10 clients/round, "
+           f"N = executor services; FedAvg's round is compared with one plain Keras "
+           f"process doing the same client work: batch 10, SGD). Theoretical peak: {how}."]
+  for r in results:
+    parts.append(f"### `{r['model']}` ({r['train_flops_per_example'] / 1e6:.2f} MFLOP per "
+                 f"training example)\n\n" + table(r["rows"], r["baseline"],
+                                                    r["train_flops_per_example"], peaks,
+                                                    r["client_baseline"]))
+  text = "\n\n".join(parts)
   print(text)
   if fv.markdown:
     _splice(fv.markdown, text)
     print(f"bench: table written to {fv.markdown}")
-  return 0 if all(r["exit_code"] == 0 for r in rows + [baseline]) else 1
+  ok = all(row["exit_code"] == 0 for r in results
+           for row in r["rows"] + [r["baseline"]] + ([r["client_baseline"]]
+                                                       if r["client_baseline"] else []))
+  return 0 if ok else 1
 
 
 def _splice(path: str, text: str) -> None:

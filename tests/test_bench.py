@@ -11,15 +11,40 @@ def test_table_shows_ratio_flops_and_the_start_up_breakdown():
   row = {"approach": "allreduce", "n": 2, "exit_code": 0, "examples_per_sec": 900.0,
          "test_accuracy": 0.95, "wall_time_s": 12.0, "first_step_latency_s": None}
   failed = {"approach": "gossip", "n": 2, "exit_code": 69}
-  text = bench.table([row, failed], base, flops_per_example=3_000_000, peaks=(8e10, 5e10))
+  client = {"approach": "keras fit (1 process)", "exit_code": 0, "examples_per_sec": 500.0,
+            "test_accuracy": 0.9, "wall_time_s": 10.0}
+  fedavg = {"approach": "fedavg", "n": 2, "exit_code": 0, "examples_per_sec": 100.0,
+            "test_accuracy": 0.9, "wall_time_s": 30.0, "steady_round_time_s": 15.0,
+            "examples_per_round": 6000.0}
+  fedavg["round_vs_keras"] = bench._fedavg_round_ratio(fedavg, client)
+  assert fedavg["round_vs_keras"] == 15.0 / (6000 / 500)  # 1.25x the same work
+  text = bench.table([row, failed, fedavg], base, flops_per_example=3_000_000,
+                     peaks=(8e10, 5e10), client_baseline=client)
   lines = text.splitlines()
-  assert "| keras fit (1 process) | 1 | 1000 | 1.00x | 3.0 | 5.0 | 0.5 / 3.0 / 0.0 / 0.1 / " \
-         "0.4 / 1.0 | - | 95.00% | 10.0 |" in lines
-  assert "| allreduce | 2 | 900 | 0.90x | 2.7 | - | - / - / - / - / - / - | - |" \
+  assert "| keras fit (1 process) | 1 | 1000 | 1.00x | 3.0 | 6% | 5.0 | 0.5 / 3.0 / 0.0 / " \
+         "0.1 / 0.4 / 1.0 | - | 95.00% | 10.0 |" in lines
+  assert "| keras fit (1 process), B=10, SGD | 1 | 500 | 0.50x |" in text
+  assert "| allreduce | 2 | 900 | 0.90x | 2.7 | 5% | - | - / - / - / - / - / - | - |" \
+         in text
+  assert "| fedavg | 2 | 100 | 0.10x | 0.3 | 1% | - | - / - / - / - / - / - | 15.00 (1.25x) |" \
          in text
   assert "| gossip | 2 | failed (exit 69) |" in text
   assert "80 GFLOP/s theoretical, 50 GFLOP/s measured" in text
-  assert all(line.count("|") == lines[0].count("|") for line in lines[:5])
+  assert all(line.count("|") == lines[0].count("|") for line in lines[:7])
+
+
+def test_fedavg_steady_rounds_leave_out_the_compiling_first_round():
+  from trainers import federated
+  history = [{"round_time_s": 50.0, "examples": 6000}, {"round_time_s": 4.0, "examples": 6000},
+             {"round_time_s": 6.0, "examples": 5000}, {"round_time_s": 5.0, "examples": 7000}]
+  assert federated.steady_rounds(history) == {"steady_round_time_s": 5.0,
+                                              "examples_per_round": 6000.0}
+  assert federated.steady_rounds(history[:1]) == {}
+
+
+def test_bad_flags_are_one_line_before_any_run(capsys):
+  assert bench.main(["bench", "--approaches=allreduce,nope"]) == 2
+  assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_theoretical_peak_reads_this_machine():

@@ -38,10 +38,13 @@ class AllReduceConfig:
   communication: str = "auto"
   plain_keras: bool = False
   steps_per_execution: int = 10
+  bytes_per_pack: int = 0
 
   def __post_init__(self):
     check_choice("communication", self.communication, trainer_flags.COMMUNICATIONS)
     config_lib.check_positive("steps_per_execution", self.steps_per_execution)
+    if self.bytes_per_pack < 0:
+      raise ConfigError(f"--bytes_per_pack must be >= 0, got {self.bytes_per_pack}")
 
 
 def make_strategy(config: AllReduceConfig):
@@ -51,7 +54,8 @@ def make_strategy(config: AllReduceConfig):
     return tf.distribute.get_strategy()  # the default: no distribution at all
   impl = tf.distribute.experimental.CommunicationImplementation[config.communication.upper()]
   return tf.distribute.MultiWorkerMirroredStrategy(
-      communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+      communication_options=tf.distribute.experimental.CommunicationOptions(
+          implementation=impl, bytes_per_pack=config.bytes_per_pack))
 
 
 def agreement(strategy) -> Callable[[bool], bool]:

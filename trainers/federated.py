@@ -163,6 +163,16 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
   return round_num
 
 
+def steady_rounds(history: list[dict]) -> dict:
+  """The rounds after the first (which includes TFF compiling the round): median
+  round time and mean examples per round, what one plain process is compared with."""
+  later = [r for r in history if r.get("round_time_s") is not None][1:]
+  if not later:
+    return {}
+  return {"steady_round_time_s": float(np.median([r["round_time_s"] for r in later])),
+          "examples_per_round": float(np.mean([r["examples"] for r in later]))}
+
+
 def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
           flag_values: dict | None, datasets=None, in_process: bool = False) -> dict:
   """The server's side of FedAvg, on the executor services at `addresses`."""
@@ -201,6 +211,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
         server_learning_rate=config.server_learning_rate,
         rounds_to_target=reached["steps_to_target"] if reached else None,
         round_time_s=run_.progress.train_time_s / max(len(run_.progress.history), 1),
+        **steady_rounds(run_.progress.history),
         bytes_broadcast_per_round=config.clients_per_round * 4 * num_params,
         bytes_uploaded_per_round=upload,
         bytes_uploaded_per_client=upload * last_round / config.num_clients,

@@ -98,6 +98,9 @@ def define_allreduce_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("steps_per_execution", 10, "Training steps per Keras function call "
                        "(fewer Python round trips; progress and fault injection see every "
                        "K-th step).", flag_values=fv)
+  flags.DEFINE_integer("bytes_per_pack", 0, "Split the gradient all-reduce into packs of "
+                       "about this many bytes, which run concurrently (0: one pack; TF's "
+                       "CommunicationOptions).", flag_values=fv)
   flags.DEFINE_bool("plain_keras", False, "Single process only: plain Keras fit with no "
                     "tf.distribute strategy (the benchmarks' baseline).", flag_values=fv)
 
