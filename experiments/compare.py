@@ -24,8 +24,9 @@ from absl import flags
 
 from cluster import approaches, exits
 from experiments import budget as budget_lib
+from experiments import regimes as regimes_lib
 from experiments import report as report_lib
-from launch import local, preflight
+from launch import links, local, preflight
 from trainers.common.errors import DataError
 from trainers.flags import SYNTHETIC
 
@@ -68,6 +69,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_integer("paper_max_rounds", 400, "fedavg_paper: round limit per setting.",
                        flag_values=fv)
+  flags.DEFINE_list("regimes", [], "Run the comparison under each of these regimes "
+                    "(experiments/regimes.py: all, or any of baseline, link_100mbit, "
+                    "link_10mbit, straggler, shards) and write regimes.md/json/png. "
+                    "Unless given, --num_workers becomes 4, --target_accuracy 0.98 and "
+                    "--max_examples 60000.", flag_values=fv)
 
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
@@ -97,6 +103,21 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   for name in ("max_examples", "budget_examples", "eval_every_examples", "seeds"):
     if fv[name].value is not None and fv[name].value < 1:
       raise flags.Error(f"--{name} must be >= 1, got {fv[name].value}")
+  if fv.regimes:
+    try:
+      chosen = regimes_lib.parse(fv.regimes)
+    except ValueError as e:
+      raise flags.Error(str(e)) from e
+    if any(r.needs_links for r in chosen) and (why := links.missing()):
+      raise flags.Error(f"--regimes={','.join(fv.regimes)}: {why}")
+    if fv.preset:
+      raise flags.Error("--regimes and --preset are two different jobs; give one")
+    # The regime grid's defaults: N=4 (so gossip's ring is not the full graph), and a
+    # target and cap that keep the 10 Mbit/s runs within minutes.
+    for name, value in (("num_workers", 4), ("target_accuracy", 0.98),
+                        ("max_examples", 60_000)):
+      if not fv[name].present:
+        fv[name].value = value
   return fv
 
 
@@ -133,6 +154,9 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   except DataError as e:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
     return exits.DATA
+  if fv.regimes:
+    return run_regimes(fv, num_train, os.path.abspath(
+        fv.run_dir or os.path.join("runs", f"regimes-{stamp}")), console)
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
   runs = plan_runs(fv, num_train)
   mode = (f"budget {fv.budget_examples} examples each" if fv.budget_examples else
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
         f"dataset {fv.dataset}, {fv.num_workers} workers, {mode}; in {root}",
         file=console, flush=True)
   started = time.time()
-  done, failed = _run_all(fv, runs, root, console)
+  done, failed, _ = _run_all(fv, runs, root, console)
   if done:
     rows = report_lib.build_report(
         done, root, title="Four ways to distribute MNIST training", preamble=_preamble(
@@ -155,8 +179,40 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   return 0
 
 
-def _run_all(fv: flags.FlagValues, runs, root: str, console) -> tuple[list[str], list[str]]:
-  """Launches every run in turn; (run dirs that succeeded, names that failed)."""
+def run_regimes(fv: flags.FlagValues, num_train: int, root: str, console) -> int:
+  """The comparison once per regime (root/<regime>/<approach>), then the grid."""
+  chosen = regimes_lib.parse(fv.regimes)
+  runs = plan_runs(fv, num_train)
+  mode = f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)"
+  print(f"compare: {len(chosen)} regime(s) x {len(fv.approaches)} approach(es), model "
+        f"{fv.model}, {fv.num_workers} workers, {mode}; in {root}", file=console, flush=True)
+  started, cells, code = time.time(), {}, 0
+  for regime in chosen:
+    print(f"compare: regime {regime.name}: {regime.what}", file=console, flush=True)
+    done, failed, stopped = _run_all(fv, runs, os.path.join(root, regime.name), console,
+                                     regime.launcher_args, regime.trainer_args)
+    cells[regime.name] = {}
+    for name, _, _ in runs:
+      run_dir = os.path.join(root, regime.name, name)
+      summary = (report_lib.load_run(run_dir)["summary"] if run_dir in done else None)
+      cells[regime.name][name] = regimes_lib.cell(summary)
+    code = code or (1 if failed else 0)
+    os.makedirs(root, exist_ok=True)
+    table = regimes_lib.write(root, cells, fv.approaches, chosen[:len(cells)],
+                              fv.target_accuracy, _preamble(fv, runs, mode))
+    if stopped:
+      return stopped
+  print(table, file=console)
+  print(f"compare: regimes done in {time.time() - started:.0f}s; {root}/regimes.md, "
+        "regimes.json, regimes.png", file=console, flush=True)
+  return code
+
+
+def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
+             trainer_args=()) -> tuple[list[str], list[str], int]:
+  """Launches every run in turn, with `launcher_args` / `trainer_args` added to each;
+  (run dirs that succeeded, names that failed, the exit code of a launcher stopped by
+  a signal or 0)."""
   common = [f"--model={fv.model}", f"--dataset={fv.dataset}",
             f"--synthetic_examples={fv.synthetic_examples}"]
   if fv.data_dir:
@@ -166,9 +222,9 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console) -> tuple[list[str],
     run_dir = os.path.join(root, name, f"seed_{seed}") if fv.seeds > 1 else os.path.join(
         root, name)
     what = f"{name}{f' seed {seed}' if fv.seeds > 1 else ''}"
-    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args,
+    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args, *launcher_args,
             f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
-            f"--seed={seed}", *plan.trainer_args]
+            f"--seed={seed}", *plan.trainer_args, *trainer_args]
     print(f"compare: [{i}/{len(runs)}] {what}: {plan.description} "
           f"(at most {plan.examples} examples) ...", file=console, flush=True)
     t = time.time()
@@ -179,12 +235,12 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console) -> tuple[list[str],
     if code == 0:
       done.append(run_dir)
     else:
-      failed.append(what)
+      failed.append(f"{what} (exit {code})")
     if code in exits.STOPPED_BY_SIGNAL:  # the user stopped it: not the next run either
       print(f"compare: stopped (exit {code}); {len(runs) - i} run(s) not started",
             file=console, flush=True)
-      break
-  return done, failed
+      return done, failed, code
+  return done, failed, 0
 
 
 def _preamble(fv: flags.FlagValues, runs, mode: str) -> str:

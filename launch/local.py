@@ -20,6 +20,10 @@ Host lists: `--hosts=h1,h2 --port_base=P` plans the job over several machines
 and prints, per host, its command; `--this_host=h1` starts that host's tasks.
 Every server listens only on its own task's address (see launch/task_shim.c).
 
+Regimes: `--link=100mbit` runs every task in a network namespace of its own, joined
+by a bridge through a tbf-capped veth pair (launch/links.py; root and iproute2);
+`--straggler=worker:1:3` makes that task 3x slower (it runs 1/3 of the time).
+
 Bad input (flags, data, ports, hosts, run dir, cores) is one line and exit 2
 before anything starts (launch/preflight.py). No task outlives the launcher, on
 any path (launch/spawn.py). Exit codes (cluster/exits.py): 0 success; 2 usage
@@ -41,6 +45,7 @@ from absl import flags
 
 from cluster import approaches, exits, traffic
 from cluster.tf_config import ENV_LAUNCH_TIME, parse_tf_config
+from launch import links as links_lib
 from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
@@ -97,6 +102,14 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_bool("allow_oversubscribe", False, "Start more than 4 tasks per core on one "
                     "host.", flag_values=fv)
+  flags.DEFINE_string("link", None, "Cap every task's link at this rate each way "
+                      "(e.g. 10mbit, 100mbit, 1gbit): each task gets a network namespace, "
+                      "joined to the others by a bridge through a tbf-capped veth pair. "
+                      "Local jobs, root and iproute2 only; delay cannot be added (no "
+                      "netem).", flag_values=fv)
+  flags.DEFINE_string("straggler", None, "ROLE:INDEX:FACTOR, e.g. worker:1:3: that task "
+                      "runs FACTOR times slower (the launcher lets it run 1/FACTOR of the "
+                      "time, SIGSTOP/SIGCONT every 50 ms).", flag_values=fv)
   flags.DEFINE_bool("dry_run", False, "Print the plan and every TF_CONFIG, start nothing.",
                     flag_values=fv)
 
@@ -120,16 +133,37 @@ def _usage_error(msg: str) -> int:
   return USAGE_EXIT
 
 
-def _complete_traffic(run_dir: str) -> None:
+def _link_cluster(links: links_lib.Links, fv: flags.FlagValues) -> dict:
+  """--link: every task at its namespace's address, all on the same port."""
+  roles = approaches.get(fv.approach).roles(fv.num_workers, fv.num_ps)
+  by_task = links.by_task()
+  return {r: tuple(f"{by_task[f'{r}:{i}'].address}:{links_lib.PORT}" for i in range(n))
+          for r, n in roles.items()}
+
+
+def link_fields(links: links_lib.Links, counts: dict[str, dict[str, int]]) -> dict:
+  """summary.json's second measure of the bytes on the wire: the veth counters (frames,
+  headers included), mean over the worker tasks and per task, and the cap."""
+  workers = [c for t, c in counts.items() if t.startswith("worker:")] or list(counts.values())
+  mean = lambda key: sum(c[key] for c in workers) / len(workers) if workers else None
+  return {"link_rate_bps": links.rate_bps, "link_bytes_by_task": counts,
+          "link_bytes_sent_per_worker": mean("sent"),
+          "link_bytes_received_per_worker": mean("received")}
+
+
+def _complete_summary(run_dir: str, extra: dict | None = None) -> None:
   """Once every task has exited, its shim has written its final counts: the chief's
-  summary.json gets the final bytes on the wire (it wrote them up to 0.5 s stale)."""
+  summary.json gets the final bytes on the wire (it wrote them up to 0.5 s stale),
+  and what only the launcher knows (`extra`: the veth counters, the straggler)."""
   path = os.path.join(run_dir, "summary.json")
   totals = traffic.read(traffic.traffic_dir(run_dir))
-  if not totals or not os.path.exists(path):
+  if not (totals or extra) or not os.path.exists(path):
     return
   with open(path) as f:
     summary = json.load(f)
-  summary.update(traffic.summary_fields(totals))
+  if totals:
+    summary.update(traffic.summary_fields(totals))
+  summary.update(extra or {})
   write_json_atomic(path, summary)
 
 
@@ -142,7 +176,7 @@ def _print_summary(run_dir: str, out) -> None:
     summary = json.load(f)
   keys = ("approach", "dataset", "model", "num_workers", "test_accuracy", "test_loss",
           "wall_time_s", "train_time_s", "examples_per_sec", "time_to_target_s",
-          "bytes_sent_per_worker", "bytes_received_per_worker")
+          "bytes_sent_per_worker", "bytes_received_per_worker", "link_bytes_sent_per_worker")
   print("summary: " + ", ".join(
       f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
       for k in keys if k in summary), file=out)
@@ -174,6 +208,19 @@ def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValu
   if any(a.startswith(("--fail_task", "--fail_at_step")) for a in rest) and fv.max_restarts:
     raise ValueError("with --max_restarts, give --fail_task/--fail_at_step to the "
                      "launcher (injected once), not to the trainer")
+  if (fv.approach == approaches.GOSSIP.name and getattr(tfv, "topology", None) ==
+      "one_peer_exp" and fv.num_workers & (fv.num_workers - 1)):
+    raise ValueError(f"--topology=one_peer_exp needs a power-of-two --num_workers, got "
+                     f"{fv.num_workers}")
+  if fv.link is not None:
+    links_lib.parse_rate(fv.link)
+    if fv.hosts:
+      raise ValueError("--link caps the links of a local job; drop --hosts or --link")
+    if not fv.dry_run and (why := links_lib.missing()):
+      raise ValueError(why)
+  if fv.straggler is not None:  # (the task names need a valid --num_workers first)
+    names = planning.task_names(fv.approach, fv.num_workers, fv.num_ps)
+    planning.parse_straggler(fv.straggler, names)
   preflight.check_timeout(fv.timeout)
   for host in fv.hosts:
     preflight.check_host_name(host)
@@ -189,7 +236,8 @@ def _preflight_machine(plan: planning.Plan, fv: flags.FlagValues) -> None:
   writable run directory, and cores enough."""
   if fv.this_host:
     preflight.check_ours(fv.this_host)
-  preflight.check_ports_free((t.name, t.address) for t in plan.tasks)
+  if not fv.link:  # with --link every task has a namespace (and its ports) of its own
+    preflight.check_ports_free((t.name, t.address) for t in plan.tasks)
   preflight.check_writable(plan.run_dir)
   per_host = {h: len(ts) for h, ts in planning.host_plans(plan).items()}
   preflight.check_oversubscription(per_host, os.cpu_count() or 1, fv.allow_oversubscribe)
@@ -206,6 +254,13 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   run_dir = os.path.abspath(fv.run_dir or default_run_dir(fv.approach))
   run_id = uuid.uuid4().hex
   num_gpus = visible_gpu_count() if fv.gpus_per_worker else 0
+  try:
+    names = planning.task_names(fv.approach, fv.num_workers, fv.num_ps)
+    links = (links_lib.plan(names, links_lib.parse_rate(fv.link), os.getpid())
+             if fv.link else None)
+    straggler = dict([planning.parse_straggler(fv.straggler, names)]) if fv.straggler else {}
+  except ValueError as e:
+    return _usage_error(str(e))
   out = spawn.Console(console)  # never blocks, never raises on a closed console
   try:
     preload = _preload(fv.bind, out)
@@ -221,14 +276,17 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload,
           base_env={ENV_LAUNCH_TIME: repr(launched)},
           cpu_ids=tuple(sorted(os.sched_getaffinity(0))) if fv.cpu_budget else (),
-          threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus)
+          threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus,
+          netns={l.task: l.netns for l in links.links} if links else None,
+          slowdown=straggler)
       return planning.for_host(new, fv.this_host) if fv.this_host else new
 
     try:
-      plan = plan_attempt(0)
+      plan = plan_attempt(0, _link_cluster(links, fv) if links else None)
       planning.check_fail_task(fv.approach, plan.cluster, fv.fail_task, fv.fail_at_step)
       if fv.hosts and not fv.this_host or fv.dry_run:
-        print(plan.describe() if fv.dry_run else _host_commands(plan, argv), file=out)
+        text = plan.describe() if fv.dry_run else _host_commands(plan, argv)
+        print(text + (f"\n{links.describe()}" if links and fv.dry_run else ""), file=out)
         return 0
       _preflight_machine(plan, fv)
     except ValueError as e:
@@ -237,12 +295,32 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
       os.makedirs(traffic.traffic_dir(run_dir), exist_ok=True)
 
     def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
-      # Same addresses for a host list; fresh ports for a local job (old ones may linger).
-      return plan_attempt(attempt, cluster=previous.cluster if fv.hosts else None)
+      # Same addresses for a host list (and in the --link namespaces); fresh ports for
+      # a local job (old ones may linger).
+      keep = fv.hosts or links
+      return plan_attempt(attempt, cluster=previous.cluster if keep else None)
 
-    outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
-                                               out)
-    _report(outcome, attempts, restarts, plan, fv.max_restarts, out)
+    if links_lib.missing() is None:
+      for name in links_lib.remove_stale():  # left by a launcher killed with SIGKILL
+        print(f"launcher: removed stale network namespace {name}", file=out)
+    extra = ({"straggler": {"task": next(iter(straggler)), "factor": next(
+        iter(straggler.values())), "how": f"runs {spawn.RUN_SLICE_S * 1000:.0f} ms, then "
+        "stands still (SIGSTOP) for (factor - 1) times that"}} if straggler else {})
+    try:
+      if links:
+        try:
+          links_lib.create(links)
+        except links_lib.LinkError as e:
+          return _usage_error(str(e))
+        print(f"launcher: {links.describe()}", file=out, flush=True)
+      outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
+                                                 out)
+      if links:  # every task has exited: the veth counters are final
+        extra.update(link_fields(links, links_lib.counters(links)))
+    finally:
+      if links:
+        links_lib.destroy(links)
+    _report(outcome, attempts, restarts, plan, fv.max_restarts, out, extra)
     return outcome.exit_code
   finally:
     out.close()
@@ -261,7 +339,7 @@ def _preload(bind_mode: str, out) -> tuple[str, ...]:
 
 
 def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
-            plan: planning.Plan, max_restarts: int, out) -> None:
+            plan: planning.Plan, max_restarts: int, out, extra: dict | None = None) -> None:
   run_dir = plan.run_dir
   if max_restarts:
     write_json_atomic(os.path.join(run_dir, "launcher.json"),
@@ -270,7 +348,7 @@ def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
     print(f"launcher: success{f' after {restarts} restart(s)' if restarts else ''}; "
           f"run directory {run_dir}", file=out)
     if any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
-      _complete_traffic(run_dir)
+      _complete_summary(run_dir, extra)
       _print_summary(run_dir, out)  # written by the chief: absent on the other hosts
   else:
     print(f"launcher: FAILED ({outcome.reason}); logs in {os.path.join(run_dir, 'logs')}",

@@ -37,6 +37,8 @@ class Task:
   primary: bool
   may_fail: bool = False  # the job survives this task's death (PS workers)
   cpu: cpu_budget.Share | None = None  # its share of the host's cores (None: all of them)
+  netns: str | None = None  # --link: the network namespace it runs in
+  slowdown: float = 1.0     # --straggler: runs 1/slowdown of the time (launch/spawn.py)
 
   @property
   def cpus(self) -> tuple[int, ...]:
@@ -68,6 +70,10 @@ class Plan:
       lines.append(f"    TF_CONFIG={t.tf_config}")
       if t.cpu:
         lines.append(f"    cpu {t.cpu.describe()}")
+      if t.netns:
+        lines.append(f"    netns {t.netns}")
+      if t.slowdown != 1.0:
+        lines.append(f"    straggler: {t.slowdown:g}x slower (runs 1/{t.slowdown:g} of the time)")
       env = " ".join(f"{k}={t.env[k]}" for k in SHOWN_ENV if t.env.get(k))
       if env:
         lines.append(f"    env {env}")
@@ -180,7 +186,9 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
               hosts: Sequence[str] = (), port_base: int = 0,
               cluster: Mapping[str, Sequence[str]] | None = None,
               preload: Sequence[str] = (), cpu_ids: Sequence[int] = (),
-              threads_per_task: int | None = None, pin_cpus: bool = False) -> Plan:
+              threads_per_task: int | None = None, pin_cpus: bool = False,
+              netns: Mapping[str, str] | None = None,
+              slowdown: Mapping[str, float] | None = None) -> Plan:
   """The whole launch, as values. `base_env` holds extra variables for every task.
 
   Addresses: `cluster` if given (a restart keeps its addresses), else `hosts` with
@@ -190,7 +198,9 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
   LD_PRELOAD; with the shim, TFDIST_TRAFFIC_DIR and TFDIST_TASK say where it counts
   the task's bytes. With `cpu_ids` (the cores a host offers, as this one's), every
   task gets its share of its host's cores (launch/cpu_budget.py): thread-pool sizes
-  in its environment, and with `pin_cpus` the cores it is bound to.
+  in its environment, and with `pin_cpus` the cores it is bound to. `netns` (task name
+  -> namespace, --link) and `slowdown` (task name -> factor, --straggler) are passed
+  through to the spawner.
   """
   record = approaches.get(approach)
   roles = record.roles(num_workers, num_ps)
@@ -235,8 +245,33 @@ def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
         env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"),
         argv=(python, "-m", record.trainer, f"--run_dir={run_dir}", *trainer_argv),
         primary=role in record.primary_roles, may_fail=role in record.tolerated_roles,
-        cpu=shares.get(name)))
+        cpu=shares.get(name), netns=(netns or {}).get(name),
+        slowdown=(slowdown or {}).get(name, 1.0)))
   return Plan(approach, run_dir, run_id, cluster, tuple(tasks))
+
+
+def task_names(approach: str, num_workers: int, num_ps: int = 0) -> list[str]:
+  """The job's task names in plan order (role order, then index)."""
+  roles = approaches.get(approach).roles(num_workers, num_ps)
+  return [f"{r}:{i}" for r, n in roles.items() for i in range(n)]
+
+
+def parse_straggler(text: str, names: Sequence[str]) -> tuple[str, float]:
+  """'worker:1:3' -> ("worker:1", 3.0); the task must be one of `names`."""
+  role, _, rest = text.partition(":")
+  index, _, factor = rest.partition(":")
+  try:
+    value = float(factor)
+  except ValueError:
+    value = None
+  if not role or not index.isdigit() or value is None:
+    raise ValueError(f"--straggler must be ROLE:INDEX:FACTOR (e.g. worker:1:3), got {text!r}")
+  if f"{role}:{index}" not in names:
+    raise ValueError(f"--straggler={text}: {role}:{index} is not a task of this job "
+                     f"({', '.join(names)})")
+  if not 1.0 < value <= 100.0:
+    raise ValueError(f"--straggler={text}: FACTOR must be in (1, 100], got {factor}")
+  return f"{role}:{index}", value
 
 
 def restarted_task(task: Task, log_dir: str, approach: str, attempt: int) -> Task:

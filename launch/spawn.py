@@ -40,6 +40,11 @@ TAIL_LINES = 20
 CONSOLE_BACKLOG = 10_000  # lines; beyond this a slow console loses lines
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+_CLONE_NEWNET = 0x40000000
+# --straggler: the task runs for RUN_SLICE_S, then stands still for (factor - 1) times
+# that, so everything it does (compute, and answering its peers) takes factor times
+# as long in wall time.
+RUN_SLICE_S = 0.05
 # TF's and TFF's start-up lines that say nothing about this run (every process prints
 # them on a CPU-only machine): kept in each task's log, left off the console.
 HARMLESS = ("Unable to register cuDNN factory", "Unable to register cuFFT factory",
@@ -134,13 +139,19 @@ class Console:
     self.thread.join(timeout=timeout_s)
 
 
-def _child_setup(launcher_pid: int, cpus: tuple[int, ...] = ()) -> None:
+def _child_setup(launcher_pid: int, cpus: tuple[int, ...] = (),
+                 netns: str | None = None) -> None:
   """In the child, between fork and exec: unblock the signals the launcher blocks
-  while starting tasks, die with the launcher however it dies, and keep to the
-  task's cores if the plan pinned it (--pin_cpus)."""
+  while starting tasks, die with the launcher however it dies, keep to the task's
+  cores if the plan pinned it (--pin_cpus), and enter its network namespace (--link)."""
   signal.pthread_sigmask(signal.SIG_SETMASK, set())
   if cpus:
     os.sched_setaffinity(0, cpus)
+  if netns:
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    if _LIBC is None or _LIBC.setns(fd, _CLONE_NEWNET) != 0:
+      os._exit(1)  # pylint: disable=protected-access
+    os.close(fd)
   if _LIBC is not None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
@@ -160,10 +171,34 @@ class _Running:
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True, text=True, errors="replace",
                                  preexec_fn=functools.partial(_child_setup, os.getpid(),
-                                                              task.cpus))
+                                                              task.cpus, task.netns))
     self.pgid = self.proc.pid  # start_new_session: the child leads its own group
     self.thread = threading.Thread(target=self._pump, args=(console,), daemon=True)
     self.thread.start()
+    self.stop_cycling = threading.Event()
+    self.cycler = None
+    if task.slowdown > 1.0:
+      self.cycler = threading.Thread(target=self._duty_cycle, daemon=True)
+      self.cycler.start()
+
+  def _duty_cycle(self) -> None:
+    """--straggler: SIGSTOP/SIGCONT the task's group so it runs 1/slowdown of the time."""
+    pause = RUN_SLICE_S * (self.task.slowdown - 1.0)
+    try:
+      while not self.stop_cycling.wait(RUN_SLICE_S):
+        os.killpg(self.pgid, signal.SIGSTOP)
+        try:
+          self.stop_cycling.wait(pause)
+        finally:
+          os.killpg(self.pgid, signal.SIGCONT)
+    except (ProcessLookupError, PermissionError):
+      pass
+
+  def end_cycling(self) -> None:
+    """Lets a straggler run freely again (before it is signalled to stop)."""
+    if self.cycler is not None:
+      self.stop_cycling.set()
+      self.cycler.join(timeout=1.0)
 
   def _pump(self, console: Console) -> None:
     """Log first, console second; never stops reading (a full pipe would block the task)."""
@@ -180,6 +215,7 @@ class _Running:
       console.write(prefix + line)
 
   def signal_group(self, sig: int) -> None:
+    self.end_cycling()  # a stopped straggler would not act on SIGTERM
     try:
       os.killpg(self.pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -193,6 +229,7 @@ class _Running:
       return False
 
   def close(self) -> None:
+    self.end_cycling()
     self.thread.join(timeout=2.0)
     if self.proc.stdout:
       self.proc.stdout.close()

@@ -44,6 +44,43 @@ def test_every_worker_mixes_exactly_its_row_of_w(n, topology):
   assert {g for g, _ in by_group} == {k for k, _ in exchange_groups(n, topology)}
 
 
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_one_peer_exchange_sends_to_one_peer_in_an_order_that_cannot_deadlock(n):
+  """Every send meets a worker that receives first, phase by phase; the mix is row i
+  of W_t, and only the vector (no id) goes over the wire, to one peer."""
+  x = np.random.default_rng(1).integers(-8, 8, size=(n, 3)).astype(np.float32)
+  for phase in range(gossip_math.one_peer_phases(n)):
+    want = gossip_math.one_peer_matrix(n, phase) @ x.astype(np.float64)
+    order, sends, recvs = {}, {}, {}
+    for me in range(n):
+      ops = []
+
+      def send(vector, key, instance, me=me, ops=ops):
+        ops.append("send")
+        sends[key] = (me, instance)
+        return tf.constant(0.0)
+
+      def recv(like, key, instance, ops=ops):
+        ops.append("recv")
+        recvs.setdefault(key, []).append(instance)
+        return tf.constant(x[(me - 2 ** phase) % n])
+
+      exchange = NeighbourExchange(me, n, gossip_math.ONE_PEER_EXP, "metropolis",
+                                   send=send, recv=recv)
+      got = exchange.mix(tf.constant(x[me]), INSTANCE_PARAMS, phase).numpy()
+      np.testing.assert_allclose(got, want[me], atol=1e-6)
+      assert exchange.degree == 1 and exchange.payload_bytes(3) == 3 * 4
+      order[me] = ops
+    # Each directed edge's group: one sender, one receiver, the same instance key.
+    assert sorted(sends) == sorted(recvs)
+    assert all(recvs[k] == [sends[k][1]] for k in sends)
+    # The receiver of every send receives before it sends (no cycle of blocked sends).
+    for me in range(n):
+      to = (me + 2 ** phase) % n
+      if order[me] == ["send", "recv"]:
+        assert order[to] == ["recv", "send"]
+
+
 def test_gossip_run_on_one_worker_learns_and_writes_the_contract(tmp_path):
   cfg = TrainConfig(approach="gossip", dataset="synthetic", synthetic_examples=1024,
                     batch_size=32, epochs=2, log_every=10, eval_every_examples=512,

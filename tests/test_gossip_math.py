@@ -5,7 +5,8 @@ import pytest
 
 from trainers import gossip_math as gm
 
-CASES = [(n, t, m) for n in (4, 6, 8, 9) for t in gm.TOPOLOGIES for m in gm.MIXINGS]
+STATIC = [t for t in gm.TOPOLOGIES if t != gm.ONE_PEER_EXP]
+CASES = [(n, t, m) for n in (4, 6, 8, 9) for t in STATIC for m in gm.MIXINGS]
 
 
 @pytest.mark.parametrize("n,topology,mixing", CASES)
@@ -66,3 +67,19 @@ def test_consensus_distance():
   x = np.array([[1.0, 0.0], [3.0, 0.0]])
   assert gm.consensus_distance(x) == pytest.approx(1.0 / 2.0)
   assert gm.consensus_distance(np.ones((3, 4))) == 0.0
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 16])
+def test_one_peer_exponential_graph_averages_exactly_in_log2_n_steps(n):
+  assert gm.one_peer_phases(n) == max(1, int(np.log2(n)))
+  for t in range(2 * gm.one_peer_phases(n)):
+    w = gm.one_peer_matrix(n, t)
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)  # one peer in, one out: doubly
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)  # stochastic, the average is kept
+    assert (np.count_nonzero(w, axis=1) == 2).all()   # self and exactly one peer
+    shift = 2 ** (t % gm.one_peer_phases(n)) % n
+    assert all(w[i, (i - shift) % n] == 0.5 for i in range(n))
+  # After one period every replica is the average of all: W = 11^T / n.
+  np.testing.assert_allclose(gm.period_matrix(n), np.full((n, n), 1 / n), atol=1e-15)
+  assert gm.spectral_gap(gm.mixing_matrix(n, gm.ONE_PEER_EXP)) == pytest.approx(1.0)
+  assert gm.neighbours(8, gm.ONE_PEER_EXP)[0] == [1, 2, 4, 6, 7]  # met over a period

@@ -67,3 +67,23 @@ def test_params_gossip_with_training_keeps_replicas_close_and_learns(tmp_path):
   assert 0 < summary["consensus_distance"] < 0.1
   assert summary["test_accuracy"] > 0.5
   assert len(list((tmp_path / "ckpt").glob("worker_*"))) == 4
+
+
+def test_one_peer_exponential_gossip_averages_exactly_every_log2_n_steps(tmp_path):
+  # Different initial replicas, no learning to speak of: with 4 workers the one-peer
+  # graph sends each vector to one peer per step, and after 2 steps (a period) every
+  # replica is the exact average: the consensus distance collapses to rounding.
+  code, out, _ = helpers.run_launcher(
+      ["--approach=gossip", "--num_workers=4", f"--run_dir={tmp_path}", "--timeout=240", "--",
+       *FAST, "--topology=one_peer_exp", "--independent_init", "--optimizer=sgd",
+       "--learning_rate=1e-9", "--steps_per_epoch=8", "--log_every=2"], timeout_s=300)
+  assert code == 0, out[-3000:]
+  dist = {r["step"]: r["consensus_distance"] for r in _records(tmp_path)
+          if r["kind"] == "step" and "consensus_distance" in r}
+  assert dist[0] > 0.1 and dist[2] < 1e-5 and dist[8] < 1e-5, dist
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["degree"] == 1 and summary["exchanges"] == 8
+  # One peer per exchange: the measured bytes are the analytic volume plus framing and
+  # the measurement gathers (which the analytic figure leaves out).
+  assert summary["bytes_analytic_per_worker"] == 8 * summary["bytes_per_exchange_per_worker"]
+  assert summary["bytes_sent_per_worker"] >= summary["bytes_analytic_per_worker"]

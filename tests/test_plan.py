@@ -219,3 +219,45 @@ def test_the_dry_run_plan_is_what_runs_bind_shim_and_approach_env_included(tmp_p
                     console=out) == 0
   assert "GRPC_FAIL_FAST=use_caller" in out.getvalue()
   assert "TFDIST_BIND_ADDRESS=127.0.0.1" in out.getvalue()
+
+
+# --- regimes: capped links and a straggler (issue 15) ---
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--link=fast"], "--link"),
+    (["--link=0mbit"], "--link"),
+    (["--link=10mbit", "--hosts=10.0.0.1,10.0.0.2"], "--link"),
+    (["--straggler=worker:1"], "ROLE:INDEX:FACTOR"),
+    (["--straggler=worker:5:3"], "not a task of this job"),
+    (["--straggler=worker:1:1"], "FACTOR"),
+    (["--straggler=worker:1:x"], "ROLE:INDEX:FACTOR"),
+    (["--approach=gossip", "--num_workers=3", "--", "--topology=one_peer_exp"],
+     "power-of-two"),
+    (["--", "--partition=skewed"], "partition"),
+    (["--", "--partition=dirichlet", "--dirichlet_alpha=0"], "--dirichlet_alpha"),
+])
+def test_regime_usage_errors_exit_2_with_one_line(capsys, argv, needle):
+  code = local.main(["launch", *argv])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_straggler_and_namespaces_reach_the_plan_and_the_dry_run(capsys, tmp_path):
+  names = plan.task_names("ps", 2, 1)
+  assert names == ["chief:0", "worker:0", "worker:1", "ps:0"]
+  assert plan.parse_straggler("worker:1:3", names) == ("worker:1", 3.0)
+  p = _plan("ps", 2, num_ps=1, slowdown={"worker:1": 3.0},
+            netns={n: f"ns{k}" for k, n in enumerate(names)})
+  by = {t.name: t for t in p.tasks}
+  assert by["worker:1"].slowdown == 3.0 and by["worker:0"].slowdown == 1.0
+  assert [t.netns for t in p.tasks] == ["ns0", "ns1", "ns2", "ns3"]
+  assert "straggler: 3x slower" in p.describe() and "netns ns2" in p.describe()
+  # The dry run shows the links' addresses in TF_CONFIG without needing root.
+  buf = io.StringIO()
+  assert local.main(["launch", "--approach=allreduce", "--num_workers=2", "--link=10mbit",
+                     "--straggler=worker:1:2", "--dry_run", f"--run_dir={tmp_path}"],
+                    console=buf) == 0
+  out = buf.getvalue()
+  assert "10.213.0.1:20000" in out and "10.213.0.2:20000" in out
+  assert "straggler: 2x slower" in out and "links: 10 Mbit/s" in out

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from absl import flags
 
 from experiments import budget, compare, report
 from tests import helpers
@@ -191,3 +192,38 @@ def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):
                        f"--run_dir={tmp_path}"], console=out)
   assert code != 0 and len(calls) == 1
   assert "compare: stopped (exit 143); 1 run(s) not started" in out.getvalue()
+
+
+# --- the regime grid (issue 15) ---
+
+def test_regimes_parse_and_plan_with_the_grid_defaults():
+  from experiments import regimes
+  assert [r.name for r in regimes.parse(["all"])] == list(regimes.REGIMES)
+  assert [r.name for r in regimes.parse(["straggler", "shards"])] == ["straggler", "shards"]
+  with pytest.raises(ValueError, match="unknown nope"):
+    regimes.parse(["nope"])
+  fv = compare._parse(["compare", "--regimes=shards,straggler"])
+  assert (fv.num_workers, fv.target_accuracy, fv.max_examples) == (4, 0.98, 60_000)
+  fv = compare._parse(["compare", "--regimes=shards", "--num_workers=2",
+                       "--target_accuracy=0.9"])
+  assert (fv.num_workers, fv.target_accuracy) == (2, 0.9)
+  with pytest.raises(flags.Error, match="--regimes"):
+    compare._parse(["compare", "--regimes=fast"])
+
+
+def test_regime_grid_names_the_winner_and_writes_md_json_png(tmp_path):
+  from experiments import regimes
+  ok = lambda t, b, reached=True, acc=0.99: regimes.cell({
+      "reached_target": reached, "time_to_target_s": t, "test_accuracy": acc,
+      "since_launch_s": 100.0, "bytes_sent_per_worker": b, "examples_processed": 1000})
+  cells = {"baseline": {"allreduce": ok(40.0, 2e8), "gossip": ok(30.0, 3e8)},
+           "link_10mbit": {"allreduce": ok(None, 1e8, False, 0.95),
+                           "gossip": regimes.cell(None)}}
+  chosen = regimes.parse(["baseline", "link_10mbit"])
+  table = regimes.write(str(tmp_path), cells, ["allreduce", "gossip"], chosen, 0.98, "x")
+  assert "| baseline (one fast host, IID shards) | **40 s**, 200 MB/worker | **30 s**, " \
+         "300 MB/worker | gossip |" in table
+  assert "95.00% at cap (100 s), 100 MB/worker | failed | none |" in table
+  assert (tmp_path / "regimes.png").stat().st_size > 1000
+  saved = json.loads((tmp_path / "regimes.json").read_text())
+  assert saved["cells"]["baseline"]["gossip"]["time_to_target_s"] == 30.0

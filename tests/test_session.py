@@ -3,13 +3,14 @@ progress cadence, and a run session that always closes its writer."""
 
 import json
 
+import numpy as np
 import pytest
 
 from cluster.errors import ConfigError
 from trainers import allreduce, federated, gossip, parameter_server
 from trainers.common import data, progress, session
 from trainers.common.config import TrainConfig
-from cluster.tf_config import SINGLE_PROCESS
+from cluster.tf_config import SINGLE_PROCESS, TaskInfo
 
 
 def _train(**kw):
@@ -24,7 +25,7 @@ def _train(**kw):
     (lambda: gossip.GossipConfig(_train(), mixing="max"), "--mixing", "max"),
     (lambda: gossip.GossipConfig(_train(), exchange="both"), "--exchange", "both"),
     (lambda: allreduce.AllReduceConfig(_train(), communication="mpi"), "--communication", "mpi"),
-    (lambda: federated.FedAvgConfig(_train(), partition="skew"), "--partition", "skew"),
+    (lambda: _train(partition="skew"), "--partition", "skew"),
     (lambda: federated.FedAvgConfig(_train(), server_optimizer="yogi"),
      "--server_optimizer", "yogi"),
     (lambda: _train(model="resnet"), "--model", "resnet"),
@@ -116,3 +117,27 @@ def test_mid_epoch_evaluation_is_recorded_and_kept_out_of_training_time(tmp_path
   end = p.end_epoch(1, 10, 0.1, 0.9)
   writer.close()
   assert end["epoch_time_s"] < 0.3 and p.last_test == (0.5, 0.75)
+
+
+def test_partition_splits_the_workers_shards_and_records_their_labels():
+  """--partition for every approach: iid keeps the seed's shards; shards gives each
+  worker about two digits; the histograms say so."""
+  from trainers.common import data, session
+  labels = np.repeat(np.arange(10), 100)
+  arrays = data.Arrays(np.zeros((1000, 28, 28, 1), np.float32), labels.astype(np.int32))
+  task = TaskInfo({"worker": ("a", "b", "c", "d")}, "worker", 0)
+
+  def run_with(**kw):
+    return session.Run(_train(**kw), task, "x", 4, None, arrays, arrays, 0.0)
+
+  iid = run_with()
+  np.testing.assert_array_equal(iid.shard_indices(1, 4), data.shard_indices(1000, 4, 1, 42))
+  skewed = run_with(partition="shards")
+  hist = np.array(skewed.label_histograms(4))
+  assert hist.sum() == 1000 and (hist.sum(axis=1) == 250).all()
+  # 2 label-sorted shards of 125 (labels come in runs of 100): at most 4 digits each.
+  assert ((hist > 0).sum(axis=1) <= 4).all()
+  parts = [skewed.shard_indices(k, 4) for k in range(4)]
+  assert len(np.unique(np.concatenate(parts))) == 1000  # disjoint, all covered
+  dirichlet = run_with(partition="dirichlet", dirichlet_alpha=0.1)
+  assert np.array(dirichlet.label_histograms(4)).sum() == 1000

@@ -168,3 +168,27 @@ def test_harmless_tf_start_up_lines_stay_in_the_log_and_off_the_console(tmp_path
   assert "cuDNN" not in shown and "TensorRT" not in shown and "fetch node" not in shown
   log = (tmp_path / "logs" / "worker_0.log").read_text()
   assert "cuDNN" in log and "TensorRT" in log and "fetch node" in log
+
+
+def test_a_straggler_stands_still_between_short_runs_and_is_never_left_stopped(tmp_path):
+  """--straggler=...:3: the task runs 50 ms, then stands still 100 ms (SIGSTOP). It
+  sees those pauses as gaps in its own clock; the job still ends, and nothing survives."""
+  tag = uuid.uuid4().hex
+  code = ("import time\n"
+          "gaps, last, end = [], time.monotonic(), time.monotonic() + 2.0\n"
+          "while time.monotonic() < end:\n"
+          "  now = time.monotonic()\n"
+          "  if now - last > 0.06: gaps.append(now - last)\n"
+          "  last = now\n"
+          "print(len(gaps), sum(gaps) / max(len(gaps), 1))\n")
+  slow = dataclasses.replace(_task(tmp_path, "chief:0", code, True, tag=tag), slowdown=3.0)
+  out = io.StringIO()
+  try:
+    outcome = spawn.run_plan(plan.Plan("allreduce", str(tmp_path), "r", {}, (slow,)),
+                             timeout_s=60, console=out, grace_s=2)
+  finally:
+    helpers.assert_no_survivors(tag)
+  assert outcome.ok, out.getvalue()
+  count, mean_gap = (tmp_path / "logs" / "chief_0.log").read_text().split()
+  # ~2 s / 150 ms = 13 pauses of ~100 ms (a loaded machine stretches them a little).
+  assert int(count) >= 6 and 0.08 <= float(mean_gap) <= 0.3, (count, mean_gap)

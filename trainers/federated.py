@@ -44,8 +44,6 @@ APPROACH = approaches.FEDAVG.name
 class FedAvgConfig:
   train: config_lib.TrainConfig  # dataset, model, seed, run_dir, fault injection
   num_clients: int = 100
-  partition: str = "iid"
-  dirichlet_alpha: float = 0.5
   clients_per_round: int = 10
   local_epochs: int = 1
   local_batch_size: int = 10
@@ -56,7 +54,6 @@ class FedAvgConfig:
   eval_every: int = 1
 
   def __post_init__(self):
-    check_choice("partition", self.partition, fedavg_math.PARTITIONS)
     check_choice("server_optimizer", self.server_optimizer, trainer_flags.SERVER_OPTIMIZERS)
     for name in ("num_clients", "clients_per_round", "local_epochs", "local_batch_size",
                  "rounds", "eval_every"):
@@ -112,8 +109,9 @@ class Clients:
   def __init__(self, run_: session.Run, config: FedAvgConfig):
     self.config, self.seed = config, run_.config.seed
     try:
-      parts = fedavg_math.partition(config.partition, run_.train.y, config.num_clients,
-                                    self.seed, config.dirichlet_alpha)
+      parts = fedavg_math.partition(config.train.partition, run_.train.y,
+                                    config.num_clients, self.seed,
+                                    config.train.dirichlet_alpha)
     except ValueError as e:
       raise ConfigError(str(e)) from e
     self.data = [run_.train.take(p) for p in parts]
@@ -195,7 +193,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves
     where = ("in-process (private executor service)" if in_process else
              f"{len(addresses)} executor service(s): {', '.join(addresses)}")
-    run_.announce(f"{config.num_clients} clients ({config.partition}), "
+    run_.announce(f"{config.num_clients} clients ({cfg.partition}), "
                   f"{config.clients_per_round}/round, E={config.local_epochs}, "
                   f"B={config.local_batch_size}, {config.rounds} rounds, model {cfg.model} "
                   f"({num_params} params), server {config.server_optimizer}; running {where}")
@@ -205,7 +203,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     return run_.finish(
         rounds=config.rounds, rounds_run=last_round, num_clients=config.num_clients,
         clients_per_round=config.clients_per_round, local_epochs=config.local_epochs,
-        local_batch_size=config.local_batch_size, partition=config.partition,
+        local_batch_size=config.local_batch_size, partition=cfg.partition,
         client_learning_rate=config.client_learning_rate,
         server_optimizer=config.server_optimizer,
         server_learning_rate=config.server_learning_rate,
@@ -218,7 +216,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
         bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
                                                 last_round, num_workers),
         notes=f"{last_round} rounds x {config.clients_per_round} clients, "
-              f"E={config.local_epochs} B={config.local_batch_size}, {config.partition}")
+              f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
 
 
 def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,

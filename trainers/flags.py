@@ -46,6 +46,13 @@ def define_base_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_enum("model", "mlp", MODELS, "Model from the models/ registry.", flag_values=fv)
   flags.DEFINE_integer("seed", 42, "Seed for weights, sharding and shuffling.", flag_values=fv)
+  flags.DEFINE_enum("partition", "iid", fedavg_math.PARTITIONS, "How the training set is "
+                    "split among the workers (FedAvg: the clients). iid: shuffled equal "
+                    "parts; shards: McMahan et al.'s 2 label-sorted shards per part; "
+                    "dirichlet: label mix per part from Dir(--dirichlet_alpha).",
+                    flag_values=fv)
+  flags.DEFINE_float("dirichlet_alpha", 0.5, "Concentration of --partition=dirichlet.",
+                     flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<approach>-<time>).",
                       flag_values=fv)
   flags.DEFINE_bool("resume", False, "Continue from the run dir's latest checkpoint (PS: "
@@ -139,11 +146,6 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   define_base_flags(fv)
   flags.DEFINE_integer("num_clients", 100, "Clients the training set is split into (K).",
                        flag_values=fv)
-  flags.DEFINE_enum("partition", "iid", fedavg_math.PARTITIONS, "iid: shuffled equal "
-                    "parts; shards: McMahan et al.'s 2 label-sorted shards per client; "
-                    "dirichlet: label mix per client from Dir(--dirichlet_alpha).", flag_values=fv)
-  flags.DEFINE_float("dirichlet_alpha", 0.5, "Concentration of --partition=dirichlet.",
-                     flag_values=fv)
   flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round (C*K).",
                        flag_values=fv)
   flags.DEFINE_integer("local_epochs", 1, "Local epochs per round (E).", flag_values=fv)

@@ -18,6 +18,7 @@ from trainers.common import entry
 entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
+import functools
 import sys
 
 import numpy as np
@@ -70,6 +71,12 @@ class GossipWorker:
     self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step_var)
+    # One traced exchange per phase of a time-varying topology (one_peer_exp: the
+    # peer changes with the step); static topologies have one.
+    self._param_gossip = [tf.function(functools.partial(self._param_gossip_fn, p))
+                          for p in range(exchange.phases)]
+    self._gradient_gossip = [tf.function(functools.partial(self._gradient_gossip_fn, p))
+                             for p in range(exchange.phases)]
 
   def _gradients(self, x, y):
     with tf.GradientTape() as tape:
@@ -85,18 +92,22 @@ class GossipWorker:
     self.optimizer.apply_gradients(zip(grads, self.variables))
     return loss, acc
 
-  @tf.function
-  def gradient_gossip_step(self, x, y):
+  def gradient_gossip_step(self, x, y, exchange_num: int = 0):
+    return self._gradient_gossip[exchange_num % self.exchange.phases](x, y)
+
+  def param_gossip(self, exchange_num: int = 0):
+    return self._param_gossip[exchange_num % self.exchange.phases]()
+
+  def _gradient_gossip_fn(self, phase: int, x, y):
     grads, loss, acc = self._gradients(x, y)
     # Gossip: the update uses the neighbours' mixed gradients, not this worker's own.
-    mixed = self.exchange.mix(self.flat.flatten(grads), INSTANCE_GRADS)
+    mixed = self.exchange.mix(self.flat.flatten(grads), INSTANCE_GRADS, phase)
     self.optimizer.apply_gradients(zip(self.flat.unflatten(mixed), self.variables))
     return loss, acc
 
-  @tf.function
-  def param_gossip(self):
+  def _param_gossip_fn(self, phase: int):
     # D-PSGD: x_i <- sum_j W_ij x_j with the neighbours' parameters.
-    mixed = self.exchange.mix(self.flat.flatten(self.variables), INSTANCE_PARAMS)
+    mixed = self.exchange.mix(self.flat.flatten(self.variables), INSTANCE_PARAMS, phase)
     for v, new in zip(self.variables, self.flat.unflatten(mixed)):
       v.assign(new)
 
@@ -162,12 +173,13 @@ def train(run_: session.Run, worker: GossipWorker, config: GossipConfig, batches
     for step in range(chunk.start + 1, chunk.end + 1):
       x, y = next(batches)
       gossip_now = n > 1 and step % config.gossip_every == 0
+      exchange_num = step // config.gossip_every  # picks one_peer_exp's peer
       if gossip_now and config.exchange == "gradients":
-        tally.add(*worker.gradient_gossip_step(x, y))
+        tally.add(*worker.gradient_gossip_step(x, y, exchange_num))
       else:
         tally.add(*worker.local_step(x, y))
         if gossip_now:
-          worker.param_gossip()
+          worker.param_gossip(exchange_num)
       tally.exchanges += int(gossip_now)
       if step == start_step + 1:
         progress.first_step(step)
@@ -218,6 +230,9 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     # Brings up this task's gRPC server and TF's collective runtime for the
     # cluster in TF_CONFIG; training itself does not use the strategy.
     tf.distribute.MultiWorkerMirroredStrategy()
+  if config.topology == gossip_math.ONE_PEER_EXP and n & (n - 1):
+    raise ConfigError(f"--topology={config.topology} needs a power-of-two number of "
+                      f"workers, got {n}")
   exchange = NeighbourExchange(me, n, config.topology, config.mixing)
   label = f"{APPROACH}/{config.topology}"
   with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:

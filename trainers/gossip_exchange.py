@@ -17,12 +17,27 @@ from tensorflow.python.ops import collective_ops  # pylint: disable=g-direct-ten
 from trainers import gossip_math
 
 # Collective keys well above the ones MultiWorkerMirroredStrategy hands out itself.
-GROUP_KEY_BASE, ALL_GROUP_KEY = 100_000, 99_999
+GROUP_KEY_BASE, ALL_GROUP_KEY, ONE_PEER_KEY_BASE = 100_000, 99_999, 500_000
 INSTANCE_PARAMS, INSTANCE_GRADS, INSTANCE_MEASURE = 200_000, 300_000, 400_000
 
 # gather(vector, my_id, group_key, members, instance_key) -> every member's
 # [id, *vector] row, sorted by id.
 Gather = Callable[[tf.Tensor, int, int, Sequence[int], int], tf.Tensor]
+# send(vector, group_key, instance_key) to the other member of a two-member group;
+# recv(like, group_key, instance_key) -> its vector.
+Send = Callable[[tf.Tensor, int, int], tf.Tensor]
+Recv = Callable[[tf.Tensor, int, int], tf.Tensor]
+
+
+def collective_send(vector, group_key: int, instance_key: int) -> tf.Tensor:
+  """One-way: `vector` to the other member of a two-member group (a broadcast)."""
+  return collective_ops.broadcast_send_v2(vector, group_size=2, group_key=group_key,
+                                          instance_key=instance_key)
+
+
+def collective_recv(like, group_key: int, instance_key: int) -> tf.Tensor:
+  return collective_ops.broadcast_recv_v2(tf.shape(like), like.dtype, group_size=2,
+                                          group_key=group_key, instance_key=instance_key)
 
 
 def collective_gather(vector, me: int, group_key: int, members: Sequence[int],
@@ -49,8 +64,10 @@ class NeighbourExchange:
   every worker (measurements and barriers only, never counted as gossip traffic)."""
 
   def __init__(self, me: int, n: int, topology: str, mixing: str,
-               gather: Gather = collective_gather):
-    self.me, self.n, self.gather = me, n, gather
+               gather: Gather = collective_gather, send: Send = collective_send,
+               recv: Recv = collective_recv):
+    self.me, self.n, self.gather, self.send, self.recv = me, n, gather, send, recv
+    self.one_peer = topology == gossip_math.ONE_PEER_EXP
     self.w = gossip_math.mixing_matrix(n, topology, mixing)
     self.neighbours = gossip_math.neighbours(n, topology)[me]
     self.groups = [(k, m) for k, m in exchange_groups(n, topology) if me in m]
@@ -60,14 +77,51 @@ class NeighbourExchange:
 
   @property
   def degree(self) -> int:
-    return len(self.neighbours)
+    """Peers this worker sends to per exchange."""
+    return (1 if self.n > 1 else 0) if self.one_peer else len(self.neighbours)
+
+  @property
+  def phases(self) -> int:
+    """Distinct exchanges in turn (one_peer_exp: log2 n shifts; else 1)."""
+    return gossip_math.one_peer_phases(self.n) if self.one_peer else 1
 
   def payload_bytes(self, num_params: int) -> int:
-    """Bytes this worker sends per exchange: its vector (+ its id) to each neighbour."""
-    return self.degree * (num_params + 1) * 4
+    """Bytes this worker sends per exchange: its vector (+ its id) to each neighbour;
+    one_peer_exp: its vector, to one peer."""
+    return self.degree * (num_params + (0 if self.one_peer else 1)) * 4
 
-  def mix(self, vector: tf.Tensor, instance_base: int) -> tf.Tensor:
+  def one_peer_keys(self, phase: int) -> tuple[int, int, int, int]:
+    """(send-to, recv-from, send group key, recv group key) at `phase`: one group per
+    directed edge, keyed by its sender."""
+    shift = gossip_math.one_peer_shift(self.n, phase)
+    to, frm = (self.me + shift) % self.n, (self.me - shift) % self.n
+    base = ONE_PEER_KEY_BASE + phase * self.n
+    return to, frm, base + self.me, base + frm
+
+  def mix_one_peer(self, vector: tf.Tensor, instance_base: int, phase: int) -> tf.Tensor:
+    """x_i <- (x_i + x_{i-s}) / 2, s = 2^phase: send to i + s, receive from i - s.
+    Sending blocks until the peer receives, so a worker whose bit `phase` is 0 sends
+    first and one whose bit is 1 receives first: every send meets a waiting receive
+    (adding s flips bit `phase`), and no cycle of waits can form."""
+    _, _, send_key, recv_key = self.one_peer_keys(phase)
+    # Instance keys must agree between an edge's two ends: derive them from its group.
+    instance = lambda key: instance_base + 50_000 + key - ONE_PEER_KEY_BASE
+    if (self.me >> phase) & 1 == 0:
+      sent = self.send(vector, send_key, instance(send_key))
+      with tf.control_dependencies([sent]):
+        theirs = self.recv(vector, recv_key, instance(recv_key))
+    else:
+      theirs = self.recv(vector, recv_key, instance(recv_key))
+      with tf.control_dependencies([theirs]):
+        sent = self.send(vector, send_key, instance(send_key))
+      with tf.control_dependencies([sent]):
+        theirs = tf.identity(theirs)
+    return (vector + theirs) / 2
+
+  def mix(self, vector: tf.Tensor, instance_base: int, phase: int = 0) -> tf.Tensor:
     """sum_j W_ij x_j over self and neighbours: the gossip exchange (collectives only)."""
+    if self.one_peer:
+      return self.mix_one_peer(vector, instance_base, phase) if self.n > 1 else vector
     if not self.groups:
       return vector
     received = {self.me: vector}

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-TOPOLOGIES = ("ring", "torus", "exponential", "full")
+ONE_PEER_EXP = "one_peer_exp"  # time-varying: one peer per step (Assran et al., BlueFog)
+TOPOLOGIES = ("ring", "torus", "exponential", "full", ONE_PEER_EXP)
 MIXINGS = ("metropolis", "uniform")
 
 
@@ -17,11 +18,45 @@ def _torus_shape(n: int) -> tuple[int, int]:
   return rows, n // rows
 
 
+def one_peer_phases(n: int) -> int:
+  """Steps in one period of the one-peer exponential graph: ceil(log2 n) (1 for n <= 2)."""
+  return max(1, math.ceil(math.log2(n))) if n > 1 else 1
+
+
+def one_peer_shift(n: int, step: int) -> int:
+  """At gossip step t every worker i sends to i + 2^(t mod log2 n) and receives from
+  i - 2^(t mod log2 n)."""
+  return 2 ** (step % one_peer_phases(n)) % n
+
+
+def one_peer_matrix(n: int, step: int) -> np.ndarray:
+  """W_t = (I + P_t) / 2, P_t the shift by 2^(t mod log2 n): x_i <- (x_i + x_{i-s}) / 2.
+  Doubly stochastic (one peer in, one out); for n a power of two the product over one
+  period is the exact average."""
+  w = np.eye(n) / 2
+  shift = one_peer_shift(n, step)
+  for i in range(n):
+    w[i, (i - shift) % n] += 0.5
+  return w
+
+
+def period_matrix(n: int) -> np.ndarray:
+  """W over one period of the one-peer graph: W_{p-1} ... W_1 W_0."""
+  w = np.eye(n)
+  for t in range(one_peer_phases(n)):
+    w = one_peer_matrix(n, t) @ w
+  return w
+
+
 def neighbours(n: int, topology: str) -> list[list[int]]:
-  """Sorted neighbour lists (self excluded) of every worker 0..n-1."""
+  """Sorted neighbour lists (self excluded) of every worker 0..n-1 (one_peer_exp: every
+  peer it meets over one period)."""
   if n < 1:
     raise ValueError(f"need at least one worker, got {n}")
-  if topology == "ring":
+  if topology == ONE_PEER_EXP:
+    nbrs = [{(i + s * one_peer_shift(n, t)) % n for t in range(one_peer_phases(n))
+             for s in (1, -1)} if n > 1 else set() for i in range(n)]
+  elif topology == "ring":
     nbrs = [{(i - 1) % n, (i + 1) % n} for i in range(n)]
   elif topology == "torus":
     rows, cols = _torus_shape(n)  # a prime n degenerates to a ring
@@ -42,7 +77,10 @@ def neighbours(n: int, topology: str) -> list[list[int]]:
 
 
 def mixing_matrix(n: int, topology: str, mixing: str = "metropolis") -> np.ndarray:
-  """Symmetric, doubly stochastic W for the topology (float64)."""
+  """Symmetric, doubly stochastic W for the topology (float64); one_peer_exp: the
+  product over one period (period_matrix), its step matrices being fixed."""
+  if topology == ONE_PEER_EXP:
+    return period_matrix(n)
   nbrs = neighbours(n, topology)
   deg = [len(x) for x in nbrs]
   w = np.zeros((n, n))
@@ -65,7 +103,8 @@ def mixing_matrix(n: int, topology: str, mixing: str = "metropolis") -> np.ndarr
 
 def second_eigenvalue(w: np.ndarray) -> float:
   """max(|lambda_2|, |lambda_n|): the per-step contraction of disagreement."""
-  eig = np.sort(np.abs(np.linalg.eigvalsh(w)))[::-1]
+  vals = np.linalg.eigvalsh(w) if np.allclose(w, w.T) else np.linalg.eigvals(w)
+  eig = np.sort(np.abs(vals))[::-1]
   return float(eig[1]) if len(eig) > 1 else 0.0
 
 

@@ -143,9 +143,11 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   creation takes the next number k of `counter`, keeping shard k mod N of the data,
   so workers never train on identical batches."""
   n = run_.num_workers
-  shards = [data.shard_indices(len(run_.train), n, k, run_.config.seed) for k in range(n)]
-  length = min(len(s) for s in shards)  # shards differ by one example at most
-  table = np.stack([s[:length] for s in shards])
+  shards = [run_.shard_indices(k, n) for k in range(n)]
+  # One table row per shard: iid shards differ by one example at most; a skewed
+  # partition's shorter shards cycle through their examples up to the longest.
+  length = max(len(s) for s in shards)
+  table = np.stack([np.resize(s, length) for s in shards])
 
   def make():
     rows = tf.gather(table, (counter.assign_add(1) - 1) % n)

@@ -6,6 +6,7 @@ import re
 from absl import flags
 
 from cluster.errors import ConfigError, check_choice
+from trainers import fedavg_math
 from trainers import flags as trainer_flags
 from trainers.common.outputs import default_run_dir
 
@@ -28,6 +29,8 @@ class TrainConfig:
   lr_schedule: str = "cosine"
   optimizer: str = "adam"
   seed: int = 42
+  partition: str = "iid"
+  dirichlet_alpha: float = 0.5
   run_dir: str = ""
   log_every: int = 100
   eval_every_examples: int | None = None
@@ -41,6 +44,9 @@ class TrainConfig:
     check_choice("model", self.model, trainer_flags.MODELS)
     check_choice("optimizer", self.optimizer, trainer_flags.OPTIMIZERS)
     check_choice("lr_schedule", self.lr_schedule, trainer_flags.LR_SCHEDULES)
+    check_choice("partition", self.partition, fedavg_math.PARTITIONS)
+    if not 0 < self.dirichlet_alpha < float("inf"):
+      raise ConfigError(f"--dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
     for name in ("batch_size", "epochs", "log_every", "synthetic_examples"):
       check_positive(name, getattr(self, name))
     for name in ("steps_per_epoch", "eval_every_examples"):

@@ -35,6 +35,7 @@ import tensorflow as tf
 from cluster import traffic
 from cluster.tf_config import TaskInfo, launch_time
 from models import build_model
+from trainers import fedavg_math
 from trainers.common import data, lifecycle, model, startup
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
@@ -74,10 +75,23 @@ class Run:
     return model.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.lr_schedule, total_steps)
 
   # --- data ------------------------------------------------------------------
+  def shard_indices(self, index: int, count: int) -> np.ndarray:
+    """Indices of worker `index` of `count`'s disjoint, seed-determined part of the
+    training set, by --partition (iid, or FedAvg's label-skewed splits)."""
+    cfg = self.config
+    if cfg.partition == "iid":
+      return data.shard_indices(len(self.train), count, index, cfg.seed)
+    return fedavg_math.partition(cfg.partition, self.train.y, count, cfg.seed,
+                                 cfg.dirichlet_alpha)[index]
+
   def shard(self, index: int, count: int) -> data.Arrays:
-    """Worker `index` of `count`'s disjoint, seed-determined part of the training set."""
-    return self.train.take(data.shard_indices(len(self.train), count, index,
-                                              self.config.seed))
+    """Worker `index` of `count`'s part of the training set (shard_indices)."""
+    return self.train.take(self.shard_indices(index, count))
+
+  def label_histograms(self, count: int) -> list[list[int]]:
+    """Each of `count` workers' examples per label: how skewed --partition made them."""
+    parts = [self.shard_indices(k, count) for k in range(count)]
+    return fedavg_math.label_histograms(self.train.y, parts).tolist()
 
   def steps_per_epoch(self, examples_per_step: int) -> int:
     return data.steps_per_epoch(len(self.train), examples_per_step,
@@ -171,6 +185,9 @@ class Run:
             self.progress.first_step_rec["time"] if self.progress and
             self.progress.first_step_rec else None),
     }
+    if self.num_workers > 0 and cfg.approach != "fedavg":  # FedAvg: per client, its own
+      summary.update(partition=cfg.partition, worker_label_histograms=self.label_histograms(
+          self.num_workers))
     summary.update(fields)
     startup.reset()
     return self.writer.write_summary(summary)
