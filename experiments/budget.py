@@ -82,14 +82,40 @@ def _plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch
 PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shards", 1): 350}
 
 
-def paper_preset(max_rounds: int, client_learning_rate: float) -> list[tuple[str, list[str], int]]:
+# The non-IID comparison: what each algorithm adds to the FedAvg settings' flags.
+PAPER_ALGORITHMS = {
+    "fedavg": (),
+    "fedprox": ("--algorithm=fedprox", "--proximal_strength=0.01"),
+    "fedadam": ("--server_optimizer=adam", "--server_learning_rate=0.01"),
+    "fedavgm": ("--server_optimizer=momentum", "--server_learning_rate=1.0"),
+}
+
+
+def paper_preset(max_rounds: int, client_learning_rate: float,
+                 settings: tuple[str, ...] | None = None,
+                 algorithms: tuple[str, ...] = ("fedavg",)
+                 ) -> list[tuple[str, list[str], int]]:
   """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
-  CNN setting; every run stops at 99 % or after `max_rounds`."""
+  CNN setting (`settings`: e.g. ("iid_E5", "shards_E1"); None: all four) and each of
+  `algorithms` (PAPER_ALGORITHMS); every run stops at 99 % or after `max_rounds`, and
+  resumes from its own checkpoint when the preset is run again."""
+  unknown = [a for a in algorithms if a not in PAPER_ALGORITHMS]
+  if unknown:
+    raise ValueError(f"--paper_algorithms: unknown {', '.join(unknown)}; valid: "
+                     f"{', '.join(PAPER_ALGORITHMS)}")
+  names = [f"{p}_E{e}" for p, e in PAPER_ROUNDS_TO_99]
+  bad = [s for s in settings or () if s not in names]
+  if bad:
+    raise ValueError(f"--paper_settings: unknown {', '.join(bad)}; valid: {', '.join(names)}")
   runs = []
   for (partition, epochs), paper in PAPER_ROUNDS_TO_99.items():
-    runs.append((f"fedavg_{partition}_E{epochs}", [
-        "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
-        "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
-        f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
-        f"--client_learning_rate={client_learning_rate}"], paper))
+    if settings and f"{partition}_E{epochs}" not in settings:
+      continue
+    for algorithm in algorithms:
+      runs.append((f"{algorithm}_{partition}_E{epochs}", [
+          "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
+          "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
+          f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
+          f"--client_learning_rate={client_learning_rate}", "--resume",
+          *PAPER_ALGORITHMS[algorithm]], paper))
   return runs

@@ -63,12 +63,19 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
   flags.DEFINE_float("timeout", 1200, "Per-run timeout, seconds.", flag_values=fv)
+  flags.DEFINE_bool("reuse", False, "A run whose directory already holds a summary.json "
+                    "is reported, not run again: an interrupted grid goes on where it "
+                    "stopped (delete a run's directory to run it again).", flag_values=fv)
   flags.DEFINE_enum("preset", None, ["fedavg_paper"], "fedavg_paper: instead of the "
                     "comparison, McMahan et al.'s Table 2 CNN runs (IID and shards, C=0.1, "
                     "B=10, E=5 and E=1) to 99 %, reported beside the paper's rounds.",
                     flag_values=fv)
   flags.DEFINE_integer("paper_max_rounds", 400, "fedavg_paper: round limit per setting.",
                        flag_values=fv)
+  flags.DEFINE_list("paper_settings", [], "fedavg_paper: only these settings (iid_E5, "
+                    "shards_E5, iid_E1, shards_E1; default all).", flag_values=fv)
+  flags.DEFINE_list("paper_algorithms", ["fedavg"], "fedavg_paper: run each setting with "
+                    "each of fedavg, fedprox, fedadam, fedavgm.", flag_values=fv)
   flags.DEFINE_list("regimes", [], "Run the comparison under each of these regimes "
                     "(experiments/regimes.py: all, or any of baseline, link_100mbit, "
                     "link_10mbit, straggler, shards) and write regimes.md/json/png. "
@@ -118,6 +125,12 @@ def _parse(argv: list[str]) -> flags.FlagValues:
                         ("max_examples", 60_000)):
       if not fv[name].present:
         fv[name].value = value
+  if fv.preset == "fedavg_paper":
+    try:
+      budget_lib.paper_preset(1, 0.1, tuple(fv.paper_settings) or None,
+                              tuple(fv.paper_algorithms))
+    except ValueError as e:
+      raise flags.Error(str(e)) from e
   return fv
 
 
@@ -225,6 +238,10 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
     argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args, *launcher_args,
             f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
             f"--seed={seed}", *plan.trainer_args, *trainer_args]
+    if fv.reuse and os.path.exists(os.path.join(run_dir, "summary.json")):
+      print(f"compare: [{i}/{len(runs)}] {what}: reused {run_dir}", file=console, flush=True)
+      done.append(run_dir)
+      continue
     print(f"compare: [{i}/{len(runs)}] {what}: {plan.description} "
           f"(at most {plan.examples} examples) ...", file=console, flush=True)
     t = time.time()
@@ -253,30 +270,49 @@ def _preamble(fv: flags.FlagValues, runs, mode: str) -> str:
                      for n, p in seen.items()))
 
 
+def _paper_run_finished(run_dir: str, max_rounds: int) -> bool:
+  """A setting that reached 99 % or ran all its rounds is not run again."""
+  path = os.path.join(run_dir, "summary.json")
+  if not os.path.exists(path):
+    return False
+  s = report_lib.load_run(run_dir)["summary"]
+  return bool(s.get("rounds_to_target")) or s.get("rounds_run", 0) >= max_rounds
+
+
 def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
   """Runs the Table 2 settings one after another and reports rounds to 99 %."""
-  runs = budget_lib.paper_preset(fv.paper_max_rounds, fv.client_learning_rate)
+  runs = budget_lib.paper_preset(fv.paper_max_rounds, fv.client_learning_rate,
+                                 tuple(fv.paper_settings) or None,
+                                 tuple(fv.paper_algorithms))
   data_args = [f"--dataset={fv.dataset}"] + ([f"--data_dir={fv.data_dir}"] if fv.data_dir
                                              else [])
   lines = ["| setting | rounds to 99 % (here) | paper | final test acc | rounds run | "
-           "wall s |", "|---|---|---|---|---|---|"]
+           "client lr | wall s (last process) |", "|---|---|---|---|---|---|---|"]
   code_all = 0
   for i, (name, args, paper) in enumerate(runs, 1):
     run_dir = os.path.join(root, name)
-    print(f"compare: [{i}/{len(runs)}] {name} (paper: {paper} rounds to 99 %) ...",
-          file=console, flush=True)
-    code = local.main(["launch", f"--approach={approaches.FEDAVG.name}",
-                       f"--num_workers={fv.num_workers}",
-                       f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *data_args,
-                       *args], console=console)
+    if _paper_run_finished(run_dir, fv.paper_max_rounds):
+      print(f"compare: [{i}/{len(runs)}] {name}: finished before, reported", file=console,
+            flush=True)
+      code = 0
+    else:  # a fresh start, or (--resume) on from the setting's last checkpoint
+      print(f"compare: [{i}/{len(runs)}] {name} (paper: {paper} rounds to 99 %) ...",
+            file=console, flush=True)
+      code = local.main(["launch", f"--approach={approaches.FEDAVG.name}",
+                         f"--num_workers={fv.num_workers}",
+                         f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *data_args,
+                         *args], console=console)
     code_all = code_all or code
     if code != 0:
-      lines.append(f"| {name} | failed (exit {code}) | {paper} | | | |")
+      lines.append(f"| {name} | failed (exit {code}) | {paper} | | | | |")
+      if code in exits.STOPPED_BY_SIGNAL:
+        break
       continue
     s = report_lib.load_run(run_dir)["summary"]
     reached = s["rounds_to_target"] or f"not in {s['rounds_run']}"
     lines.append(f"| {name} | {reached} | {paper} | {100 * s['test_accuracy']:.2f}% | "
-                 f"{s['rounds_run']} | {s['wall_time_s']:.0f} |")
+                 f"{s['rounds_run']} | {s['client_learning_rate']:g} | "
+                 f"{s['wall_time_s']:.0f} |")
   table = "\n".join(lines)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, "report.md"), "w") as f:

@@ -50,7 +50,7 @@ from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
 from trainers import flags as trainer_flags
-from trainers.common.config import TrainConfig
+from trainers.common import config as config_lib
 from trainers.common.outputs import default_run_dir, write_json_atomic
 
 USAGE_EXIT = exits.USAGE
@@ -227,7 +227,7 @@ def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValu
   if fv.this_host:
     preflight.check_host_name(fv.this_host, "--this_host")
   preflight.check_dataset(tfv.dataset, tfv.data_dir)
-  TrainConfig.from_flags(tfv, fv.approach)  # ConfigError (a ValueError) names the flag
+  config_lib.check_values(tfv, fv.approach)  # ConfigError (a ValueError) names the flag
   return fv, rest, tfv
 
 

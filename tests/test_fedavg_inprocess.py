@@ -4,10 +4,11 @@ and the trainer's real run() on a private executor service."""
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import build_model
-from trainers import federated, tff_exec
+from trainers import fed_algorithms, fedavg_math, federated, tff_exec
 from trainers.common import data
 
 
@@ -32,7 +33,7 @@ def test_one_round_is_the_example_weighted_average_of_client_models():
   with tff_exec.private_executor_service() as address:
     tff_exec.install_context([address])
     process = federated.build_process(lambda: build_model("fedavg_2nn"), spec,
-                                      client_lr=0.1, server_optimizer="sgd", server_lr=1.0)
+                                      fed_algorithms.Recipe(client_learning_rate=0.1))
     state = process.initialize()
     start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
     result = process.next(state, [federated.client_dataset(c, 10, 1, None) for c in clients])
@@ -46,6 +47,12 @@ def test_one_round_is_the_example_weighted_average_of_client_models():
   for got, want, before in zip(new, expected, start):
     assert not np.allclose(want, before)  # the round really moved the model
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+  # The client drift TFF measured is the weighted RMS distance of the client updates
+  # (start - local: TFF's update sign; the distance does not care) from their mean.
+  updates = [np.concatenate([(a - b).ravel() for a, b in zip(start, w)]) for w in local]
+  want_drift = fedavg_math.client_drift(updates, sizes)
+  got_drift = float(result.metrics["aggregator"]["client_drift"])
+  assert want_drift > 0 and got_drift == pytest.approx(want_drift, rel=1e-3)
 
 
 def test_server_state_checkpoint_round_trips(tmp_path):
@@ -105,3 +112,47 @@ def test_fedavg_stops_at_the_round_that_reaches_the_target(tmp_path):
   assert summary["time_to_target_from"] == "process"  # no launcher start to count from
   target = [r for r in records if r["kind"] == "target"]
   assert len(target) == 1 and target[0]["step"] == len(rounds)
+
+
+@pytest.mark.parametrize("extra,checks", [
+    (dict(algorithm="fedprox", proximal_strength=0.1, server_optimizer="momentum",
+          client_dropout=0.4), {"client_drift": True, "dropout": True}),
+    (dict(algorithm="fedsgd", server_optimizer="adam", aggregator="compression"),
+     {"client_drift": True, "compression": True}),
+    (dict(dp_noise_multiplier=0.3, server_optimizer="yogi"), {"dp": True}),
+    (dict(dp_noise_multiplier=0.5, dp_clip=1.0, algorithm="fedprox", proximal_strength=0.01,
+          server_optimizer="adagrad"), {"dp": True}),
+])
+def test_each_federated_recipe_trains_and_reports_what_it_measures(tmp_path, extra, checks):
+  """A short in-process run of each algorithm, server optimizer and aggregator on
+  synthetic data: the loss goes down, and each recipe reports its own measures."""
+  from cluster.tf_config import SINGLE_PROCESS  # pylint: disable=g-import-not-at-top
+  from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(approach="fedavg", dataset="synthetic", synthetic_examples=400,
+                    model="fedavg_2nn", run_dir=str(tmp_path))
+  config = federated.FedAvgConfig(cfg, num_clients=8, clients_per_round=4, rounds=3,
+                                  local_batch_size=10, **extra)
+  summary = federated.run(config, SINGLE_PROCESS)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rounds = [r for r in records if r["kind"] == "round"]
+  assert summary["algorithm"] == config.algorithm and rounds
+  assert np.isfinite([r["loss"] for r in rounds]).all()
+  if checks.get("client_drift"):
+    assert all(r["client_drift"] > 0 for r in rounds) and summary["client_drift"] > 0
+  if checks.get("dropout"):
+    # Seeded: exactly the sampled clients that survive the draw report; a round whose
+    # every client dropped out is skipped (and recorded).
+    want = {k: len(fedavg_math.surviving_clients(fedavg_math.sample_clients(8, 4, k, 42),
+                                                 0.4, k, 42)) for k in (1, 2, 3)}
+    assert {r["round"]: r["reporting_clients"] for r in rounds} == {
+        k: n for k, n in want.items() if n}
+    assert min(want.values()) < 4  # the draw really dropped someone
+    assert len([r for r in records if r["kind"] == "round_skipped"]) == list(
+        want.values()).count(0)
+  if checks.get("compression"):
+    assert summary["bytes_uploaded_compressed_per_round"] * 4 == \
+        summary["bytes_uploaded_uncompressed_per_round"]
+  if checks.get("dp"):
+    eps = [r["dp_epsilon"] for r in rounds]
+    assert eps == sorted(eps) and eps[0] > 0 and summary["dp_epsilon"] == eps[-1]
+    assert "client_drift" not in rounds[0]  # DP: client updates are not inspected

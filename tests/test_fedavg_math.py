@@ -71,3 +71,34 @@ def test_client_sampling_is_seeded_per_round_and_without_replacement():
     fm.sample_clients(5, 6, 1, seed=0)
   with pytest.raises(ValueError, match="partition"):
     fm.partition("zipf", LABELS, 10, 0)
+
+
+def test_client_drift_is_the_weighted_rms_distance_from_the_weighted_mean():
+  updates = [np.array([1.0, 0.0]), np.array([3.0, 0.0]), np.array([0.0, 4.0])]
+  weights = np.array([1.0, 1.0, 2.0])
+  # Weighted mean (1 + 3 + 0) / 4 = 1, (0 + 0 + 8) / 4 = 2; squared distances 4, 8, 5.
+  want = np.sqrt((1 * 4 + 1 * 8 + 2 * 5) / 4)
+  assert fm.client_drift(updates, weights) == pytest.approx(want, abs=1e-12)
+  # The federated form: E||u||^2 - ||E u||^2 from two weighted means.
+  mean_sq = (1 * 1 + 1 * 9 + 2 * 16) / 4
+  assert fm.drift_from_moments(mean_sq, 1 + 4) == pytest.approx(want, abs=1e-12)
+  assert fm.client_drift([np.ones(3)] * 4, np.ones(4)) == 0.0
+  assert fm.drift_from_moments(1.0, 1.0 + 1e-9) == 0.0  # rounding never gives NaN
+
+
+def test_client_dropout_is_seeded_and_drops_about_p():
+  sampled = np.arange(1000)
+  a = fm.surviving_clients(sampled, 0.3, round_num=5, seed=1)
+  np.testing.assert_array_equal(a, fm.surviving_clients(sampled, 0.3, 5, 1))
+  assert not np.array_equal(a, fm.surviving_clients(sampled, 0.3, 6, 1))
+  assert 650 <= len(a) <= 750 and set(a) <= set(sampled)
+  np.testing.assert_array_equal(fm.surviving_clients(sampled[:10], 0.0, 1, 1), sampled[:10])
+
+
+def test_dp_epsilon_grows_with_rounds_and_shrinks_with_noise():
+  eps = [fm.dp_epsilon(1.0, 100, 10, r, 1e-5) for r in (1, 10, 100)]
+  assert 0 < eps[0] < eps[1] < eps[2] < float("inf")
+  assert fm.dp_epsilon(2.0, 100, 10, 100, 1e-5) < eps[2]
+  assert fm.dp_epsilon(1.0, 100, 10, 100, 1e-3) < eps[2]   # a looser delta, a smaller epsilon
+  assert fm.dp_epsilon(0.0, 100, 10, 1, 1e-5) == float("inf")
+  assert fm.dp_epsilon(1.0, 100, 10, 0, 1e-5) == 0.0

@@ -261,3 +261,22 @@ def test_straggler_and_namespaces_reach_the_plan_and_the_dry_run(capsys, tmp_pat
   out = buf.getvalue()
   assert "10.213.0.1:20000" in out and "10.213.0.2:20000" in out
   assert "straggler: 2x slower" in out and "links: 10 Mbit/s" in out
+
+
+@pytest.mark.parametrize("trainer_argv,needle", [
+    (["--dp_noise_multiplier=-1"], "--dp_noise_multiplier"),
+    (["--proximal_strength=0.1"], "--proximal_strength"),
+    (["--algorithm=fedprox"], "--proximal_strength"),
+    (["--client_dropout=1.0"], "--client_dropout"),
+    (["--dp_clip=1.0"], "--dp_clip needs --dp_noise_multiplier"),
+    (["--dp_noise_multiplier=1", "--aggregator=compression"], "--dp_noise_multiplier"),
+    (["--server_optimizer=lamb"], "server_optimizer"),
+    (["--algorithm=scaffold"], "algorithm"),
+])
+def test_federated_flags_are_refused_with_one_line_before_anything_starts(capsys, tmp_path,
+                                                                         trainer_argv, needle):
+  code = local.main(["launch", "--approach=fedavg", "--num_workers=0",
+                     f"--run_dir={tmp_path}", "--", *trainer_argv])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+  assert not (tmp_path / "logs").exists()  # nothing started

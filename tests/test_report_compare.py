@@ -8,6 +8,7 @@ from absl import flags
 
 from experiments import budget, compare, report
 from tests import helpers
+from trainers import flags as trainer_flags
 
 
 def _write_run(path, summary, records):
@@ -166,15 +167,33 @@ def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypat
     reached = 25 if "--partition=iid" in argv else None
     _write_run(__import__("pathlib").Path(run_dir), {
         "approach": "fedavg", "rounds_to_target": reached, "rounds_run": reached or 400,
-        "test_accuracy": 0.991 if reached else 0.985, "wall_time_s": 100.0}, [])
+        "test_accuracy": 0.991 if reached else 0.985, "wall_time_s": 100.0,
+        "client_learning_rate": 0.1}, [])
     return 0
 
   monkeypatch.setattr(compare.local, "main", fake_launch)
   assert compare.main(["compare", "--preset=fedavg_paper", f"--run_dir={tmp_path}"]) == 0
   assert len(calls) == 4 and all("--approach=fedavg" in c for c in calls)
   md = (tmp_path / "report.md").read_text()
-  assert "| fedavg_iid_E5 | 25 | 20 | 99.10% | 25 | 100 |" in md
-  assert "| fedavg_shards_E1 | not in 400 | 350 | 98.50% | 400 | 100 |" in md
+  assert "| fedavg_iid_E5 | 25 | 20 | 99.10% | 25 | 0.1 | 100 |" in md
+  assert "| fedavg_shards_E1 | not in 400 | 350 | 98.50% | 400 | 0.1 | 100 |" in md
+  # Run again: the finished settings are reported, not run again.
+  assert compare.main(["compare", "--preset=fedavg_paper", f"--run_dir={tmp_path}"]) == 0
+  assert len(calls) == 4
+
+
+def test_fedavg_paper_preset_picks_settings_and_algorithms_and_resumes():
+  runs = budget.paper_preset(50, 0.05, ("shards_E1",), ("fedavg", "fedprox", "fedadam"))
+  assert [name for name, _, _ in runs] == ["fedavg_shards_E1", "fedprox_shards_E1",
+                                           "fedadam_shards_E1"]
+  assert all("--resume" in args for _, args, _ in runs)
+  assert "--proximal_strength=0.01" in runs[1][1] and "--server_optimizer=adam" in runs[2][1]
+  for _, args, _ in runs:
+    trainer_flags.check_trainer_argv("fedavg", args)
+  with pytest.raises(ValueError, match="--paper_settings"):
+    budget.paper_preset(50, 0.05, ("iid_E3",))
+  with pytest.raises(flags.Error, match="--paper_algorithms"):
+    compare._parse(["compare", "--preset=fedavg_paper", "--paper_algorithms=scaffold"])
 
 
 def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):

@@ -85,3 +85,49 @@ def label_histograms(labels: np.ndarray, parts: list[np.ndarray], num_classes: i
 def _check(labels: np.ndarray, num_clients: int) -> None:
   if not 1 <= num_clients <= len(labels):
     raise ValueError(f"--num_clients must be in [1, {len(labels)}], got {num_clients}")
+
+
+def client_drift(updates: list[np.ndarray], weights: np.ndarray) -> float:
+  """Weighted RMS distance of the client updates from their weighted average:
+  sqrt(sum_i w_i ||u_i - u_bar||^2 / sum_i w_i), the FL analogue of gossip's
+  consensus distance (0 when every client moved the model the same way)."""
+  u = np.stack([np.ravel(x) for x in updates]).astype(np.float64)
+  w = np.asarray(weights, np.float64) / np.sum(weights)
+  mean = w @ u
+  return float(np.sqrt(w @ ((u - mean) ** 2).sum(axis=1)))
+
+
+def drift_from_moments(mean_sq_norm: float, sq_norm_of_mean: float) -> float:
+  """The same drift from two aggregates a federated computation can take:
+  E_w ||u||^2 - ||E_w u||^2 = E_w ||u - E_w u||^2 (clamped at 0 against rounding)."""
+  return float(np.sqrt(max(mean_sq_norm - sq_norm_of_mean, 0.0)))
+
+
+def surviving_clients(sampled: np.ndarray, dropout: float, round_num: int,
+                      seed: int) -> np.ndarray:
+  """--client_dropout: each sampled client fails to report with probability `dropout`,
+  seeded per round (the same clients fail on a rerun)."""
+  if dropout <= 0:
+    return sampled
+  rng = np.random.default_rng([seed, round_num, 7919])
+  return sampled[rng.random(len(sampled)) >= dropout]
+
+
+def dp_epsilon(noise_multiplier: float, num_clients: int, clients_per_round: int,
+               rounds: int, delta: float) -> float:
+  """(epsilon at `delta`) spent by `rounds` rounds of the Gaussian mechanism on a
+  sample of clients_per_round out of num_clients, by the RDP accountant of
+  dp-accounting, with the usual Poisson approximation of the fixed-size sample (rate
+  q = clients_per_round / num_clients; TFF's DP tutorials account the same way).
+  inf for noise 0."""
+  import dp_accounting  # pylint: disable=g-import-not-at-top
+  if noise_multiplier <= 0:
+    return float("inf")
+  if rounds <= 0:
+    return 0.0
+  event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+      clients_per_round / num_clients, dp_accounting.GaussianDpEvent(noise_multiplier)),
+      rounds)
+  accountant = dp_accounting.rdp.RdpAccountant()
+  accountant.compose(event)
+  return float(accountant.get_epsilon(delta))

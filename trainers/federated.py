@@ -5,7 +5,9 @@ dirichlet, fedavg_math.py). Each round the server samples --clients_per_round of
 them (seeded), broadcasts its model, each client runs --local_epochs of SGD in
 batches of --local_batch_size, and the server moves by the example-weighted average
 of the client updates (`tff.learning.algorithms.build_weighted_fed_avg`; server SGD
-with lr 1.0 is plain FedAvg, --server_optimizer=adam is FedAdam).
+with lr 1.0 is plain FedAvg). --algorithm=fedprox|fedsgd, --server_optimizer=momentum|
+adam|yogi|adagrad, --aggregator=compression, --dp_noise_multiplier and
+--client_dropout choose other recipes (fed_algorithms.py).
 
     python -m launch.local --approach=fedavg --num_workers=2 -- --model=fedavg_2nn --rounds=10
 
@@ -32,7 +34,7 @@ import tensorflow_federated as tff
 from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo, port_of
-from trainers import fedavg_math, tff_exec
+from trainers import fed_algorithms, fed_config, fedavg_math, tff_exec
 from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
 from trainers.common import data, model, progress, session, volume
@@ -40,47 +42,16 @@ from trainers.common import data, model, progress, session, volume
 APPROACH = approaches.FEDAVG.name
 
 
-@dataclasses.dataclass(frozen=True)
-class FedAvgConfig:
-  train: config_lib.TrainConfig  # dataset, model, seed, run_dir, fault injection
-  num_clients: int = 100
-  clients_per_round: int = 10
-  local_epochs: int = 1
-  local_batch_size: int = 10
-  rounds: int = 10
-  client_learning_rate: float = 0.1
-  server_optimizer: str = "sgd"
-  server_learning_rate: float | None = None
-  eval_every: int = 1
-
-  def __post_init__(self):
-    check_choice("server_optimizer", self.server_optimizer, trainer_flags.SERVER_OPTIMIZERS)
-    for name in ("num_clients", "clients_per_round", "local_epochs", "local_batch_size",
-                 "rounds", "eval_every"):
-      config_lib.check_positive(name, getattr(self, name))
-    if self.clients_per_round > self.num_clients:
-      raise ConfigError(f"--clients_per_round={self.clients_per_round} exceeds "
-                        f"--num_clients={self.num_clients}")
-    if not self.client_learning_rate > 0:
-      raise ConfigError(f"--client_learning_rate must be > 0, got {self.client_learning_rate}")
-    if self.server_learning_rate is None:
-      object.__setattr__(self, "server_learning_rate",
-                         1.0 if self.server_optimizer == "sgd" else 0.01)
+FedAvgConfig = fed_config.FedAvgConfig  # TF-free: the launcher checks it too
 
 
-def build_process(model_fn, element_spec, client_lr: float, server_optimizer: str,
-                  server_lr: float):
-  """The TFF FedAvg learning process for a Keras model builder."""
+def build_process(model_fn, element_spec, recipe: fed_algorithms.Recipe):
+  """The TFF learning process (fed_algorithms.build) for a Keras model builder."""
   def tff_model_fn():
     return tff.learning.models.from_keras_model(
         model_fn(), input_spec=element_spec, loss=model.keras_loss(),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-
-  server = (tff.learning.optimizers.build_sgdm(learning_rate=server_lr)
-            if server_optimizer == "sgd" else tff.learning.optimizers.build_adam(server_lr))
-  return tff.learning.algorithms.build_weighted_fed_avg(
-      tff_model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(client_lr),
-      server_optimizer_fn=server)
+  return fed_algorithms.build(recipe, tff_model_fn)
 
 
 def client_dataset(arrays: data.Arrays, batch_size: int, epochs: int, seed: int | None):
@@ -137,7 +108,12 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
   model_bytes = volume.model_bytes(sum(w.size for w in weights_of(state)))
   round_num, target = start_round, run_.progress.target
   for round_num in range(start_round + 1, config.rounds + 1):
-    sampled = clients.sample(round_num)
+    # --client_dropout: the sampled clients that fail to report are left out.
+    sampled = fedavg_math.surviving_clients(clients.sample(round_num), config.client_dropout,
+                                            round_num, clients.seed)
+    if not len(sampled):  # nobody reported: the server model stays as it was
+      run_.writer.log("round_skipped", round_num, reason="every sampled client dropped out")
+      continue
     before = weights_of(state)  # per-client curves: the broadcast model on each client
     per_client = [dict(client=int(k), examples=len(clients.data[k]),
                        **dict(zip(("loss", "accuracy"), run_.score(before, clients.data[k]))))
@@ -153,12 +129,45 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
         int(metrics["num_examples"]), round_time,
         run_.evaluator(lambda s=state: weights_of(s)) if due else None,
         bytes_broadcast=len(sampled) * model_bytes,
-        bytes_uploaded=len(sampled) * (model_bytes + 4), clients=per_client)
+        bytes_uploaded=len(sampled) * (model_bytes + 4), clients=per_client,
+        reporting_clients=len(sampled), **round_extras(result.metrics, config, round_num))
     save_state(ckpt_path, state, round_num)
     run_.maybe_fail(round_num, unit="round")
     if run_.progress.should_stop:
       break
   return round_num
+
+
+def round_extras(metrics, config: FedAvgConfig, round_num: int) -> dict:
+  """Per-round record fields beyond loss and accuracy: the client drift (weighted
+  aggregators), and under DP the (epsilon, delta) spent so far."""
+  out = {}
+  drift = metrics.get("aggregator", {}).get("client_drift")
+  if drift is not None:
+    out["client_drift"] = float(drift)
+  if config.dp_noise_multiplier is not None:
+    out.update(dp_epsilon=fedavg_math.dp_epsilon(
+        config.dp_noise_multiplier, config.num_clients, config.clients_per_round, round_num,
+        config.dp_delta), dp_delta=config.dp_delta)
+  return out
+
+
+def final_extras(history: list[dict], config: FedAvgConfig, num_params: int) -> dict:
+  """summary.json's last drift, privacy spent, and with compression the analytic
+  upload next to its uncompressed size."""
+  out = {}
+  last = next((r for r in reversed(history) if "client_drift" in r), None)
+  if last:
+    out["client_drift"] = last["client_drift"]
+  if config.dp_noise_multiplier is not None:
+    out.update(dp_noise_multiplier=config.dp_noise_multiplier, dp_clip=config.dp_clip or
+               "adaptive", dp_delta=config.dp_delta,
+               dp_epsilon=history[-1]["dp_epsilon"] if history else 0.0)
+  if config.aggregator == "compression":
+    full = config.clients_per_round * 4 * num_params
+    out.update(bytes_uploaded_uncompressed_per_round=full,
+               bytes_uploaded_compressed_per_round=full * fed_config.COMPRESSION_BITS // 32)
+  return out
 
 
 def steady_rounds(history: list[dict]) -> dict:
@@ -180,8 +189,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
   with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets) as run_:
     clients = Clients(run_, config)
     spec = client_dataset(clients.data[0], config.local_batch_size, 1, None).element_spec
-    process = build_process(run_.model_fn, spec, config.client_learning_rate,
-                            config.server_optimizer, config.server_learning_rate)
+    process = build_process(run_.model_fn, spec, config.recipe())
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
     if config.train.resume and os.path.exists(ckpt_path):
@@ -196,7 +204,11 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     run_.announce(f"{config.num_clients} clients ({cfg.partition}), "
                   f"{config.clients_per_round}/round, E={config.local_epochs}, "
                   f"B={config.local_batch_size}, {config.rounds} rounds, model {cfg.model} "
-                  f"({num_params} params), server {config.server_optimizer}; running {where}")
+                  f"({num_params} params), {config.algorithm}, server {config.server_optimizer} "
+                  f"lr {config.server_learning_rate:g}, aggregator "
+                  f"{'dp' if config.dp_noise_multiplier is not None else config.aggregator}"
+                  f"{f', client dropout {config.client_dropout:g}' if config.client_dropout else ''}"
+                  f"; running {where}")
     last_round = train_rounds(run_, process, state, clients, config, start_round, ckpt_path)
     upload = config.clients_per_round * (4 * num_params + 4)
     reached = run_.progress.target.reached
@@ -206,7 +218,10 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
         local_batch_size=config.local_batch_size, partition=cfg.partition,
         client_learning_rate=config.client_learning_rate,
         server_optimizer=config.server_optimizer,
-        server_learning_rate=config.server_learning_rate,
+        server_learning_rate=config.server_learning_rate, algorithm=config.algorithm,
+        proximal_strength=config.proximal_strength, aggregator=config.aggregator,
+        client_dropout=config.client_dropout, **final_extras(run_.progress.history, config,
+                                                             num_params),
         rounds_to_target=reached["steps_to_target"] if reached else None,
         round_time_s=run_.progress.train_time_s / max(len(run_.progress.history), 1),
         **steady_rounds(run_.progress.history),

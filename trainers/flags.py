@@ -32,7 +32,9 @@ COMMUNICATIONS = ("auto", "ring", "nccl")
 PS_MODES = ("async", "sync")
 SYNC_AGGREGATIONS = ("mean", "sum")
 EXCHANGES = ("params", "gradients")
-SERVER_OPTIMIZERS = ("sgd", "adam")
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
+FED_ALGORITHMS = ("fedavg", "fedprox", "fedsgd")
+FED_AGGREGATORS = ("mean", "compression")
 CLUSTER_RESOLVERS = ("tf_config", "slurm")
 
 
@@ -152,10 +154,29 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("local_batch_size", 10, "Local batch size (B).", flag_values=fv)
   flags.DEFINE_integer("rounds", 10, "Communication rounds.", flag_values=fv)
   flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
-  flags.DEFINE_enum("server_optimizer", "sgd", SERVER_OPTIMIZERS, "Server optimizer "
-                    "(adam: FedAdam).", flag_values=fv)
+  flags.DEFINE_enum("algorithm", "fedavg", FED_ALGORITHMS, "fedavg; fedprox (adds "
+                    "--proximal_strength/2 ||w - w_server||^2 to each client's loss); fedsgd "
+                    "(one gradient per client on all its data).", flag_values=fv)
+  flags.DEFINE_float("proximal_strength", None, "FedProx's mu (with --algorithm=fedprox, "
+                     "which needs it).", flag_values=fv)
+  flags.DEFINE_enum("server_optimizer", "sgd", SERVER_OPTIMIZERS, "Server optimizer: sgd "
+                    "(FedAvg), momentum (FedAvgM, 0.9), adam (FedAdam), yogi (FedYogi), "
+                    "adagrad (FedAdagrad).", flag_values=fv)
   flags.DEFINE_float("server_learning_rate", None, "Server learning rate (default: 1.0 "
-                     "for sgd, 0.01 for adam).", flag_values=fv)
+                     "for sgd and momentum, 0.01 for adam and yogi, 0.1 for adagrad; "
+                     "fedsgd with sgd: 0.1).", flag_values=fv)
+  flags.DEFINE_enum("aggregator", "mean", FED_AGGREGATORS, "How the client updates are "
+                    "combined: mean (weighted), compression (TFF's 8-bit uniform "
+                    "quantization).", flag_values=fv)
+  flags.DEFINE_float("dp_noise_multiplier", None, "Differential privacy: TFF's Gaussian "
+                     "DP aggregator with this noise multiplier (unweighted mean); the "
+                     "(epsilon, delta) spent is reported every round.", flag_values=fv)
+  flags.DEFINE_float("dp_clip", None, "With --dp_noise_multiplier: fixed clipping norm of "
+                     "each client update (default: adaptive clipping).", flag_values=fv)
+  flags.DEFINE_float("dp_delta", 1e-5, "The delta at which epsilon is reported.",
+                     flag_values=fv)
+  flags.DEFINE_float("client_dropout", 0.0, "Each sampled client fails to report with this "
+                     "probability (seeded); the round aggregates the rest.", flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
 

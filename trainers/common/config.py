@@ -77,6 +77,15 @@ def check_positive(name: str, value: int) -> None:
     raise ConfigError(f"--{name} must be >= 1, got {value}")
 
 
+def check_values(fv: flags.FlagValues, approach: str) -> None:
+  """Every value a trainer will validate that can be checked without TensorFlow: the
+  shared TrainConfig, and FedAvg's own config. Raises ConfigError naming the flag."""
+  TrainConfig.from_flags(fv, approach)
+  if approach == "fedavg":
+    from trainers import fed_config  # pylint: disable=g-import-not-at-top  # (imports us)
+    from_flags(fed_config.FedAvgConfig, fv, approach)
+
+
 def from_flags(cls, fv: flags.FlagValues, approach: str):
   """An approach's config (`train` plus its own fields) from the flags of the same names."""
   names = [f.name for f in dataclasses.fields(cls) if f.name != "train"]

@@ -29,7 +29,7 @@ def check_before_tf(module_name: str, spec) -> None:
   approach = approaches.for_trainer(spec.name).name
   try:
     fv = trainer_flags.check_trainer_argv(approach, sys.argv[1:])
-    config_lib.TrainConfig.from_flags(fv, approach)  # the values every approach shares
+    config_lib.check_values(fv, approach)  # what can be checked without TF
     resolve_cluster(fv, approach)
     parse_tf_config(os.environ.get("TF_CONFIG"))
   except (flags.Error, ConfigError) as e:
