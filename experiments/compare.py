@@ -16,6 +16,7 @@ per approach (and seed) beside it.
 """
 
 import datetime
+import json
 import os
 import sys
 import time
@@ -206,9 +207,8 @@ def run_regimes(fv: flags.FlagValues, num_train: int, root: str, console) -> int
                                      regime.launcher_args, regime.trainer_args)
     cells[regime.name] = {}
     for name, _, _ in runs:
-      run_dir = os.path.join(root, regime.name, name)
-      summary = (report_lib.load_run(run_dir)["summary"] if run_dir in done else None)
-      cells[regime.name][name] = regimes_lib.cell(summary)
+      cells[regime.name][name] = regimes_lib.cell_of_run(os.path.join(root, regime.name,
+                                                                      name))
     code = code or (1 if failed else 0)
     os.makedirs(root, exist_ok=True)
     table = regimes_lib.write(root, cells, fv.approaches, chosen[:len(cells)],
@@ -219,6 +219,20 @@ def run_regimes(fv: flags.FlagValues, num_train: int, root: str, console) -> int
   print(f"compare: regimes done in {time.time() - started:.0f}s; {root}/regimes.md, "
         "regimes.json, regimes.png", file=console, flush=True)
   return code
+
+
+EXIT_FILE = "compare_exit.json"
+
+
+def _finished(run_dir: str) -> bool:
+  """--reuse: the run left a summary, or it ran into --timeout (it would again)."""
+  if os.path.exists(os.path.join(run_dir, "summary.json")):
+    return True
+  try:
+    with open(os.path.join(run_dir, EXIT_FILE)) as f:
+      return json.load(f).get("exit_code") == exits.TIMEOUT
+  except (OSError, ValueError):
+    return False
 
 
 def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
@@ -238,14 +252,20 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
     argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args, *launcher_args,
             f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
             f"--seed={seed}", *plan.trainer_args, *trainer_args]
-    if fv.reuse and os.path.exists(os.path.join(run_dir, "summary.json")):
+    if fv.reuse and _finished(run_dir):
       print(f"compare: [{i}/{len(runs)}] {what}: reused {run_dir}", file=console, flush=True)
-      done.append(run_dir)
+      if os.path.exists(os.path.join(run_dir, "summary.json")):
+        done.append(run_dir)
+      else:
+        failed.append(f"{what} (timed out before)")
       continue
     print(f"compare: [{i}/{len(runs)}] {what}: {plan.description} "
           f"(at most {plan.examples} examples) ...", file=console, flush=True)
     t = time.time()
     code = local.main(argv, console=console)
+    if os.path.isdir(run_dir):  # how it ended, for --reuse and the regime grid
+      with open(os.path.join(run_dir, EXIT_FILE), "w") as f:
+        json.dump({"exit_code": code, "seconds": time.time() - t}, f)
     status = "ok" if code == 0 else f"FAILED (exit {code})"
     print(f"compare: [{i}/{len(runs)}] {what}: {status} in {time.time() - t:.0f}s",
           file=console, flush=True)

@@ -68,13 +68,44 @@ def cell(summary: dict | None) -> dict:
           "train_time_s": summary.get("train_time_s")}
 
 
+def cell_of_run(run_dir: str) -> dict:
+  """A run's cell from its directory: its summary; or, for a run that did not finish
+  (a timeout), the last evaluation it logged and how it ended (compare_exit.json)."""
+  path = os.path.join(run_dir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return cell(json.load(f))
+  out = {"ok": False}
+  try:
+    with open(os.path.join(run_dir, "compare_exit.json")) as f:
+      out.update(json.load(f))
+  except (OSError, ValueError):
+    pass
+  try:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+      evals = [r for r in map(json.loads, f) if r.get("test_accuracy") is not None]
+  except (OSError, ValueError):
+    evals = []
+  if evals:
+    last = evals[-1]
+    out.update(test_accuracy=last["test_accuracy"], since_launch_s=last.get("since_launch_s"),
+               examples=last.get("examples_seen"),
+               bytes_sent_per_worker=last.get("bytes_sent_per_worker"))
+  return out
+
+
 def _mb(value) -> str:
   return "-" if value is None else f"{value / 1e6:.0f} MB"
 
 
 def cell_text(c: dict) -> str:
   if not c.get("ok"):
-    return "failed"
+    why = "timed out" if c.get("exit_code") == 124 else "failed"
+    if c.get("test_accuracy") is None:
+      return why
+    return (f"{why} at {c['seconds']:.0f} s: {100 * c['test_accuracy']:.2f}% at its last "
+            f"evaluation, {_mb(c.get('bytes_sent_per_worker'))}/worker"
+            if c.get("seconds") else f"{why}: {100 * c['test_accuracy']:.2f}%")
   head = (f"**{c['time_to_target_s']:.0f} s**" if c["reached"] else
           f"{100 * c['test_accuracy']:.2f}% at cap ({c['since_launch_s']:.0f} s)")
   return f"{head}, {_mb(c['bytes_sent_per_worker'])}/worker"
@@ -137,7 +168,13 @@ def heatmap(path: str, cells: dict, approaches: Sequence[str], regimes: Sequence
     for j, a in enumerate(approaches):
       c = cells.get(r, {}).get(a, {})
       if math.isnan(grid[i, j]):
-        text = "failed" if not c.get("ok") else f"{100 * c['test_accuracy']:.1f}%\nat cap"
+        if c.get("ok"):
+          text = f"{100 * c['test_accuracy']:.1f}%\nat cap"
+        elif c.get("test_accuracy") is not None:
+          text = ("timed out" if c.get("exit_code") == 124 else "failed") + (
+              f"\n{100 * c['test_accuracy']:.1f}%")
+        else:
+          text = "failed"
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.85"))
       else:
         text = f"{grid[i, j]:.0f} s\n{rel[i, j]:.1f}x"

@@ -246,3 +246,21 @@ def test_regime_grid_names_the_winner_and_writes_md_json_png(tmp_path):
   assert (tmp_path / "regimes.png").stat().st_size > 1000
   saved = json.loads((tmp_path / "regimes.json").read_text())
   assert saved["cells"]["baseline"]["gossip"]["time_to_target_s"] == 30.0
+
+
+def test_a_timed_out_regime_run_shows_its_last_evaluation_and_is_not_rerun(tmp_path):
+  from experiments import regimes
+  run = tmp_path / "ps_sync"
+  run.mkdir()
+  (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+      {"kind": "eval", "step": 59, "test_accuracy": 0.9688, "since_launch_s": 400.0,
+       "bytes_sent_per_worker": 5e8, "examples_seen": 15104},
+      {"kind": "step", "step": 100, "loss": 0.29}]) + "\n")
+  (run / compare.EXIT_FILE).write_text(json.dumps({"exit_code": 124, "seconds": 1201.0}))
+  c = regimes.cell_of_run(str(run))
+  assert not c["ok"] and c["test_accuracy"] == 0.9688
+  assert regimes.cell_text(c) == ("timed out at 1201 s: 96.88% at its last evaluation, "
+                                  "500 MB/worker")
+  assert compare._finished(str(run))  # --reuse: a timeout would time out again
+  (run / compare.EXIT_FILE).write_text(json.dumps({"exit_code": 1, "seconds": 3.0}))
+  assert not compare._finished(str(run))  # a failure is run again
