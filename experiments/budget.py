@@ -84,7 +84,7 @@ PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shar
 
 # The non-IID comparison: what each algorithm adds to the FedAvg settings' flags.
 PAPER_ALGORITHMS = {
-    "fedavg": (),
+    approaches.FEDAVG.name: (),
     "fedprox": ("--algorithm=fedprox", "--proximal_strength=0.01"),
     "fedadam": ("--server_optimizer=adam", "--server_learning_rate=0.01"),
     "fedavgm": ("--server_optimizer=momentum", "--server_learning_rate=1.0"),
@@ -93,7 +93,7 @@ PAPER_ALGORITHMS = {
 
 def paper_preset(max_rounds: int, client_learning_rate: float,
                  settings: tuple[str, ...] | None = None,
-                 algorithms: tuple[str, ...] = ("fedavg",)
+                 algorithms: tuple[str, ...] = (approaches.FEDAVG.name,)
                  ) -> list[tuple[str, list[str], int]]:
   """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
   CNN setting (`settings`: e.g. ("iid_E5", "shards_E1"); None: all four) and each of

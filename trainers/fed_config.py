@@ -17,7 +17,7 @@ COMPRESSION_BITS = 8    # tff.learning.compression_aggregator's uniform quantiza
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """What the learning process is made of (fed_algorithms.build)."""
-  algorithm: str = "fedavg"
+  algorithm: str = trainer_flags.FEDAVG_ALGORITHM
   client_learning_rate: float = 0.1
   server_optimizer: str = "sgd"
   server_learning_rate: float = 1.0
@@ -43,7 +43,7 @@ class FedAvgConfig:
   client_learning_rate: float = 0.1
   server_optimizer: str = "sgd"
   server_learning_rate: float | None = None
-  algorithm: str = "fedavg"
+  algorithm: str = trainer_flags.FEDAVG_ALGORITHM
   proximal_strength: float | None = None
   aggregator: str = "mean"
   dp_noise_multiplier: float | None = None

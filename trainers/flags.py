@@ -33,7 +33,9 @@ PS_MODES = ("async", "sync")
 SYNC_AGGREGATIONS = ("mean", "sum")
 EXCHANGES = ("params", "gradients")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
-FED_ALGORITHMS = ("fedavg", "fedprox", "fedsgd")
+# FedAvg the algorithm shares its name with FedAvg the approach.
+FEDAVG_ALGORITHM = approaches.FEDAVG.name
+FED_ALGORITHMS = (FEDAVG_ALGORITHM, "fedprox", "fedsgd")
 FED_AGGREGATORS = ("mean", "compression")
 CLUSTER_RESOLVERS = ("tf_config", "slurm")
 
@@ -154,7 +156,7 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("local_batch_size", 10, "Local batch size (B).", flag_values=fv)
   flags.DEFINE_integer("rounds", 10, "Communication rounds.", flag_values=fv)
   flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
-  flags.DEFINE_enum("algorithm", "fedavg", FED_ALGORITHMS, "fedavg; fedprox (adds "
+  flags.DEFINE_enum("algorithm", FEDAVG_ALGORITHM, FED_ALGORITHMS, "fedavg; fedprox (adds "
                     "--proximal_strength/2 ||w - w_server||^2 to each client's loss); fedsgd "
                     "(one gradient per client on all its data).", flag_values=fv)
   flags.DEFINE_float("proximal_strength", None, "FedProx's mu (with --algorithm=fedprox, "

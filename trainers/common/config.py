@@ -5,6 +5,7 @@ import re
 
 from absl import flags
 
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
 from trainers import fedavg_math
 from trainers import flags as trainer_flags
@@ -81,7 +82,7 @@ def check_values(fv: flags.FlagValues, approach: str) -> None:
   """Every value a trainer will validate that can be checked without TensorFlow: the
   shared TrainConfig, and FedAvg's own config. Raises ConfigError naming the flag."""
   TrainConfig.from_flags(fv, approach)
-  if approach == "fedavg":
+  if approach == approaches.FEDAVG.name:
     from trainers import fed_config  # pylint: disable=g-import-not-at-top  # (imports us)
     from_flags(fed_config.FedAvgConfig, fv, approach)
 

@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from cluster import traffic
+from cluster import approaches, traffic
 from cluster.tf_config import TaskInfo, launch_time
 from models import build_model
 from trainers import fedavg_math
@@ -185,7 +185,7 @@ class Run:
             self.progress.first_step_rec["time"] if self.progress and
             self.progress.first_step_rec else None),
     }
-    if self.num_workers > 0 and cfg.approach != "fedavg":  # FedAvg: per client, its own
+    if self.num_workers > 0 and cfg.approach != approaches.FEDAVG.name:  # FedAvg: per client, its own
       summary.update(partition=cfg.partition, worker_label_histograms=self.label_histograms(
           self.num_workers))
     summary.update(fields)
