@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     names = planning.task_names(fv.approach, fv.num_workers, fv.num_ps)
     links = (links_lib.plan(names, links_lib.parse_rate(fv.link), os.getpid())
              if fv.link else None)
-    straggler = dict([planning.parse_straggler(fv.straggler, names)]) if fv.straggler else {}
+    straggler = planning.parse_straggler(fv.straggler, names) if fv.straggler else None
   except ValueError as e:
     return _usage_error(str(e))
   out = spawn.Console(console)  # never blocks, never raises on a closed console
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           cpu_ids=tuple(sorted(os.sched_getaffinity(0))) if fv.cpu_budget else (),
           threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus,
           netns={l.task: l.netns for l in links.links} if links else None,
-          slowdown=straggler)
+          slowdown=dict([straggler]) if straggler else None)
       return planning.for_host(new, fv.this_host) if fv.this_host else new
 
     try:
@@ -303,9 +303,9 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     if links_lib.missing() is None:
       for name in links_lib.remove_stale():  # left by a launcher killed with SIGKILL
         print(f"launcher: removed stale network namespace {name}", file=out)
-    extra = ({"straggler": {"task": next(iter(straggler)), "factor": next(
-        iter(straggler.values())), "how": f"runs {spawn.RUN_SLICE_S * 1000:.0f} ms, then "
-        "stands still (SIGSTOP) for (factor - 1) times that"}} if straggler else {})
+    extra = ({"straggler": {"task": straggler[0], "factor": straggler[1], "how": (
+        f"runs {spawn.RUN_SLICE_S * 1000:.0f} ms, then stands still (SIGSTOP) for "
+        "(factor - 1) times that")}} if straggler else {})
     try:
       if links:
         try:

@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from models import build_model
-from trainers import fed_algorithms, fedavg_math, federated, tff_exec
+from trainers import fedavg_math, federated, tff_exec
 from trainers.common import data
+from trainers.common.config import TrainConfig
 
 
 def _local_sgd(weights, arrays, lr, batch):
@@ -33,7 +34,9 @@ def test_one_round_is_the_example_weighted_average_of_client_models():
   with tff_exec.private_executor_service() as address:
     tff_exec.install_context([address])
     process = federated.build_process(lambda: build_model("fedavg_2nn"), spec,
-                                      fed_algorithms.Recipe(client_learning_rate=0.1))
+                                      federated.FedAvgConfig(TrainConfig(
+                                          approach="fedavg", dataset="synthetic",
+                                          run_dir="/tmp/unused"), client_learning_rate=0.1))
     state = process.initialize()
     start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
     result = process.next(state, [federated.client_dataset(c, 10, 1, None) for c in clients])

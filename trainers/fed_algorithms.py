@@ -21,9 +21,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from trainers import fed_config
-
-Recipe = fed_config.Recipe
+from trainers.fed_config import FedAvgConfig
 
 
 def server_optimizer(name: str, learning_rate: float):
@@ -34,33 +32,33 @@ def server_optimizer(name: str, learning_rate: float):
           "adagrad": lambda: tff.learning.optimizers.build_adagrad(learning_rate)}[name]()
 
 
-def model_aggregator(recipe: Recipe):
+def model_aggregator(config: FedAvgConfig):
   """The update aggregator: DP (unweighted), compression or the weighted mean, the
   weighted ones measuring the client drift."""
-  if recipe.private:
-    if recipe.dp_clip is None:  # adaptive clipping (and zeroing of outliers)
-      return tff.learning.dp_aggregator(recipe.dp_noise_multiplier, recipe.clients_per_round)
+  if config.private:
+    if config.dp_clip is None:  # adaptive clipping (and zeroing of outliers)
+      return tff.learning.dp_aggregator(config.dp_noise_multiplier, config.clients_per_round)
     return tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-        recipe.dp_noise_multiplier, recipe.clients_per_round, recipe.dp_clip)
-  inner = (tff.learning.compression_aggregator() if recipe.aggregator == "compression"
+        config.dp_noise_multiplier, config.clients_per_round, config.dp_clip)
+  inner = (tff.learning.compression_aggregator() if config.aggregator == "compression"
            else tff.aggregators.MeanFactory())
   return DriftMeasuringFactory(inner)
 
 
-def build(recipe: Recipe, tff_model_fn):
-  """The learning process for `recipe`."""
-  server = server_optimizer(recipe.server_optimizer, recipe.server_learning_rate)
-  agg = model_aggregator(recipe)
-  if recipe.algorithm == "fedsgd":
+def build(config: FedAvgConfig, tff_model_fn):
+  """The learning process `config` asks for."""
+  server = server_optimizer(config.server_optimizer, config.server_learning_rate)
+  agg = model_aggregator(config)
+  if config.algorithm == "fedsgd":
     return tff.learning.algorithms.build_fed_sgd(tff_model_fn, server_optimizer_fn=server,
                                                  model_aggregator=agg)
-  client = tff.learning.optimizers.build_sgdm(recipe.client_learning_rate)
-  if recipe.algorithm == "fedprox":
-    builder = (tff.learning.algorithms.build_unweighted_fed_prox if recipe.private else
+  client = tff.learning.optimizers.build_sgdm(config.client_learning_rate)
+  if config.algorithm == "fedprox":
+    builder = (tff.learning.algorithms.build_unweighted_fed_prox if config.private else
                tff.learning.algorithms.build_weighted_fed_prox)
-    return builder(tff_model_fn, recipe.proximal_strength, client_optimizer_fn=client,
+    return builder(tff_model_fn, config.proximal_strength, client_optimizer_fn=client,
                    server_optimizer_fn=server, model_aggregator=agg)
-  builder = (tff.learning.algorithms.build_unweighted_fed_avg if recipe.private else
+  builder = (tff.learning.algorithms.build_unweighted_fed_avg if config.private else
              tff.learning.algorithms.build_weighted_fed_avg)
   return builder(tff_model_fn, client_optimizer_fn=client, server_optimizer_fn=server,
                  model_aggregator=agg)

@@ -1,6 +1,6 @@
-"""FedAvg's configuration and the recipe of its learning process: validated values,
-importable without TensorFlow, so the launcher refuses a bad federated flag with one
-line before any process starts (trainers/federated.py builds the process)."""
+"""FedAvg's configuration, which is also the recipe of its learning process
+(fed_algorithms.build): validated values, importable without TensorFlow, so the
+launcher refuses a bad federated flag with one line before any process starts."""
 
 import dataclasses
 
@@ -12,24 +12,6 @@ from trainers.common import config as config_lib
 SERVER_LR = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01, "yogi": 0.01, "adagrad": 0.1}
 FEDSGD_SERVER_LR = 0.1  # FedSGD's server step is a gradient step: 1.0 would diverge
 COMPRESSION_BITS = 8    # tff.learning.compression_aggregator's uniform quantization
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """What the learning process is made of (fed_algorithms.build)."""
-  algorithm: str = trainer_flags.FEDAVG_ALGORITHM
-  client_learning_rate: float = 0.1
-  server_optimizer: str = "sgd"
-  server_learning_rate: float = 1.0
-  proximal_strength: float | None = None
-  aggregator: str = "mean"
-  dp_noise_multiplier: float | None = None
-  dp_clip: float | None = None  # None with DP: adaptive clipping
-  clients_per_round: int = 10
-
-  @property
-  def private(self) -> bool:
-    return self.dp_noise_multiplier is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +82,7 @@ class FedAvgConfig:
     if not self.server_learning_rate > 0:
       raise ConfigError(f"--server_learning_rate must be > 0, got {self.server_learning_rate}")
 
-  def recipe(self) -> Recipe:
-    return Recipe(
-        algorithm=self.algorithm, client_learning_rate=self.client_learning_rate,
-        server_optimizer=self.server_optimizer, server_learning_rate=self.server_learning_rate,
-        proximal_strength=self.proximal_strength, aggregator=self.aggregator,
-        dp_noise_multiplier=self.dp_noise_multiplier, dp_clip=self.dp_clip,
-        clients_per_round=self.clients_per_round)
-
-
+  @property
+  def private(self) -> bool:
+    """Differential privacy: the updates go through TFF's (unweighted) DP aggregator."""
+    return self.dp_noise_multiplier is not None

@@ -45,13 +45,13 @@ APPROACH = approaches.FEDAVG.name
 FedAvgConfig = fed_config.FedAvgConfig  # TF-free: the launcher checks it too
 
 
-def build_process(model_fn, element_spec, recipe: fed_algorithms.Recipe):
+def build_process(model_fn, element_spec, config: fed_config.FedAvgConfig):
   """The TFF learning process (fed_algorithms.build) for a Keras model builder."""
   def tff_model_fn():
     return tff.learning.models.from_keras_model(
         model_fn(), input_spec=element_spec, loss=model.keras_loss(),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-  return fed_algorithms.build(recipe, tff_model_fn)
+  return fed_algorithms.build(config, tff_model_fn)
 
 
 def client_dataset(arrays: data.Arrays, batch_size: int, epochs: int, seed: int | None):
@@ -145,7 +145,7 @@ def round_extras(metrics, config: FedAvgConfig, round_num: int) -> dict:
   drift = metrics.get("aggregator", {}).get("client_drift")
   if drift is not None:
     out["client_drift"] = float(drift)
-  if config.dp_noise_multiplier is not None:
+  if config.private:
     out.update(dp_epsilon=fedavg_math.dp_epsilon(
         config.dp_noise_multiplier, config.num_clients, config.clients_per_round, round_num,
         config.dp_delta), dp_delta=config.dp_delta)
@@ -159,7 +159,7 @@ def final_extras(history: list[dict], config: FedAvgConfig, num_params: int) -> 
   last = next((r for r in reversed(history) if "client_drift" in r), None)
   if last:
     out["client_drift"] = last["client_drift"]
-  if config.dp_noise_multiplier is not None:
+  if config.private:
     out.update(dp_noise_multiplier=config.dp_noise_multiplier, dp_clip=config.dp_clip or
                "adaptive", dp_delta=config.dp_delta,
                dp_epsilon=history[-1]["dp_epsilon"] if history else 0.0)
@@ -189,7 +189,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
   with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets) as run_:
     clients = Clients(run_, config)
     spec = client_dataset(clients.data[0], config.local_batch_size, 1, None).element_spec
-    process = build_process(run_.model_fn, spec, config.recipe())
+    process = build_process(run_.model_fn, spec, config)
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
     if config.train.resume and os.path.exists(ckpt_path):
@@ -206,7 +206,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                   f"B={config.local_batch_size}, {config.rounds} rounds, model {cfg.model} "
                   f"({num_params} params), {config.algorithm}, server {config.server_optimizer} "
                   f"lr {config.server_learning_rate:g}, aggregator "
-                  f"{'dp' if config.dp_noise_multiplier is not None else config.aggregator}"
+                  f"{'dp' if config.private else config.aggregator}"
                   f"{f', client dropout {config.client_dropout:g}' if config.client_dropout else ''}"
                   f"; running {where}")
     last_round = train_rounds(run_, process, state, clients, config, start_round, ckpt_path)

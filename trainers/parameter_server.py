@@ -143,7 +143,7 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   creation takes the next number k of `counter`, keeping shard k mod N of the data,
   so workers never train on identical batches."""
   n = run_.num_workers
-  shards = [run_.shard_indices(k, n) for k in range(n)]
+  shards = run_.all_shard_indices(n)
   # One table row per shard: iid shards differ by one example at most; a skewed
   # partition's shorter shards cycle through their examples up to the longest.
   length = max(len(s) for s in shards)

@@ -81,8 +81,15 @@ class Run:
     cfg = self.config
     if cfg.partition == "iid":
       return data.shard_indices(len(self.train), count, index, cfg.seed)
+    return self.all_shard_indices(count)[index]
+
+  def all_shard_indices(self, count: int) -> list[np.ndarray]:
+    """Every worker's shard_indices, the partition computed once."""
+    cfg = self.config
+    if cfg.partition == "iid":
+      return [data.shard_indices(len(self.train), count, k, cfg.seed) for k in range(count)]
     return fedavg_math.partition(cfg.partition, self.train.y, count, cfg.seed,
-                                 cfg.dirichlet_alpha)[index]
+                                 cfg.dirichlet_alpha)
 
   def shard(self, index: int, count: int) -> data.Arrays:
     """Worker `index` of `count`'s part of the training set (shard_indices)."""
@@ -90,8 +97,7 @@ class Run:
 
   def label_histograms(self, count: int) -> list[list[int]]:
     """Each of `count` workers' examples per label: how skewed --partition made them."""
-    parts = [self.shard_indices(k, count) for k in range(count)]
-    return fedavg_math.label_histograms(self.train.y, parts).tolist()
+    return fedavg_math.label_histograms(self.train.y, self.all_shard_indices(count)).tolist()
 
   def steps_per_epoch(self, examples_per_step: int) -> int:
     return data.steps_per_epoch(len(self.train), examples_per_step,
