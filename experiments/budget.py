@@ -85,7 +85,8 @@ PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shar
 # The non-IID comparison: what each algorithm adds to the FedAvg settings' flags.
 PAPER_ALGORITHMS = {
     approaches.FEDAVG.name: (),
-    "fedprox": ("--algorithm=fedprox", "--proximal_strength=0.01"),
+    "fedprox": ("--algorithm=fedprox", "--proximal_strength=0.1"),
+    "scaffold": ("--algorithm=scaffold",),
     "fedadam": ("--server_optimizer=adam", "--server_learning_rate=0.01"),
     "fedavgm": ("--server_optimizer=momentum", "--server_learning_rate=1.0"),
 }

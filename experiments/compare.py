@@ -76,7 +76,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("paper_settings", [], "fedavg_paper: only these settings (iid_E5, "
                     "shards_E5, iid_E1, shards_E1; default all).", flag_values=fv)
   flags.DEFINE_list("paper_algorithms", [approaches.FEDAVG.name], "fedavg_paper: run each setting with "
-                    "each of fedavg, fedprox, fedadam, fedavgm.", flag_values=fv)
+                    "each of fedavg, fedprox (mu 0.1), fedadam, fedavgm, scaffold.",
+                    flag_values=fv)
   flags.DEFINE_list("regimes", [], "Run the comparison under each of these regimes "
                     "(experiments/regimes.py: all, or any of baseline, link_100mbit, "
                     "link_10mbit, straggler, shards) and write regimes.md/json/png. "

@@ -13,37 +13,54 @@ from trainers.common import data
 from trainers.common.config import TrainConfig
 
 
-def _local_sgd(weights, arrays, lr, batch):
-  """What one client should do: plain SGD on the batch-mean loss, in order, one epoch."""
+def _local_sgd(weights, arrays, lr, batch, mu=0.0, correction=None):
+  """What one client should do: SGD on the batch-mean loss, in order, one epoch. mu:
+  FedProx's proximal term mu/2 ||w - w0||^2, whose gradient mu (w - w0) joins each
+  step; correction: SCAFFOLD's (c_i, c), each step's gradient g becoming g - c_i + c."""
   model = build_model("fedavg_2nn")
   model.set_weights(weights)
   xent = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   for x, y in federated.client_dataset(arrays, batch, 1, seed=None):
     with tf.GradientTape() as tape:
       loss = xent(y, model(x, training=True))
-    for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+    grads = tape.gradient(loss, model.trainable_variables)
+    for i, (v, g) in enumerate(zip(model.trainable_variables, grads)):
+      g = fedavg_math.proximal_gradient(g, v, weights[i], mu)
+      if correction is not None:
+        g = g - correction[0][i] + correction[1][i]
       v.assign_sub(lr * g)
   return [v.numpy() for v in model.trainable_variables]
 
 
-def test_one_round_is_the_example_weighted_average_of_client_models():
+def _tiny_federation():
   full = data.synthetic_split("train", 60)
   clients = [full.take(np.arange(0, 30)), full.take(np.arange(30, 40)),
              full.take(np.arange(40, 60))]
-  spec = federated.client_dataset(clients[0], 10, 1, None).element_spec
+  return clients, federated.client_dataset(clients[0], 10, 1, None).element_spec
+
+
+def _process(spec, **kwargs):
+  return federated.build_process(lambda: build_model("fedavg_2nn"), spec,
+                                 federated.FedAvgConfig(TrainConfig(
+                                     approach="fedavg", dataset="synthetic",
+                                     run_dir="/tmp/unused"), client_learning_rate=0.1,
+                                     **kwargs))
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5])
+def test_one_round_is_the_example_weighted_average_of_client_models(mu):
+  """FedAvg, and FedProx (mu > 0) whose every local step adds mu (w - w_server)."""
+  clients, spec = _tiny_federation()
   with tff_exec.private_executor_service() as address:
     tff_exec.install_context([address])
-    process = federated.build_process(lambda: build_model("fedavg_2nn"), spec,
-                                      federated.FedAvgConfig(TrainConfig(
-                                          approach="fedavg", dataset="synthetic",
-                                          run_dir="/tmp/unused"), client_learning_rate=0.1))
+    process = _process(spec, **(dict(algorithm="fedprox", proximal_strength=mu) if mu else {}))
     state = process.initialize()
     start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
     result = process.next(state, [federated.client_dataset(c, 10, 1, None) for c in clients])
     new = [np.asarray(w) for w in process.get_model_weights(result.state).trainable]
   assert int(result.metrics["client_work"]["train"]["num_examples"]) == 60
 
-  local = [_local_sgd(start, c, lr=0.1, batch=10) for c in clients]
+  local = [_local_sgd(start, c, lr=0.1, batch=10, mu=mu) for c in clients]
   sizes = np.array([30.0, 10.0, 20.0])
   expected = [sum(n * w[i] for n, w in zip(sizes, local)) / sizes.sum()
               for i in range(len(start))]
@@ -56,6 +73,59 @@ def test_one_round_is_the_example_weighted_average_of_client_models():
   want_drift = fedavg_math.client_drift(updates, sizes)
   got_drift = float(result.metrics["aggregator"]["client_drift"])
   assert want_drift > 0 and got_drift == pytest.approx(want_drift, rel=1e-3)
+
+
+def test_two_scaffold_rounds_match_the_corrected_steps_by_hand(tmp_path):
+  """Round 1 starts from zero variates (plain SGD); round 2's steps are corrected by
+  the variates round 1 left (option II), on the server (c) and on each client (c_i)."""
+  clients, spec = _tiny_federation()
+  ids, num_clients, lr = np.array([0, 1, 2]), 6, 0.1
+  with tff_exec.private_executor_service() as address:
+    tff_exec.install_context([address])
+    process = _process(spec, algorithm="scaffold", num_clients=num_clients, clients_per_round=3)
+    state = process.initialize()
+    x = [np.asarray(w) for w in process.get_model_weights(state).trainable]
+    got = []
+    for round_num in (1, 2):
+      result = federated.fed_algorithms.run_round(
+          process, state, [federated.client_dataset(c, 10, 1, None) for c in clients], ids)
+      state = result.state
+      got.append(([np.asarray(w) for w in state["model"].trainable],
+                  [np.asarray(w) for w in state["control"]],
+                  {k: [a.copy() for a in v] for k, v in process.controls.items()}))
+      federated.checkpoint(process, str(tmp_path / "server_state.npz"), state, round_num)
+
+  c = [np.zeros_like(w) for w in x]
+  c_i = {k: [np.zeros_like(w) for w in x] for k in ids}
+  steps = [3, 1, 2]  # batches of 10 in clients of 30, 10, 20
+  for round_num in (0, 1):
+    ys = [_local_sgd(x, clients[k], lr, 10, correction=(c_i[k], c)) for k in ids]
+    new_c = {k: [fedavg_math.scaffold_client_control(a, b, xa, ya, steps[k], lr)
+                 for a, b, xa, ya in zip(c_i[k], c, x, ys[k])] for k in ids}
+    mean_dy = [np.mean([y[j] - x[j] for y in ys], axis=0) for j in range(len(x))]
+    mean_dc = [np.mean([new_c[k][j] - c_i[k][j] for k in ids], axis=0) for j in range(len(x))]
+    x, c = map(list, zip(*[fedavg_math.scaffold_server(x[j], c[j], mean_dy[j], mean_dc[j],
+                                                       1.0, len(ids) / num_clients)
+                           for j in range(len(x))]))
+    c_i = new_c
+    got_x, got_c, got_ci = got[round_num]
+    for a, b in zip(got_x + got_c, x + c):
+      np.testing.assert_allclose(a, b, rtol=0, atol=5e-5)
+    for k in ids:
+      for a, b in zip(got_ci[k], c_i[k]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-4)
+  assert any(np.abs(w).max() > 1e-3 for w in c)  # the variates really moved
+
+  # The checkpoint: each client's newest variates, no older copy, nothing half-written.
+  files = sorted(p.name for p in (tmp_path / "client_state").iterdir())
+  assert files == ["client_0.r2.npz", "client_1.r2.npz", "client_2.r2.npz"]
+  resumed = _process(spec, algorithm="scaffold", num_clients=num_clients, clients_per_round=3)
+  resumed.load_clients(str(tmp_path / "client_state"), 2)
+  for k in ids:
+    for a, b in zip(resumed.controls[k], got[1][2][k]):
+      np.testing.assert_array_equal(a, b)
+  resumed.load_clients(str(tmp_path / "client_state"), 1)  # a round-1 server state: none
+  assert all(k in resumed.controls for k in ids)
 
 
 def test_server_state_checkpoint_round_trips(tmp_path):
@@ -118,8 +188,10 @@ def test_fedavg_stops_at_the_round_that_reaches_the_target(tmp_path):
 
 
 @pytest.mark.parametrize("extra,checks", [
-    (dict(algorithm="fedprox", proximal_strength=0.1, server_optimizer="momentum",
-          client_dropout=0.4), {"client_drift": True, "dropout": True}),
+    (dict(algorithm="fedprox", proximal_strength=0.1, server_optimizer="momentum"),
+     {"client_drift": True}),
+    (dict(algorithm="scaffold", client_dropout=0.4), {"client_drift": True, "dropout": True,
+                                                      "client_state": True}),
     (dict(algorithm="fedsgd", server_optimizer="adam", aggregator="compression"),
      {"client_drift": True, "compression": True}),
     (dict(dp_noise_multiplier=0.3, server_optimizer="yogi"), {"dp": True}),
@@ -152,6 +224,11 @@ def test_each_federated_recipe_trains_and_reports_what_it_measures(tmp_path, ext
     assert min(want.values()) < 4  # the draw really dropped someone
     assert len([r for r in records if r["kind"] == "round_skipped"]) == list(
         want.values()).count(0)
+  if checks.get("client_state"):  # SCAFFOLD: two model-sized messages each way
+    assert summary["bytes_broadcast_per_round"] == 4 * 2 * 4 * 199_210
+    assert {p.name.split(".")[0] for p in (tmp_path / "client_state").iterdir()} == {
+        f"client_{k}" for r in (1, 2, 3) for k in fedavg_math.surviving_clients(
+            fedavg_math.sample_clients(8, 4, r, 42), 0.4, r, 42)}
   if checks.get("compression"):
     assert summary["bytes_uploaded_compressed_per_round"] * 4 == \
         summary["bytes_uploaded_uncompressed_per_round"]

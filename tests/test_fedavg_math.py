@@ -1,4 +1,4 @@
-"""Client partitions and sampling for FedAvg."""
+"""Client partitions and sampling for FedAvg, and the exact arithmetic of its algorithms."""
 
 import numpy as np
 import pytest
@@ -102,3 +102,41 @@ def test_dp_epsilon_grows_with_rounds_and_shrinks_with_noise():
   assert fm.dp_epsilon(1.0, 100, 10, 100, 1e-3) < eps[2]   # a looser delta, a smaller epsilon
   assert fm.dp_epsilon(0.0, 100, 10, 1, 1e-5) == float("inf")
   assert fm.dp_epsilon(1.0, 100, 10, 0, 1e-5) == 0.0
+
+
+def test_scaffold_step_is_sgd_corrected_by_the_two_control_variates():
+  y, g = np.array([1.0, 2.0]), np.array([2.0, 4.0])
+  c_i, c = np.array([0.25, 0.25]), np.array([0.5, -0.5])
+  np.testing.assert_array_equal(fm.scaffold_step(y, g, c_i, c, 0.5),
+                                [1.0 - 0.5 * 2.25, 2.0 - 0.5 * 3.25])
+  # Zero variates: plain SGD.
+  np.testing.assert_array_equal(fm.scaffold_step(y, g, 0 * c, 0 * c, 0.5), [0.0, 0.0])
+
+
+def test_scaffold_option_two_variate_after_one_step_is_the_local_gradient():
+  """c_i+ = c_i - c + (x - y) / (K lr): after K=1 step y = x - lr (g - c_i + c), so
+  c_i+ = g exactly, the client's gradient at the server's model."""
+  x, g = np.array([1.0, -3.0]), np.array([0.75, 1.5])
+  c_i, c, lr = np.array([0.5, 0.25]), np.array([-0.25, 1.0]), 0.5
+  y = fm.scaffold_step(x, g, c_i, c, lr)
+  np.testing.assert_array_equal(fm.scaffold_client_control(c_i, c, x, y, 1, lr), g)
+  # K steps: the average corrected step, divided back by lr.
+  y2 = fm.scaffold_step(y, 2 * g, c_i, c, lr)
+  np.testing.assert_array_equal(fm.scaffold_client_control(c_i, c, x, y2, 2, lr),
+                                1.5 * g)
+
+
+def test_scaffold_server_keeps_c_the_mean_of_all_clients_variates():
+  """c += |S|/N mean_S(c_i+ - c_i): with every c_i starting at c's value, c stays
+  the mean of all N variates after the sampled ones change."""
+  n = 4
+  old = [np.array([1.0, 2.0]), np.array([3.0, -2.0]), np.array([0.0, 4.0]),
+         np.array([-4.0, 0.0])]
+  c = np.mean(old, axis=0)
+  new = list(old)
+  new[0], new[2] = np.array([2.0, 2.0]), np.array([-1.0, 8.0])
+  mean_dc = ((new[0] - old[0]) + (new[2] - old[2])) / 2
+  x, mean_dy = np.array([1.0, 1.0]), np.array([0.5, -0.25])
+  x_new, c_new = fm.scaffold_server(x, c, mean_dy, mean_dc, 2.0, 2 / n)
+  np.testing.assert_array_equal(x_new, [2.0, 0.5])
+  np.testing.assert_array_equal(c_new, np.mean(new, axis=0))

@@ -271,7 +271,9 @@ def test_straggler_and_namespaces_reach_the_plan_and_the_dry_run(capsys, tmp_pat
     (["--dp_clip=1.0"], "--dp_clip needs --dp_noise_multiplier"),
     (["--dp_noise_multiplier=1", "--aggregator=compression"], "--dp_noise_multiplier"),
     (["--server_optimizer=lamb"], "server_optimizer"),
-    (["--algorithm=scaffold"], "algorithm"),
+    (["--algorithm=scaffold", "--server_optimizer=adam"], "--algorithm=scaffold"),
+    (["--algorithm=scaffold", "--aggregator=compression"], "--algorithm=scaffold"),
+    (["--algorithm=scaffaold"], "algorithm"),
 ])
 def test_federated_flags_are_refused_with_one_line_before_anything_starts(capsys, tmp_path,
                                                                          trainer_argv, needle):

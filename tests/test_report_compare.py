@@ -183,17 +183,18 @@ def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypat
 
 
 def test_fedavg_paper_preset_picks_settings_and_algorithms_and_resumes():
-  runs = budget.paper_preset(50, 0.05, ("shards_E1",), ("fedavg", "fedprox", "fedadam"))
+  runs = budget.paper_preset(50, 0.05, ("shards_E1",), ("fedavg", "fedprox", "fedadam",
+                                                        "scaffold"))
   assert [name for name, _, _ in runs] == ["fedavg_shards_E1", "fedprox_shards_E1",
-                                           "fedadam_shards_E1"]
+                                           "fedadam_shards_E1", "scaffold_shards_E1"]
   assert all("--resume" in args for _, args, _ in runs)
-  assert "--proximal_strength=0.01" in runs[1][1] and "--server_optimizer=adam" in runs[2][1]
+  assert "--proximal_strength=0.1" in runs[1][1] and "--server_optimizer=adam" in runs[2][1]
   for _, args, _ in runs:
     trainer_flags.check_trainer_argv("fedavg", args)
   with pytest.raises(ValueError, match="--paper_settings"):
     budget.paper_preset(50, 0.05, ("iid_E3",))
   with pytest.raises(flags.Error, match="--paper_algorithms"):
-    compare._parse(["compare", "--preset=fedavg_paper", "--paper_algorithms=scaffold"])
+    compare._parse(["compare", "--preset=fedavg_paper", "--paper_algorithms=scafold"])
 
 
 def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """The federated learning process, built from TFF's own pieces by flag: the algorithm
-(FedAvg, FedProx, FedSGD), the server optimizer (FedAvgM, FedAdam, FedYogi, FedAdagrad),
+(FedAvg, FedProx, FedSGD; SCAFFOLD is a process of ours, scaffold.py), the server optimizer (FedAvgM, FedAdam, FedYogi, FedAdagrad),
 and the model-update aggregator (plain weighted mean, TFF's uniform-quantization
 compression, or TFF's Gaussian DP aggregator with fixed or adaptive clipping).
 
@@ -9,11 +9,15 @@ distance of the client updates from their average (fedavg_math.client_drift, fro
 two federated means). Under DP the updates are not inspected (that would leak what
 the noise protects), so no drift is reported there.
 
-SCAFFOLD is not here: it needs a control variate per client that persists across
-rounds, and TFF's learning processes keep no per-client state (their ClientWorkProcess
-is stateless). Doing it right means a learning process of our own with the 100
-clients' variates held by the server and shipped as client data every round; left
-out rather than half-built.
+FedProx is TFF's FedAvg with a client optimizer of ours, `ProximalSGD`: TFF 0.87's
+build_weighted_fed_prox adds mu (w_server - w) to each gradient, the proximal
+term's gradient with its sign flipped (it pushes clients away from the server's
+model; the exact test in test_fedavg_inprocess.py matched TFF's round to 2e-5 only
+with the flipped sign).
+
+SCAFFOLD needs a control variate per client that persists across rounds, which
+TFF's learning processes (their ClientWorkProcess is stateless) cannot hold; it is
+a learning process of our own, with the variates held by the chief (scaffold.py).
 """
 
 import collections
@@ -21,6 +25,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from trainers import fedavg_math, scaffold
 from trainers.fed_config import FedAvgConfig
 
 
@@ -47,21 +52,54 @@ def model_aggregator(config: FedAvgConfig):
 
 def build(config: FedAvgConfig, tff_model_fn):
   """The learning process `config` asks for."""
+  if config.algorithm == "scaffold":
+    return scaffold.ScaffoldProcess(tff_model_fn, config.client_learning_rate,
+                                    config.server_learning_rate, config.num_clients)
   server = server_optimizer(config.server_optimizer, config.server_learning_rate)
   agg = model_aggregator(config)
   if config.algorithm == "fedsgd":
     return tff.learning.algorithms.build_fed_sgd(tff_model_fn, server_optimizer_fn=server,
                                                  model_aggregator=agg)
-  client = tff.learning.optimizers.build_sgdm(config.client_learning_rate)
-  if config.algorithm == "fedprox":
-    builder = (tff.learning.algorithms.build_unweighted_fed_prox if config.private else
-               tff.learning.algorithms.build_weighted_fed_prox)
-    return builder(tff_model_fn, config.proximal_strength, client_optimizer_fn=client,
-                   server_optimizer_fn=server, model_aggregator=agg)
+  client = (ProximalSGD(config.client_learning_rate, config.proximal_strength)
+            if config.algorithm == "fedprox" else
+            tff.learning.optimizers.build_sgdm(config.client_learning_rate))
   builder = (tff.learning.algorithms.build_unweighted_fed_avg if config.private else
              tff.learning.algorithms.build_weighted_fed_avg)
   return builder(tff_model_fn, client_optimizer_fn=client, server_optimizer_fn=server,
                  model_aggregator=agg)
+
+
+class ProximalSGD(tff.learning.optimizers.Optimizer):
+  """FedProx's local solver: SGD on loss + mu/2 ||w - w_server||^2. TFF starts a
+  client optimizer's state afresh for every client and round, so the weights at the
+  first step are the server's model: they become the anchor."""
+
+  def __init__(self, learning_rate: float, mu: float):
+    self._lr, self._mu = learning_rate, mu
+
+  def initialize(self, specs):
+    return collections.OrderedDict(started=tf.constant(False), anchor=tf.nest.map_structure(
+        lambda s: tf.zeros(s.shape, s.dtype), specs))
+
+  def next(self, state, weights, gradients):
+    anchor = tf.nest.map_structure(lambda a, w: tf.where(state["started"], a, w),
+                                   state["anchor"], weights)
+    new = tf.nest.map_structure(
+        lambda w, g, a: w - self._lr * fedavg_math.proximal_gradient(g, w, a, self._mu),
+        weights, gradients, anchor)
+    return collections.OrderedDict(started=tf.constant(True), anchor=anchor), new
+
+
+def messages_per_direction(config: FedAvgConfig) -> int:
+  """Model-sized messages each sampled client gets and sends per round."""
+  return scaffold.MESSAGES_PER_DIRECTION if config.algorithm == "scaffold" else 1
+
+
+def run_round(process, state, datasets, client_ids):
+  """One round of any of them: SCAFFOLD also needs to know whose data is whose."""
+  if getattr(process, "stateful_clients", False):
+    return process.next(state, datasets, client_ids)
+  return process.next(state, datasets)
 
 
 def _sq_norm(value) -> tf.Tensor:

@@ -73,6 +73,11 @@ class FedAvgConfig:
                                                  self.algorithm == "fedsgd"):
       raise ConfigError("--dp_noise_multiplier is its own aggregator, for fedavg and "
                         "fedprox: drop --aggregator=compression / --algorithm=fedsgd")
+    if self.algorithm == "scaffold" and (self.server_optimizer != "sgd" or
+                                         self.aggregator != "mean" or self.private):
+      raise ConfigError("--algorithm=scaffold takes its server step with plain sgd over the "
+                        "mean of the updates: drop --server_optimizer / --aggregator / "
+                        "--dp_noise_multiplier")
     if not 0 <= self.client_dropout < 1:
       raise ConfigError(f"--client_dropout must be in [0, 1), got {self.client_dropout}")
     if self.server_learning_rate is None:

@@ -131,3 +131,34 @@ def dp_epsilon(noise_multiplier: float, num_clients: int, clients_per_round: int
   accountant = dp_accounting.rdp.RdpAccountant()
   accountant.compose(event)
   return float(accountant.get_epsilon(delta))
+
+
+def proximal_gradient(grad, w, anchor, mu):
+  """FedProx's local gradient: that of loss + mu/2 ||w - w_server||^2, i.e.
+  g + mu (w - w_server), which pulls each step back towards the server's model.
+  (TFF 0.87's own build_weighted_fed_prox adds mu (w_server - w), the opposite sign;
+  fed_algorithms.ProximalSGD is why this suite does not use it.) Operators only, for
+  numpy and TF alike."""
+  return grad + mu * (w - anchor)
+
+
+# SCAFFOLD (Karimireddy et al. 2020, Algorithm 1, control variates by option II). Only
+# arithmetic operators: the same functions run on numpy arrays (the exact tests) and on
+# the TF tensors of scaffold.py's client and server computations.
+
+def scaffold_step(y, grad, client_control, server_control, lr):
+  """One corrected local step: y - lr (g - c_i + c). The correction c - c_i steers the
+  client towards the server's estimate of the full gradient."""
+  return y - lr * (grad - client_control + server_control)
+
+
+def scaffold_client_control(client_control, server_control, x, y, steps, lr):
+  """Option II, the client's new variate after K local steps from x to y:
+  c_i+ = c_i - c + (x - y) / (K lr)."""
+  return client_control - server_control + (x - y) / (steps * lr)
+
+
+def scaffold_server(x, control, mean_delta_y, mean_delta_c, server_lr, fraction):
+  """The server: x + lr_g mean(y_i - x), and c + (|S| / N) mean(c_i+ - c_i), which
+  keeps c the mean of all N clients' variates."""
+  return x + server_lr * mean_delta_y, control + fraction * mean_delta_c

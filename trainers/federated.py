@@ -74,6 +74,28 @@ def load_state(path: str, template):
     return tf.nest.pack_sequence_as(template, leaves), int(f["round"])
 
 
+def _clients_dir(path: str) -> str:
+  return os.path.join(os.path.dirname(path), "client_state")
+
+
+def checkpoint(process, path: str, state, round_num: int) -> None:
+  """The server state; with stateful clients (SCAFFOLD) their state around it, so
+  that a resume never pairs a server state with client state from a later round."""
+  stateful = getattr(process, "stateful_clients", False)
+  if stateful:
+    process.save_clients(_clients_dir(path), round_num)
+  save_state(path, state, round_num)
+  if stateful:
+    process.prune_clients(_clients_dir(path), round_num)
+
+
+def restore(process, path: str, template):
+  state, round_num = load_state(path, template)
+  if getattr(process, "stateful_clients", False):
+    process.load_clients(_clients_dir(path), round_num)
+  return state, round_num
+
+
 class Clients:
   """The federation: every client's data, and each round's seeded sample of them."""
 
@@ -105,7 +127,8 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
   the cadence (every round with a target), a checkpoint every round. Returns the
   last round."""
   weights_of = lambda s: [np.asarray(w) for w in process.get_model_weights(s).trainable]
-  model_bytes = volume.model_bytes(sum(w.size for w in weights_of(state)))
+  model_bytes = volume.model_bytes(sum(w.size for w in weights_of(state))) * (
+      fed_algorithms.messages_per_direction(config))
   round_num, target = start_round, run_.progress.target
   for round_num in range(start_round + 1, config.rounds + 1):
     # --client_dropout: the sampled clients that fail to report are left out.
@@ -119,7 +142,8 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
                        **dict(zip(("loss", "accuracy"), run_.score(before, clients.data[k]))))
                   for k in sampled]
     t = time.perf_counter()
-    result = process.next(state, clients.datasets(sampled, round_num))
+    result = fed_algorithms.run_round(process, state, clients.datasets(sampled, round_num),
+                                      sampled)
     round_time = time.perf_counter() - t
     state, metrics = result.state, result.metrics["client_work"]["train"]
     due = bool(target.accuracy) or progress.round_due_for_eval(round_num, config.rounds,
@@ -131,7 +155,7 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Fe
         bytes_broadcast=len(sampled) * model_bytes,
         bytes_uploaded=len(sampled) * (model_bytes + 4), clients=per_client,
         reporting_clients=len(sampled), **round_extras(result.metrics, config, round_num))
-    save_state(ckpt_path, state, round_num)
+    checkpoint(process, ckpt_path, state, round_num)
     run_.maybe_fail(round_num, unit="round")
     if run_.progress.should_stop:
       break
@@ -193,7 +217,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
     if config.train.resume and os.path.exists(ckpt_path):
-      state, start_round = load_state(ckpt_path, state)
+      state, start_round = restore(process, ckpt_path, state)
       run_.announce(f"resumed from {ckpt_path} after round {start_round}")
     elif config.train.resume:
       run_.announce(session.FRESH_START.format(ckpt_path))
@@ -210,7 +234,8 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                   f"{f', client dropout {config.client_dropout:g}' if config.client_dropout else ''}"
                   f"; running {where}")
     last_round = train_rounds(run_, process, state, clients, config, start_round, ckpt_path)
-    upload = config.clients_per_round * (4 * num_params + 4)
+    copies = fed_algorithms.messages_per_direction(config)
+    upload = config.clients_per_round * (4 * num_params * copies + 4)
     reached = run_.progress.target.reached
     return run_.finish(
         rounds=config.rounds, rounds_run=last_round, num_clients=config.num_clients,
@@ -225,11 +250,11 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
         rounds_to_target=reached["steps_to_target"] if reached else None,
         round_time_s=run_.progress.train_time_s / max(len(run_.progress.history), 1),
         **steady_rounds(run_.progress.history),
-        bytes_broadcast_per_round=config.clients_per_round * 4 * num_params,
+        bytes_broadcast_per_round=config.clients_per_round * 4 * num_params * copies,
         bytes_uploaded_per_round=upload,
         bytes_uploaded_per_client=upload * last_round / config.num_clients,
-        bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
-                                                last_round, num_workers),
+        bytes_analytic_per_worker=copies * volume.fedavg(num_params, config.clients_per_round,
+                                                         last_round, num_workers),
         notes=f"{last_round} rounds x {config.clients_per_round} clients, "
               f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
 

@@ -35,7 +35,7 @@ EXCHANGES = ("params", "gradients")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
 # FedAvg the algorithm shares its name with FedAvg the approach.
 FEDAVG_ALGORITHM = approaches.FEDAVG.name
-FED_ALGORITHMS = (FEDAVG_ALGORITHM, "fedprox", "fedsgd")
+FED_ALGORITHMS = (FEDAVG_ALGORITHM, "fedprox", "fedsgd", "scaffold")
 FED_AGGREGATORS = ("mean", "compression")
 CLUSTER_RESOLVERS = ("tf_config", "slurm")
 
@@ -158,7 +158,8 @@ def define_fedavg_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
   flags.DEFINE_enum("algorithm", FEDAVG_ALGORITHM, FED_ALGORITHMS, "fedavg; fedprox (adds "
                     "--proximal_strength/2 ||w - w_server||^2 to each client's loss); fedsgd "
-                    "(one gradient per client on all its data).", flag_values=fv)
+                    "(one gradient per client on all its data); scaffold (control variates "
+                    "correct each local step for client drift; server sgd, mean aggregator).", flag_values=fv)
   flags.DEFINE_float("proximal_strength", None, "FedProx's mu (with --algorithm=fedprox, "
                      "which needs it).", flag_values=fv)
   flags.DEFINE_enum("server_optimizer", "sgd", SERVER_OPTIMIZERS, "Server optimizer: sgd "
