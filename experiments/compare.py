@@ -336,6 +336,10 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
                  f"{s['wall_time_s']:.0f} |")
   table = "\n".join(lines)
   os.makedirs(root, exist_ok=True)
+  finished = {name: report_lib.load_run(os.path.join(root, name)) for name, _, _ in runs
+              if os.path.exists(os.path.join(root, name, "summary.json"))}
+  if report_lib.plot_rounds(finished, os.path.join(root, "rounds.png"), target=0.99):
+    print(f"compare: accuracy and client drift per round in {root}/rounds.png", file=console)
   with open(os.path.join(root, "report.md"), "w") as f:
     f.write("# FedAvg, McMahan et al. 2017 Table 2 (CNN, C=0.1, B=10)\n\n" + table + "\n")
   print(table, file=console)

@@ -214,9 +214,17 @@ def _time_bars(ax, rows: Sequence[dict], target: float | None) -> None:
   ax.grid(alpha=0.3, axis="x")
 
 
+def round_series(run: dict, key: str) -> tuple[list[int], list[float]]:
+  """(rounds, values) of a per-round field (test_accuracy, client_drift, ...)."""
+  points = [(r["round"], r[key]) for r in run["records"]
+            if r.get("kind") == "round" and r.get(key) is not None]
+  return [p[0] for p in points], [p[1] for p in points]
+
+
 def plot_clients(run: dict, path: str) -> bool:
-  """Federated runs: one loss curve per client, over the rounds it took part in;
-  False (nothing written) for a run that records no clients."""
+  """Federated runs: one loss curve per client, over the rounds it took part in, and
+  below them the round's client drift; False (nothing written) for a run that
+  records no clients."""
   per_client: dict[int, list[tuple[int, float]]] = {}
   for r in run["records"]:
     for c in r.get("clients", ()):
@@ -226,14 +234,48 @@ def plot_clients(run: dict, path: str) -> bool:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  drift = round_series(run, "client_drift")
+  fig, axes = plt.subplots(2 if drift[0] else 1, 1, figsize=(7, 6.5 if drift[0] else 4.5),
+                           sharex=True, squeeze=False)
+  ax = axes[0][0]
   for client, points in sorted(per_client.items()):
     rounds, losses = zip(*points)
     ax.plot(rounds, losses, marker=".", alpha=0.6, linewidth=0.8)
-  ax.set_xlabel("round")
   ax.set_ylabel("loss of the broadcast model on the client's data")
   ax.set_title(f"FedAvg: per-client loss ({len(per_client)} clients)")
   ax.grid(alpha=0.3)
+  if drift[0]:
+    axes[1][0].plot(*drift, color="black")
+    axes[1][0].set_ylabel("client drift (RMS distance\nof updates from their mean)")
+    axes[1][0].grid(alpha=0.3)
+  axes[-1][0].set_xlabel("round")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def plot_rounds(runs: dict[str, dict], path: str, target: float | None = None) -> bool:
+  """Several federated runs side by side: test accuracy and client drift per round,
+  one line per run (the paper preset's settings and algorithms)."""
+  if not any(round_series(r, "test_accuracy")[0] for r in runs.values()):
+    return False
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (acc, drift) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+  for name, run in runs.items():
+    line, = acc.plot(*round_series(run, "test_accuracy"), label=name, linewidth=1)
+    drift.plot(*round_series(run, "client_drift"), color=line.get_color(), linewidth=1)
+  if target:
+    acc.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+    acc.set_ylim(max(0.0, target - 0.05), 1.0)
+  acc.set_ylabel("test accuracy")
+  acc.legend(fontsize=8)
+  drift.set_ylabel("client drift")
+  drift.set_xlabel("round")
+  for ax in (acc, drift):
+    ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

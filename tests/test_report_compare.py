@@ -38,7 +38,7 @@ def recorded(tmp_path):
                                "wall_time_s": 30.0, "reached_target": False},
              [{"kind": "round", "step": r, "round": r, "elapsed_s": 10.0 * r, "examples": 100,
                "examples_seen": 100 * r, "test_accuracy": 0.9 + 0.05 * (r - 1),
-               "clients": [{"client": c, "loss": 1.0 / r, "accuracy": 0.5, "examples": 50}
+               "client_drift": 1.0 / r, "clients": [{"client": c, "loss": 1.0 / r, "accuracy": 0.5, "examples": 50}
                            for c in (r, r + 1)]} for r in (1, 2)])
   _write_run(tmp_path / "go", {**base, "approach": "gossip", "label": "gossip/ring",
                                "num_workers": 4, "bytes_sent_per_worker": 5e6,
@@ -68,6 +68,14 @@ def test_rows_hold_the_figures(recorded):
     assert set(report.ROW_KEYS) <= set(r)
   for png in ("report.png", "fedavg_clients.png"):
     assert (recorded / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  fed = report.load_run(str(recorded / "fa"))
+  assert report.round_series(fed, "client_drift") == ([1, 2], [1.0, 0.5])
+  # The paper preset's figure: accuracy and drift per round, a line per run; nothing
+  # for runs without rounds.
+  assert report.plot_rounds({"fedavg": fed}, str(recorded / "rounds.png"), target=0.99)
+  assert (recorded / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+  assert not report.plot_rounds({"ar": report.load_run(str(recorded / "ar"))},
+                                str(recorded / "none.png"))
 
 
 def test_seeds_aggregate_to_mean_and_range():
