@@ -15,7 +15,10 @@ The round's mean is unweighted over the clients that reported, as in the paper (
 the paper's equal-size shards it equals FedAvg's example-weighted one). On the wire
 SCAFFOLD moves two model-sized messages each way per client (x and c down, dy and dc
 up); that the chief also ships c_i down and back is an artefact of TFF clients being
-stateless, and is not counted. `ScaffoldProcess` answers the calls that
+stateless, and is not counted. Measured on the paper's shards (E=1, 10 of 100 clients a round, BENCHMARKS.md): at client lr
+0.05 it diverged in round 15, a client's variate being about 10 rounds stale and applied
+at each of its 60 local steps; at 0.025 it reached 99 % in 154 rounds.
+`ScaffoldProcess` answers the calls that
 federated.train_rounds makes of TFF's learning processes, plus `next`'s client ids
 and the variates' checkpoint.
 """
