@@ -309,7 +309,7 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
                                              else [])
   lines = ["| setting | rounds to 99 % (here) | paper | final test acc | rounds run | "
            "client lr | wall s (last process) |", "|---|---|---|---|---|---|---|"]
-  code_all = 0
+  code_all, finished = 0, {}
   for i, (name, args, paper) in enumerate(runs, 1):
     run_dir = os.path.join(root, name)
     if _paper_run_finished(run_dir, fv.paper_max_rounds):
@@ -329,15 +329,14 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
       if code in exits.STOPPED_BY_SIGNAL:
         break
       continue
-    s = report_lib.load_run(run_dir)["summary"]
+    finished[name] = report_lib.load_run(run_dir)  # the table's row and the plot's line
+    s = finished[name]["summary"]
     reached = s["rounds_to_target"] or f"not in {s['rounds_run']}"
     lines.append(f"| {name} | {reached} | {paper} | {100 * s['test_accuracy']:.2f}% | "
                  f"{s['rounds_run']} | {s['client_learning_rate']:g} | "
                  f"{s['wall_time_s']:.0f} |")
   table = "\n".join(lines)
   os.makedirs(root, exist_ok=True)
-  finished = {name: report_lib.load_run(os.path.join(root, name)) for name, _, _ in runs
-              if os.path.exists(os.path.join(root, name, "summary.json"))}
   if report_lib.plot_rounds(finished, os.path.join(root, "rounds.png"), target=0.99):
     print(f"compare: accuracy and client drift per round in {root}/rounds.png", file=console)
   with open(os.path.join(root, "report.md"), "w") as f:

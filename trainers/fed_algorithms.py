@@ -25,7 +25,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from trainers import fedavg_math, scaffold
+from trainers import fed_measures, fedavg_math, scaffold
 from trainers.fed_config import FedAvgConfig
 
 
@@ -102,11 +102,6 @@ def run_round(process, state, datasets, client_ids):
   return process.next(state, datasets)
 
 
-def _sq_norm(value) -> tf.Tensor:
-  return tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32)))
-                   for t in tf.nest.flatten(value)])
-
-
 class DriftMeasuringFactory(tff.aggregators.WeightedAggregationFactory):
   """`inner`'s weighted aggregation, plus the measurement `client_drift`."""
 
@@ -119,16 +114,15 @@ class DriftMeasuringFactory(tff.aggregators.WeightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type)
     def sq_norm(value):
-      return _sq_norm(value)
+      return fed_measures.sq_norm(value)
 
     @tff.tensorflow.computation(value_type, weight_spec)
     def weighted_sq_norm(value, weight):
-      return _sq_norm(value) * tf.cast(weight, tf.float32)
+      return fed_measures.sq_norm(value) * tf.cast(weight, tf.float32)
 
     @tff.tensorflow.computation(tf.float32, tf.float32, tf.float32)
     def drift(sum_weighted_sq, sum_weight, sq_of_mean):
-      return tf.sqrt(tf.maximum(sum_weighted_sq / tf.maximum(sum_weight, 1e-12) - sq_of_mean,
-                                0.0))
+      return fed_measures.drift(sum_weighted_sq / tf.maximum(sum_weight, 1e-12), sq_of_mean)
 
     @tff.tensorflow.computation(weight_spec)
     def as_float(weight):

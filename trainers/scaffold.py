@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from trainers import fedavg_math
+from trainers import fed_measures, fedavg_math
 
 MESSAGES_PER_DIRECTION = 2  # (x, c) down, (dy, dc) up
 _CONTROL_FILE = re.compile(r"client_(\d+)\.r(\d+)\.npz$")
@@ -73,7 +73,7 @@ def local_training(model, dataset, server_weights, server_control, client_contro
       delta_y=delta_y, delta_c=[a - b for a, b in zip(new_control, client_control)],
       control=new_control, sums=collections.OrderedDict(
           loss=loss_sum, correct=correct, examples=tf.cast(examples, tf.float32),
-          sq_norm=tf.add_n([tf.reduce_sum(tf.square(d)) for d in delta_y]), clients=1.0))
+          sq_norm=fed_measures.sq_norm(delta_y), clients=1.0))
 
 
 def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_clients: int):
@@ -109,12 +109,10 @@ def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_cli
 
   @tff.tensorflow.computation(sums_type, control_type)
   def round_metrics(sums, mean_delta_y):
-    mean_sq = sums["sq_norm"] / sums["clients"]
-    sq_of_mean = tf.add_n([tf.reduce_sum(tf.square(d)) for d in mean_delta_y])
     return collections.OrderedDict(
         loss=sums["loss"] / sums["examples"], accuracy=sums["correct"] / sums["examples"],
-        num_examples=sums["examples"], client_drift=tf.sqrt(tf.maximum(mean_sq - sq_of_mean,
-                                                                    0.0)))
+        num_examples=sums["examples"], client_drift=fed_measures.drift(
+            sums["sq_norm"] / sums["clients"], fed_measures.sq_norm(mean_delta_y)))
 
   @tff.federated_computation(tff.FederatedType(state_type, tff.SERVER),
                              tff.FederatedType(dataset_type, tff.CLIENTS),
