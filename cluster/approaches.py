@@ -29,6 +29,9 @@ class Approach:
   env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # for every task
   fault_roles: tuple[str, ...] = ("chief", "worker", "ps")  # --fail_task can crash these
   fault_note: str = ""               # why the others cannot be
+  # The training set is split among the worker tasks (summary.json then shows each
+  # worker's label histogram); FedAvg's workers serve clients, split per client.
+  worker_partitions: bool = True
 
   def roles(self, num_workers: int, num_ps: int = 0) -> dict[str, int]:
     """Role -> task count, in the order tasks are planned (chief, worker, ps)."""
@@ -44,7 +47,7 @@ class Approach:
 
 ALLREDUCE = Approach("allreduce", "trainers.allreduce", takes_resume_flag=False)
 PS = Approach(
-    "ps", "trainers.parameter_server", has_chief=True, has_ps=True,
+    "ps", "trainers.ps", has_chief=True, has_ps=True,
     primary_roles=("chief",),
     # The coordinator re-schedules a dead worker's closures on the others.
     tolerated_roles=("worker",),
@@ -54,15 +57,10 @@ PS = Approach(
 GOSSIP = Approach("gossip", "trainers.gossip")
 # The chief runs the FedAvg rounds; workers are TFF executor services (none: in-process).
 FEDAVG = Approach("fedavg", "trainers.federated", has_chief=True, min_workers=0,
-                  primary_roles=("chief",), fault_roles=("chief",),
+                  primary_roles=("chief",), fault_roles=("chief",), worker_partitions=False,
                   fault_note="its workers are TFF's C++ executor services")
 
 APPROACHES: Mapping[str, Approach] = {a.name: a for a in (ALLREDUCE, PS, GOSSIP, FEDAVG)}
-
-
-def for_trainer(module: str) -> Approach:
-  """The approach whose tasks run `module` (e.g. trainers.gossip)."""
-  return next(a for a in APPROACHES.values() if a.trainer == module)
 
 
 def get(name: str) -> Approach:

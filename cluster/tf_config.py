@@ -7,9 +7,34 @@ training operator writes the same shape.
 
 import dataclasses
 import json
+import re
 from typing import Mapping, Sequence
 
 from cluster.errors import ConfigError
+
+# A task's name, role:index, as every log prefix, flag and record spells it.
+TASK_NAME_RE = re.compile(r"^(chief|worker|ps):\d+$")
+
+
+def task_name(role: str, index: int) -> str:
+  """'worker', 1 -> 'worker:1'."""
+  return f"{role}:{index}"
+
+
+def split_task_name(name: str) -> tuple[str, int]:
+  """'worker:1' -> ('worker', 1)."""
+  role, _, index = name.partition(":")
+  return role, int(index)
+
+
+def role_of(name: str) -> str:
+  """'worker:1' -> 'worker'."""
+  return name.partition(":")[0]
+
+
+def task_names(roles: Mapping[str, int]) -> list[str]:
+  """Every task of a job (role -> count), in role order, then index."""
+  return [task_name(r, i) for r, n in roles.items() for i in range(n)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +57,7 @@ class TaskInfo:
 
   @property
   def name(self) -> str:
-    return f"{self.task_type}:{self.task_index}"
+    return task_name(self.task_type, self.task_index)
 
   @property
   def address(self) -> str:

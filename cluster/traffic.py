@@ -16,6 +16,8 @@ import os
 import statistics
 from typing import Iterable, Mapping
 
+from cluster.tf_config import role_of
+
 DIR_NAME = "traffic"
 ENV_DIR, ENV_TASK = "TFDIST_TRAFFIC_DIR", "TFDIST_TASK"
 
@@ -52,7 +54,7 @@ def per_role(totals: Mapping[str, Mapping[str, int]], roles: Iterable[str] = ("w
   """(mean bytes sent, mean bytes received) over the tasks of `roles`; (None, None)
   when none of them was counted."""
   roles = tuple(roles)
-  rows = [v for k, v in totals.items() if k.partition(":")[0] in roles]
+  rows = [v for k, v in totals.items() if role_of(k) in roles]
   if not rows:
     return None, None
   return (statistics.fmean(r["sent"] for r in rows),

@@ -81,19 +81,21 @@ def _measure(name: str, argv: list[str], run_dir: str) -> dict:
   return row
 
 
-def cpu_peak_flops() -> tuple[float | None, str]:
+def cpu_peak_flops(info: str | None = None, cores: int | None = None
+                   ) -> tuple[float | None, str]:
   """(theoretical fp32 FLOP/s of the usable cores, how it was computed), from
-  /proc/cpuinfo: cores x SIMD lanes x 2 (FMA) x 2 FMA units x clock."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      info = f.read()
-  except OSError:
-    return None, "no /proc/cpuinfo"
+  /proc/cpuinfo (or `info`): cores x SIMD lanes x 2 (FMA) x 2 FMA units x clock."""
+  if info is None:
+    try:
+      with open("/proc/cpuinfo") as f:
+        info = f.read()
+    except OSError:
+      return None, "no /proc/cpuinfo"
   flags_line = next((l for l in info.splitlines() if l.startswith("flags")), "")
   mhz = next((float(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu MHz")),
              None)
   lanes = 16 if " avx512f" in flags_line else 8 if " avx2" in flags_line else 4
-  cores = len(os.sched_getaffinity(0))
+  cores = cores or len(os.sched_getaffinity(0))
   if mhz is None:
     return None, "no clock in /proc/cpuinfo"
   peak = cores * lanes * 2 * 2 * mhz * 1e6

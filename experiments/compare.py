@@ -29,7 +29,7 @@ from experiments import regimes as regimes_lib
 from experiments import report as report_lib
 from launch import links, local, preflight
 from trainers.common.errors import DataError
-from trainers.flags import SYNTHETIC
+from trainers.common.flags import SYNTHETIC
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -29,6 +29,8 @@ the launcher applies the affinity at spawn time (os.sched_setaffinity).
 import dataclasses
 from typing import Mapping, Sequence
 
+from cluster.tf_config import role_of
+
 COMPUTE_ROLE, CHIEF_ROLE = "worker", "chief"
 INTER_OP_THREADS = 2
 
@@ -61,7 +63,7 @@ def assign(tasks: Sequence[str], cpu_ids: Sequence[int], threads_per_task: int |
     raise ValueError(f"a host needs at least one core, got {cores}")
   if threads_per_task is not None and threads_per_task < 1:
     raise ValueError(f"--threads_per_task must be >= 1, got {threads_per_task}")
-  compute = [t for t in tasks if t.partition(":")[0] == COMPUTE_ROLE]
+  compute = [t for t in tasks if role_of(t) == COMPUTE_ROLE]
   light = [t for t in tasks if t not in compute]
   per_task = threads_per_task or max(1, cores // max(1, len(compute)))
   if pin and len(compute) > cores:
@@ -78,7 +80,7 @@ def assign(tasks: Sequence[str], cpu_ids: Sequence[int], threads_per_task: int |
   used = len(compute) * per_task if pin else 0
   spare = ids[used:] or ids
   for name in light:
-    threads = cores if name.partition(":")[0] == CHIEF_ROLE else 1
+    threads = cores if role_of(name) == CHIEF_ROLE else 1
     shares[name] = Share(threads_per_task or threads, INTER_OP_THREADS, spare if pin else ())
   return shares
 

@@ -32,6 +32,7 @@ the last attempt): 65 diverged, 66 no data, 69 a peer never answered, 71 port
 taken, 74 log not writable, 143 SIGTERM. --max_restarts never retries 2, 65, 66.
 """
 
+import dataclasses
 import json
 import os
 import shlex
@@ -44,13 +45,13 @@ import uuid
 from absl import flags
 
 from cluster import approaches, exits, traffic
-from cluster.tf_config import ENV_LAUNCH_TIME, parse_tf_config
+from cluster.tf_config import parse_tf_config, task_name
 from launch import links as links_lib
 from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
+from launch.config import LaunchConfig, Machine
 from trainers import flags as trainer_flags
-from trainers.common import config as config_lib
 from trainers.common.outputs import default_run_dir, write_json_atomic
 
 USAGE_EXIT = exits.USAGE
@@ -133,12 +134,11 @@ def _usage_error(msg: str) -> int:
   return USAGE_EXIT
 
 
-def _link_cluster(links: links_lib.Links, fv: flags.FlagValues) -> dict:
+def _link_cluster(links: links_lib.Links, config: LaunchConfig) -> dict:
   """--link: every task at its namespace's address, all on the same port."""
-  roles = approaches.get(fv.approach).roles(fv.num_workers, fv.num_ps)
   by_task = links.by_task()
-  return {r: tuple(f"{by_task[f'{r}:{i}'].address}:{links_lib.PORT}" for i in range(n))
-          for r, n in roles.items()}
+  return {r: tuple(f"{by_task[task_name(r, i)].address}:{links_lib.PORT}" for i in range(n))
+          for r, n in config.roles.items()}
 
 
 def link_fields(links: links_lib.Links, counts: dict[str, dict[str, int]]) -> dict:
@@ -182,8 +182,10 @@ def _print_summary(run_dir: str, out) -> None:
       for k in keys if k in summary), file=out)
 
 
-def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValues]:
-  """(launcher flags, trainer argv, trainer flags); raises ValueError for a usage error."""
+def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchConfig:
+  """The launch from the command line, parsed and checked once (the trainer flags
+  after `--` against the approach's own); ValueError, one line naming the flag, for
+  any usage error."""
   fv = flags.FlagValues()
   define_flags(fv)
   try:
@@ -198,6 +200,30 @@ def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValu
     tfv = trainer_flags.check_trainer_argv(fv.approach, rest)
   except flags.Error as e:
     raise ValueError(f"trainer flags: {e}") from e
+  _check_launcher_flags(fv, rest)
+  config = LaunchConfig(
+      approach=fv.approach, num_workers=fv.num_workers,
+      run_dir=os.path.abspath(fv.run_dir or default_run_dir(fv.approach)),
+      run_id=uuid.uuid4().hex, trainer_argv=tuple(rest), num_ps=fv.num_ps, host=fv.host,
+      hosts=tuple(fv.hosts), port_base=fv.port_base, this_host=fv.this_host, bind=fv.bind,
+      timeout=fv.timeout, max_restarts=fv.max_restarts, fail_task=fv.fail_task,
+      fail_at_step=fv.fail_at_step, gpus_per_worker=fv.gpus_per_worker,
+      cpu_budget=fv.cpu_budget, threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus,
+      allow_oversubscribe=fv.allow_oversubscribe,
+      link_rate_bps=links_lib.parse_rate(fv.link) if fv.link is not None else None,
+      dry_run=fv.dry_run, launched=launched)
+  if fv.straggler is not None:  # (the task names need a valid --num_workers first)
+    config = dataclasses.replace(config, straggler=planning.parse_straggler(
+        fv.straggler, config.task_names))
+  config.roles  # pylint: disable=pointless-statement  # ConfigError for a bad task count
+  preflight.check_dataset(tfv.dataset, tfv.data_dir)
+  # What the trainers would refuse, refused here, before anything starts.
+  trainer_flags.check_values(tfv, fv.approach).check_cluster(fv.num_workers)
+  return config
+
+
+def _check_launcher_flags(fv: flags.FlagValues, rest: list[str]) -> None:
+  """The launcher's own flags, alone and together; ValueError naming the flag."""
   if fv.max_restarts < 0:
     raise ValueError(f"--max_restarts must be >= 0, got {fv.max_restarts}")
   if fv.this_host and not fv.hosts:
@@ -208,39 +234,29 @@ def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[str], flags.FlagValu
   if any(a.startswith(("--fail_task", "--fail_at_step")) for a in rest) and fv.max_restarts:
     raise ValueError("with --max_restarts, give --fail_task/--fail_at_step to the "
                      "launcher (injected once), not to the trainer")
-  if (fv.approach == approaches.GOSSIP.name and getattr(tfv, "topology", None) ==
-      "one_peer_exp" and fv.num_workers & (fv.num_workers - 1)):
-    raise ValueError(f"--topology=one_peer_exp needs a power-of-two --num_workers, got "
-                     f"{fv.num_workers}")
   if fv.link is not None:
     links_lib.parse_rate(fv.link)
     if fv.hosts:
       raise ValueError("--link caps the links of a local job; drop --hosts or --link")
     if not fv.dry_run and (why := links_lib.missing()):
       raise ValueError(why)
-  if fv.straggler is not None:  # (the task names need a valid --num_workers first)
-    names = planning.task_names(fv.approach, fv.num_workers, fv.num_ps)
-    planning.parse_straggler(fv.straggler, names)
   preflight.check_timeout(fv.timeout)
   for host in fv.hosts:
     preflight.check_host_name(host)
   if fv.this_host:
     preflight.check_host_name(fv.this_host, "--this_host")
-  preflight.check_dataset(tfv.dataset, tfv.data_dir)
-  config_lib.check_values(tfv, fv.approach)  # ConfigError (a ValueError) names the flag
-  return fv, rest, tfv
 
 
-def _preflight_machine(plan: planning.Plan, fv: flags.FlagValues) -> None:
+def _preflight_machine(plan: planning.Plan, config: LaunchConfig) -> None:
   """What this machine must offer the tasks it starts: its address, free ports, a
   writable run directory, and cores enough."""
-  if fv.this_host:
-    preflight.check_ours(fv.this_host)
-  if not fv.link:  # with --link every task has a namespace (and its ports) of its own
+  if config.this_host:
+    preflight.check_ours(config.this_host)
+  if not config.link_rate_bps:  # with --link every task has a namespace (and ports) of its own
     preflight.check_ports_free((t.name, t.address) for t in plan.tasks)
   preflight.check_writable(plan.run_dir)
   per_host = {h: len(ts) for h, ts in planning.host_plans(plan).items()}
-  preflight.check_oversubscription(per_host, os.cpu_count() or 1, fv.allow_oversubscribe)
+  preflight.check_oversubscription(per_host, os.cpu_count() or 1, config.allow_oversubscribe)
 
 
 def main(argv: list[str] | None = None, console=sys.stdout) -> int:
@@ -248,82 +264,80 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   argv = sys.argv if argv is None else argv
   launched = time.time()  # time to accuracy counts from here, start-up included
   try:
-    fv, rest, _ = _parse(argv)
-  except ValueError as e:
-    return _usage_error(str(e))
-  run_dir = os.path.abspath(fv.run_dir or default_run_dir(fv.approach))
-  run_id = uuid.uuid4().hex
-  num_gpus = visible_gpu_count() if fv.gpus_per_worker else 0
-  try:
-    names = planning.task_names(fv.approach, fv.num_workers, fv.num_ps)
-    links = (links_lib.plan(names, links_lib.parse_rate(fv.link), os.getpid())
-             if fv.link else None)
-    straggler = planning.parse_straggler(fv.straggler, names) if fv.straggler else None
+    config = config_from_argv(argv, launched)
   except ValueError as e:
     return _usage_error(str(e))
   out = spawn.Console(console)  # never blocks, never raises on a closed console
   try:
-    preload = _preload(fv.bind, out)
-
-    def plan_attempt(attempt: int, cluster=None) -> planning.Plan:
-      new = planning.make_plan(
-          fv.approach, fv.num_workers, run_dir, run_id=run_id,
-          trainer_argv=planning.attempt_argv(fv.approach, rest, attempt, fv.fail_task,
-                                             fv.fail_at_step),
-          port_fn=_pick_port, num_ps=fv.num_ps, host=fv.host,
-          num_gpus=num_gpus, gpus_per_worker=fv.gpus_per_worker,
-          log_dir=planning.attempt_log_dir(run_dir, attempt, fv.max_restarts),
-          hosts=fv.hosts, port_base=fv.port_base, cluster=cluster, preload=preload,
-          base_env={ENV_LAUNCH_TIME: repr(launched)},
-          cpu_ids=tuple(sorted(os.sched_getaffinity(0))) if fv.cpu_budget else (),
-          threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus,
-          netns={l.task: l.netns for l in links.links} if links else None,
-          slowdown=dict([straggler]) if straggler else None)
-      return planning.for_host(new, fv.this_host) if fv.this_host else new
-
-    try:
-      plan = plan_attempt(0, _link_cluster(links, fv) if links else None)
-      planning.check_fail_task(fv.approach, plan.cluster, fv.fail_task, fv.fail_at_step)
-      if fv.hosts and not fv.this_host or fv.dry_run:
-        text = plan.describe() if fv.dry_run else _host_commands(plan, argv)
-        print(text + (f"\n{links.describe()}" if links and fv.dry_run else ""), file=out)
-        return 0
-      _preflight_machine(plan, fv)
-    except ValueError as e:
-      return _usage_error(str(e))
-    if preload:
-      os.makedirs(traffic.traffic_dir(run_dir), exist_ok=True)
-
-    def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
-      # Same addresses for a host list (and in the --link namespaces); fresh ports for
-      # a local job (old ones may linger).
-      keep = fv.hosts or links
-      return plan_attempt(attempt, cluster=previous.cluster if keep else None)
-
-    if links_lib.missing() is None:
-      for name in links_lib.remove_stale():  # left by a launcher killed with SIGKILL
-        print(f"launcher: removed stale network namespace {name}", file=out)
-    extra = ({"straggler": {"task": straggler[0], "factor": straggler[1], "how": (
-        f"runs {spawn.RUN_SLICE_S * 1000:.0f} ms, then stands still (SIGSTOP) for "
-        "(factor - 1) times that")}} if straggler else {})
-    try:
-      if links:
-        try:
-          links_lib.create(links)
-        except links_lib.LinkError as e:
-          return _usage_error(str(e))
-        print(f"launcher: {links.describe()}", file=out, flush=True)
-      outcome, attempts, restarts = run_attempts(plan, replan, fv.max_restarts, fv.timeout,
-                                                 out)
-      if links:  # every task has exited: the veth counters are final
-        extra.update(link_fields(links, links_lib.counters(links)))
-    finally:
-      if links:
-        links_lib.destroy(links)
-    _report(outcome, attempts, restarts, plan, fv.max_restarts, out, extra)
-    return outcome.exit_code
+    return _launch(config, argv, out)
   finally:
     out.close()
+
+
+def _launch(config: LaunchConfig, argv: list[str], out) -> int:
+  """Plans the first attempt, prints it (--dry_run, a host list) or checks the machine
+  and runs the job with its links; returns the exit code."""
+  machine = Machine(
+      num_gpus=visible_gpu_count() if config.gpus_per_worker else 0,
+      cpu_ids=tuple(sorted(os.sched_getaffinity(0))) if config.cpu_budget else (),
+      preload=_preload(config.bind, out))
+  links = (links_lib.plan(config.task_names, config.link_rate_bps, os.getpid())
+           if config.link_rate_bps else None)
+
+  def plan_attempt(attempt: int, cluster=None) -> planning.Plan:
+    new = planning.make_plan(config, _pick_port, machine, attempt, cluster,
+                             netns={l.task: l.netns for l in links.links} if links else None)
+    return planning.for_host(new, config.this_host) if config.this_host else new
+
+  try:
+    plan = plan_attempt(0, _link_cluster(links, config) if links else None)
+    planning.check_fail_task(config.approach, plan.cluster, config.fail_task,
+                             config.fail_at_step)
+    if config.hosts and not config.this_host or config.dry_run:
+      text = plan.describe() if config.dry_run else _host_commands(plan, argv)
+      print(text + (f"\n{links.describe()}" if links and config.dry_run else ""), file=out)
+      return 0
+    _preflight_machine(plan, config)
+  except ValueError as e:
+    return _usage_error(str(e))
+  if machine.preload:
+    os.makedirs(traffic.traffic_dir(config.run_dir), exist_ok=True)
+
+  def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
+    # Same addresses for a host list (and in the --link namespaces); fresh ports for
+    # a local job (old ones may linger).
+    keep = config.hosts or links
+    return plan_attempt(attempt, cluster=previous.cluster if keep else None)
+
+  return _run_linked(config, plan, replan, links, out)
+
+
+def _run_linked(config: LaunchConfig, plan: planning.Plan, replan, links, out) -> int:
+  """Runs the attempts inside --link's namespaces (created here, always removed),
+  then reports; returns the exit code."""
+  if links_lib.missing() is None:
+    for name in links_lib.remove_stale():  # left by a launcher killed with SIGKILL
+      print(f"launcher: removed stale network namespace {name}", file=out)
+  straggler = config.straggler
+  extra = ({"straggler": {"task": straggler[0], "factor": straggler[1], "how": (
+      f"runs {spawn.RUN_SLICE_S * 1000:.0f} ms, then stands still (SIGSTOP) for "
+      "(factor - 1) times that")}} if straggler else {})
+  try:
+    if links:
+      try:
+        links_lib.create(links)
+      except links_lib.LinkError as e:
+        return _usage_error(str(e))
+      print(f"launcher: {links.describe()}", file=out, flush=True)
+    outcome, attempts, restarts = run_attempts(plan, replan, config.max_restarts,
+                                               config.timeout, out)
+    if links:  # every task has exited: the veth counters are final
+      extra.update(link_fields(links, links_lib.counters(links)))
+  finally:
+    if links:
+      links_lib.destroy(links)
+  _report(outcome, attempts, restarts, plan, config.max_restarts, out, extra)
+  return outcome.exit_code
 
 
 def _preload(bind_mode: str, out) -> tuple[str, ...]:

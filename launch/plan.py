@@ -13,13 +13,14 @@ import dataclasses
 import json
 import os
 import shlex
-import sys
 from typing import Callable, Mapping, Sequence
 
 from cluster import approaches, traffic
 from cluster.approaches import COMPUTE_ROLES
-from cluster.tf_config import host_of, make_tf_config
+from cluster.tf_config import (ENV_LAUNCH_TIME, host_of, make_tf_config, role_of,
+                               split_task_name, task_name, task_names)
 from launch import cpu_budget
+from launch.config import LaunchConfig, Machine
 
 # Variables a task gets from the plan that --dry_run shows beside TF_CONFIG.
 SHOWN_ENV = ("GRPC_FAIL_FAST", "LD_PRELOAD", "TFDIST_BIND_ADDRESS")
@@ -47,7 +48,7 @@ class Task:
 
   @property
   def name(self) -> str:
-    return f"{self.role}:{self.index}"
+    return task_name(self.role, self.index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +150,7 @@ def check_fail_task(approach: str, cluster: Mapping[str, Sequence[str]],
     return
   role, _, index = fail_task.partition(":")
   if role not in cluster or not index.isdigit() or int(index) >= len(cluster[role]):
-    names = [f"{r}:{i}" for r, a in cluster.items() for i in range(len(a))]
+    names = task_names({r: len(a) for r, a in cluster.items()})
     raise ValueError(f"--fail_task={fail_task} is not a task of this job ({', '.join(names)})")
   if fail_at_step < 1:
     raise ValueError(f"--fail_at_step must be >= 1, got {fail_at_step}")
@@ -178,82 +179,83 @@ def assign_gpus(task_names: Sequence[str], num_gpus: int, gpus_per_worker: int) 
   return out
 
 
-def make_plan(approach: str, num_workers: int, run_dir: str, run_id: str,
-              trainer_argv: Sequence[str], port_fn: Callable[[], int], num_ps: int = 0,
-              host: str = "localhost", num_gpus: int = 0,
-              gpus_per_worker: int = 1, python: str = sys.executable,
-              base_env: Mapping[str, str] | None = None, log_dir: str | None = None,
-              hosts: Sequence[str] = (), port_base: int = 0,
-              cluster: Mapping[str, Sequence[str]] | None = None,
-              preload: Sequence[str] = (), cpu_ids: Sequence[int] = (),
-              threads_per_task: int | None = None, pin_cpus: bool = False,
-              netns: Mapping[str, str] | None = None,
-              slowdown: Mapping[str, float] | None = None) -> Plan:
-  """The whole launch, as values. `base_env` holds extra variables for every task.
+def make_plan(config: LaunchConfig, port_fn: Callable[[], int], machine: Machine = Machine(),
+              attempt: int = 0, cluster: Mapping[str, Sequence[str]] | None = None,
+              netns: Mapping[str, str] | None = None) -> Plan:
+  """Attempt `attempt` (0: the first) of the launch `config` on `machine`, as values.
 
-  Addresses: `cluster` if given (a restart keeps its addresses), else `hosts` with
-  ports from `port_base` (a host list), else `host` with ports from `port_fn`.
-  Every task's TFDIST_BIND_ADDRESS is the host of its own address: where its
-  servers listen, once `preload` (the task shim, launch/task_shim.c) is in its
-  LD_PRELOAD; with the shim, TFDIST_TRAFFIC_DIR and TFDIST_TASK say where it counts
-  the task's bytes. With `cpu_ids` (the cores a host offers, as this one's), every
-  task gets its share of its host's cores (launch/cpu_budget.py): thread-pool sizes
-  in its environment, and with `pin_cpus` the cores it is bound to. `netns` (task name
-  -> namespace, --link) and `slowdown` (task name -> factor, --straggler) are passed
-  through to the spawner.
+  Addresses: `cluster` if given (a restart keeps its addresses, --link's namespaces
+  have theirs), else the host list with ports from its port base, else config.host
+  with ports from `port_fn`. Every task's TFDIST_BIND_ADDRESS is the host of its own
+  address: where its servers listen, once the machine's preload (the task shim,
+  launch/task_shim.c) is in its LD_PRELOAD; with the shim, TFDIST_TRAFFIC_DIR and
+  TFDIST_TASK say where it counts the task's bytes. With a CPU budget every task gets
+  its share of its host's cores (launch/cpu_budget.py). `netns` (task name ->
+  namespace, --link) and the straggler are passed through to the spawner.
   """
-  record = approaches.get(approach)
-  roles = record.roles(num_workers, num_ps)
+  record, roles = config.record, config.roles
   if cluster is not None:
     cluster = {r: tuple(a) for r, a in cluster.items()}
-  elif hosts:
-    cluster = assign_host_addresses(roles, hosts, port_base)
+  elif config.hosts:
+    cluster = assign_host_addresses(roles, config.hosts, config.port_base)
   else:
-    cluster = assign_addresses(roles, host, port_fn)
-  log_dir = log_dir or os.path.join(run_dir, "logs")
-  ordered = [(r, i) for r, n in roles.items() for i in range(n)]
-  compute = [f"{r}:{i}" for r, i in ordered if r in COMPUTE_ROLES]
-  gpus = assign_gpus(compute, num_gpus, gpus_per_worker)
-  shares = {}
-  if cpu_ids:
-    by_host: dict[str, list[str]] = {}
-    for r, i in ordered:
-      by_host.setdefault(host_of(cluster[r][i]), []).append(f"{r}:{i}")
-    shares = cpu_budget.assign_hosts(by_host, cpu_ids, threads_per_task, pin_cpus)
+    cluster = assign_addresses(roles, config.host, port_fn)
+  names = task_names(roles)
+  gpus = assign_gpus([n for n in names if role_of(n) in COMPUTE_ROLES], machine.num_gpus,
+                     config.gpus_per_worker)
+  shares = _cpu_shares(config, cluster, names, machine)
+  log_dir = attempt_log_dir(config.run_dir, attempt, config.max_restarts)
+  argv = (machine.python, "-m", record.trainer, f"--run_dir={config.run_dir}",
+          *attempt_argv(config.approach, config.trainer_argv, attempt, config.fail_task,
+                        config.fail_at_step))
+  slowdown = dict([config.straggler]) if config.straggler else {}
   tasks = []
-  for role, index in ordered:
-    name = f"{role}:{index}"
-    env = dict(base_env or {})
-    env.update(record.env)
-    if preload:
-      env["LD_PRELOAD"] = " ".join(preload)
-      # The shim counts this task's bytes on the wire into the run's traffic/ (see
-      # cluster/traffic.py).
-      env[traffic.ENV_DIR] = traffic.traffic_dir(run_dir)
-      env[traffic.ENV_TASK] = name
-    env.update({
-        "TF_CONFIG": make_tf_config(cluster, role, index),
-        "CUDA_VISIBLE_DEVICES": gpus.get(name, ""),  # ps tasks: CPU only
-        "PYTHONUNBUFFERED": "1",
-        "TFDIST_RUN_ID": run_id,  # lets tests find every process of a run
-        "TFDIST_BIND_ADDRESS": host_of(cluster[role][index]),
-    })
-    if name in shares:
-      env.update(shares[name].env())
+  for name in names:
+    role, index = split_task_name(name)
+    env = _task_env(config, machine, cluster, name, gpus.get(name, ""), shares.get(name))
     tasks.append(Task(
         role=role, index=index, address=cluster[role][index], tf_config=env["TF_CONFIG"],
-        env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"),
-        argv=(python, "-m", record.trainer, f"--run_dir={run_dir}", *trainer_argv),
+        env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"), argv=argv,
         primary=role in record.primary_roles, may_fail=role in record.tolerated_roles,
-        cpu=shares.get(name), netns=(netns or {}).get(name),
-        slowdown=(slowdown or {}).get(name, 1.0)))
-  return Plan(approach, run_dir, run_id, cluster, tuple(tasks))
+        cpu=shares.get(name), netns=(netns or {}).get(name), slowdown=slowdown.get(name, 1.0)))
+  return Plan(config.approach, config.run_dir, config.run_id, cluster, tuple(tasks))
 
 
-def task_names(approach: str, num_workers: int, num_ps: int = 0) -> list[str]:
-  """The job's task names in plan order (role order, then index)."""
-  roles = approaches.get(approach).roles(num_workers, num_ps)
-  return [f"{r}:{i}" for r, n in roles.items() for i in range(n)]
+def _cpu_shares(config: LaunchConfig, cluster: Mapping[str, Sequence[str]],
+                names: Sequence[str], machine: Machine) -> dict[str, cpu_budget.Share]:
+  """Each task's share of its host's cores (none without a CPU budget)."""
+  if not (config.cpu_budget and machine.cpu_ids):
+    return {}
+  by_host: dict[str, list[str]] = {}
+  for name in names:
+    role, index = split_task_name(name)
+    by_host.setdefault(host_of(cluster[role][index]), []).append(name)
+  return cpu_budget.assign_hosts(by_host, machine.cpu_ids, config.threads_per_task,
+                                 config.pin_cpus)
+
+
+def _task_env(config: LaunchConfig, machine: Machine, cluster: Mapping[str, Sequence[str]],
+              name: str, gpus: str, share: cpu_budget.Share | None) -> dict[str, str]:
+  """The variables one task gets on top of the launcher's environment."""
+  role, index = split_task_name(name)
+  env = {ENV_LAUNCH_TIME: repr(config.launched)} if config.launched is not None else {}
+  env.update(config.record.env)
+  if machine.preload:
+    env["LD_PRELOAD"] = " ".join(machine.preload)
+    # The shim counts this task's bytes on the wire into the run's traffic/ (see
+    # cluster/traffic.py).
+    env[traffic.ENV_DIR] = traffic.traffic_dir(config.run_dir)
+    env[traffic.ENV_TASK] = name
+  env.update({
+      "TF_CONFIG": make_tf_config(cluster, role, index),
+      "CUDA_VISIBLE_DEVICES": gpus,  # ps tasks: CPU only
+      "PYTHONUNBUFFERED": "1",
+      "TFDIST_RUN_ID": config.run_id,  # lets tests find every process of a run
+      "TFDIST_BIND_ADDRESS": host_of(cluster[role][index]),
+  })
+  if share:
+    env.update(share.env())
+  return env
 
 
 def parse_straggler(text: str, names: Sequence[str]) -> tuple[str, float]:
@@ -266,12 +268,12 @@ def parse_straggler(text: str, names: Sequence[str]) -> tuple[str, float]:
     value = None
   if not role or not index.isdigit() or value is None:
     raise ValueError(f"--straggler must be ROLE:INDEX:FACTOR (e.g. worker:1:3), got {text!r}")
-  if f"{role}:{index}" not in names:
+  if task_name(role, index) not in names:
     raise ValueError(f"--straggler={text}: {role}:{index} is not a task of this job "
                      f"({', '.join(names)})")
   if not 1.0 < value <= 100.0:
     raise ValueError(f"--straggler={text}: FACTOR must be in (1, 100], got {factor}")
-  return f"{role}:{index}", value
+  return task_name(role, index), value
 
 
 def restarted_task(task: Task, log_dir: str, approach: str, attempt: int) -> Task:

@@ -15,7 +15,7 @@ import tempfile
 from typing import Iterable, Sequence
 
 from cluster.tf_config import host_of, port_of
-from trainers.flags import SYNTHETIC, resolve_data_dir
+from trainers.common.flags import SYNTHETIC, resolve_data_dir
 
 OVERSUBSCRIBE_FACTOR = 4  # tasks per core on one host before we call it a mistake
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")

@@ -9,7 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+
+from cluster import posix
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "task_shim.c")
 LIB_NAME = "libtfdist_task.so"
@@ -25,15 +26,9 @@ def build(out_path: str, cc: str | None = None) -> None:
   if not cc:
     raise FileNotFoundError("no C compiler (cc/gcc) on PATH")
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out_path), suffix=".so")
-  os.close(fd)
-  try:
+  with posix.atomic_path(out_path, ".so") as tmp:
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-o", tmp, SOURCE, "-ldl",
                     "-lpthread"], check=True, capture_output=True, text=True)
-    os.replace(tmp, out_path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 def shim_path(path: str | None = None) -> str | None:

@@ -19,7 +19,6 @@ drops lines (tasks never block on it); a log that cannot be written stops the jo
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import os
@@ -31,7 +30,7 @@ import threading
 import time
 from typing import Callable, Iterator, Mapping, TextIO
 
-from cluster import exits
+from cluster import exits, posix
 from launch.plan import Plan, Task
 
 GRACE_S = 10.0
@@ -39,7 +38,6 @@ POLL_S = 0.1
 TAIL_LINES = 20
 CONSOLE_BACKLOG = 10_000  # lines; beyond this a slow console loses lines
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
 _CLONE_NEWNET = 0x40000000
 # --straggler: the task runs for RUN_SLICE_S, then stands still for (factor - 1) times
 # that, so everything it does (compute, and answering its peers) takes factor times
@@ -54,10 +52,6 @@ HARMLESS = ("Unable to register cuDNN factory", "Unable to register cuFFT factor
             "This TensorFlow binary is optimized to use available CPU instructions",
             "To enable the following instructions:",
             "does not implement the AsGraphDefInternal() method needed to apply optimizations")
-try:
-  _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded before any fork
-except OSError:  # not Linux: no parent-death signal
-  _LIBC = None
 
 
 class Interrupted(Exception):
@@ -149,11 +143,10 @@ def _child_setup(launcher_pid: int, cpus: tuple[int, ...] = (),
     os.sched_setaffinity(0, cpus)
   if netns:
     fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    if _LIBC is None or _LIBC.setns(fd, _CLONE_NEWNET) != 0:
+    if posix.LIBC is None or posix.LIBC.setns(fd, _CLONE_NEWNET) != 0:
       os._exit(1)  # pylint: disable=protected-access
     os.close(fd)
-  if _LIBC is not None:
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  posix.die_with_parent()
   if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
     os._exit(1)  # pylint: disable=protected-access
 

@@ -3,7 +3,7 @@
 import json
 
 from cluster.tf_config import SINGLE_PROCESS
-from trainers import allreduce
+from trainers.allreduce import trainer as allreduce
 from trainers.common.config import TrainConfig
 from trainers.common.outputs import REQUIRED_SUMMARY_KEYS
 

@@ -34,7 +34,7 @@ def test_table_shows_ratio_flops_and_the_start_up_breakdown():
 
 
 def test_fedavg_steady_rounds_leave_out_the_compiling_first_round():
-  from trainers import federated
+  from trainers.federated import rounds as federated
   history = [{"round_time_s": 50.0, "examples": 6000}, {"round_time_s": 4.0, "examples": 6000},
              {"round_time_s": 6.0, "examples": 5000}, {"round_time_s": 5.0, "examples": 7000}]
   assert federated.steady_rounds(history) == {"steady_round_time_s": 5.0,
@@ -47,6 +47,12 @@ def test_bad_flags_are_one_line_before_any_run(capsys):
   assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_theoretical_peak_reads_this_machine():
-  peak, how = bench.cpu_peak_flops()
-  assert peak is None or (peak > 0 and "cores" in how)
+def test_theoretical_peak_from_cpuinfo():
+  info = "model name\t: x\nflags\t\t: fpu sse avx2 fma\ncpu MHz\t\t: 2000.000\n"
+  peak, how = bench.cpu_peak_flops(info, cores=2)
+  assert peak == 2 * 8 * 2 * 2 * 2000e6 and how.startswith("2 cores x 8 fp32 lanes")
+  assert bench.cpu_peak_flops(info.replace("avx2", "avx512f avx2"), cores=1)[0] == \
+      16 * 2 * 2 * 2000e6
+  assert bench.cpu_peak_flops("flags\t: avx2\n", cores=2) == (None, "no clock in /proc/cpuinfo")
+  peak, how = bench.cpu_peak_flops()  # this machine's own reads the same way
+  assert peak > 0 and "cores" in how

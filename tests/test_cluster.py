@@ -68,7 +68,7 @@ def test_each_record_plans_its_roles(name, roles):
 
 def test_every_approach_has_flags_and_every_variant_an_approach():
   from trainers import flags as trainer_flags  # pylint: disable=g-import-not-at-top
-  assert set(trainer_flags._DEFINERS) == set(approaches.APPROACHES)  # pylint: disable=protected-access
+  assert set(trainer_flags.CONFIGS) == set(approaches.APPROACHES)  # pylint: disable=protected-access
   assert {v.approach.name for v in approaches.VARIANTS.values()} == set(approaches.APPROACHES)
   with pytest.raises(ConfigError, match="--approach must be one of allreduce, ps, gossip"):
     approaches.get("mirrored")

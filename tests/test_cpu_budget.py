@@ -8,6 +8,7 @@ import pytest
 
 from launch import cpu_budget
 from launch import plan as planning
+from launch.config import LaunchConfig, Machine
 
 
 def test_compute_tasks_split_the_cores_ps_gets_one_thread_and_the_chief_all():
@@ -59,8 +60,9 @@ def test_impossible_requests_are_one_line(tasks, cpus, kw, message):
 
 def test_the_plan_carries_each_share_per_host_and_the_dry_run_shows_it(tmp_path):
   ports = iter(range(20000, 20100))
-  p = planning.make_plan("ps", 2, str(tmp_path), "rid", [], lambda: next(ports), num_ps=1,
-                         cpu_ids=(0, 1, 2, 3), pin_cpus=True)
+  cores = Machine(cpu_ids=(0, 1, 2, 3))
+  p = planning.make_plan(LaunchConfig("ps", 2, str(tmp_path), num_ps=1, pin_cpus=True),
+                         lambda: next(ports), cores)
   by_name = {t.name: t for t in p.tasks}
   assert by_name["worker:1"].env["TF_NUM_INTRAOP_THREADS"] == "2"
   assert by_name["worker:1"].cpus == (2, 3) and by_name["ps:0"].cpus == (0, 1, 2, 3)
@@ -68,11 +70,12 @@ def test_the_plan_carries_each_share_per_host_and_the_dry_run_shows_it(tmp_path)
   assert by_name["ps:0"].env["TF_NUM_INTRAOP_THREADS"] == "1"
   assert "cpu threads intra 2 inter 2, cpus 2-3" in p.describe()
   # Over a host list, each host divides its own cores among its own tasks.
-  hosts = planning.make_plan("allreduce", 4, str(tmp_path), "rid", [], lambda: 0,
-                             hosts=["h1", "h2"], port_base=30000, cpu_ids=(0, 1, 2, 3))
+  hosts = planning.make_plan(LaunchConfig("allreduce", 4, str(tmp_path), hosts=("h1", "h2"),
+                                          port_base=30000), lambda: 0, cores)
   assert {t.env["TF_NUM_INTRAOP_THREADS"] for t in hosts.tasks} == {"2"}
   # Without a budget nothing is set: TF sizes its pools for the machine.
-  bare = planning.make_plan("gossip", 2, str(tmp_path), "rid", [], lambda: next(ports))
+  bare = planning.make_plan(LaunchConfig("gossip", 2, str(tmp_path), cpu_budget=False),
+                            lambda: next(ports), cores)
   assert all("TF_NUM_INTRAOP_THREADS" not in t.env and t.cpus == () for t in bare.tasks)
 
 

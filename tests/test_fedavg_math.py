@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from trainers import fedavg_math as fm
+from trainers.common import partition as part
+from trainers.federated import fedmath as fm
 
 # MNIST-like labels: 60,000 examples, roughly balanced classes, in no particular order.
 LABELS = np.random.default_rng(0).integers(0, 10, 60_000)
@@ -15,18 +16,18 @@ def _disjoint_and_complete(parts, n):
 
 
 def test_iid_gives_600_each_of_mixed_labels():
-  parts = fm.iid(LABELS, 100, seed=1)
+  parts = part.iid(LABELS, 100, seed=1)
   _disjoint_and_complete(parts, 60_000)
   assert {len(p) for p in parts} == {600}
-  hist = fm.label_histograms(LABELS, parts)
+  hist = part.label_histograms(LABELS, parts)
   assert (hist > 0).sum(axis=1).min() == 10  # every client sees every digit
 
 
 def test_shards_are_the_papers_two_shards_of_300_per_client():
-  parts = fm.shards(LABELS, 100, seed=1)
+  parts = part.shards(LABELS, 100, seed=1)
   _disjoint_and_complete(parts, 60_000)
   assert {len(p) for p in parts} == {600}
-  labels_per_client = (fm.label_histograms(LABELS, parts) > 0).sum(axis=1)
+  labels_per_client = (part.label_histograms(LABELS, parts) > 0).sum(axis=1)
   assert labels_per_client.max() <= 4       # two shards, each spanning at most 2 digits
   assert np.median(labels_per_client) <= 2  # "most clients will only have two digits"
   # each shard is 300 consecutive examples of the label-sorted set
@@ -40,16 +41,16 @@ def test_shards_are_the_papers_two_shards_of_300_per_client():
 
 @pytest.mark.parametrize("alpha", [0.1, 1.0, 100.0])
 def test_dirichlet_is_disjoint_complete_and_as_skewed_as_alpha_says(alpha):
-  parts = fm.dirichlet(LABELS, 100, alpha, seed=3)
+  parts = part.dirichlet(LABELS, 100, alpha, seed=3)
   _disjoint_and_complete(parts, 60_000)
   assert min(len(p) for p in parts) >= 10
-  hist = fm.label_histograms(LABELS, parts)
+  hist = part.label_histograms(LABELS, parts)
   np.testing.assert_array_equal(hist.sum(axis=0), np.bincount(LABELS, minlength=10))
 
 
 def test_dirichlet_skew_decreases_with_alpha():
   def mean_entropy(alpha):
-    hist = fm.label_histograms(LABELS, fm.dirichlet(LABELS, 50, alpha, seed=3)).astype(float)
+    hist = part.label_histograms(LABELS, part.dirichlet(LABELS, 50, alpha, seed=3)).astype(float)
     p = hist / hist.sum(axis=1, keepdims=True)
     return float(-(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(axis=1).mean())
   assert mean_entropy(0.1) < mean_entropy(1.0) < mean_entropy(100.0)
@@ -57,9 +58,9 @@ def test_dirichlet_skew_decreases_with_alpha():
 
 
 def test_partitions_are_reproducible_from_the_seed():
-  for name in fm.PARTITIONS:
-    a = fm.partition(name, LABELS, 20, seed=5)
-    b = fm.partition(name, LABELS, 20, seed=5)
+  for name in part.PARTITIONS:
+    a = part.partition(name, LABELS, 20, seed=5)
+    b = part.partition(name, LABELS, 20, seed=5)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -70,7 +71,7 @@ def test_client_sampling_is_seeded_per_round_and_without_replacement():
   with pytest.raises(ValueError, match="clients_per_round"):
     fm.sample_clients(5, 6, 1, seed=0)
   with pytest.raises(ValueError, match="partition"):
-    fm.partition("zipf", LABELS, 10, 0)
+    part.partition("zipf", LABELS, 10, 0)
 
 
 def test_client_drift_is_the_weighted_rms_distance_from_the_weighted_mean():

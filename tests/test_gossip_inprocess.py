@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 from cluster.tf_config import SINGLE_PROCESS
-from trainers import gossip, gossip_math
+from trainers.gossip import mixing as gossip_math
+from trainers.gossip import trainer as gossip
 from trainers.common.config import TrainConfig
-from trainers.gossip_exchange import INSTANCE_PARAMS, NeighbourExchange, exchange_groups
+from trainers.gossip.exchange import INSTANCE_PARAMS, NeighbourExchange, exchange_groups
 
 
 def _table_gather(x: np.ndarray, calls: list):

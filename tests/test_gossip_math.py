@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainers import gossip_math as gm
+from trainers.gossip import mixing as gm
 
 STATIC = [t for t in gm.TOPOLOGIES if t != gm.ONE_PEER_EXP]
 CASES = [(n, t, m) for n in (4, 6, 8, 9) for t in STATIC for m in gm.MIXINGS]

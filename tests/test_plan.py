@@ -7,6 +7,7 @@ import json
 import pytest
 
 from launch import local, plan
+from launch.config import LaunchConfig, Machine
 
 
 def _ports(start=20000):
@@ -14,8 +15,12 @@ def _ports(start=20000):
   return lambda: next(counter)
 
 
-def _plan(approach="allreduce", n=2, **kw):
-  return plan.make_plan(approach, n, "/runs/x", "rid", ["--epochs=1"], _ports(), **kw)
+def _plan(approach="allreduce", n=2, attempt=0, netns=None, num_gpus=0, preload=(), **kw):
+  """make_plan of a LaunchConfig (`kw` its fields) on a machine with `num_gpus`."""
+  config = LaunchConfig(approach=approach, num_workers=n, run_dir="/runs/x", run_id="rid",
+                        **{"trainer_argv": ("--epochs=1",), **kw})
+  return plan.make_plan(config, _ports(), Machine(num_gpus=num_gpus, preload=preload),
+                        attempt, netns=netns)
 
 
 def test_allreduce_plan_has_one_worker_task_per_worker_with_its_own_tf_config():
@@ -127,14 +132,14 @@ def test_attempt_logs_are_kept_apart_only_when_restarts_are_enabled():
   assert plan.attempt_log_dir("/r", 0, 0) == "/r/logs"
   assert plan.attempt_log_dir("/r", 0, 2) == "/r/logs/attempt_0"
   assert plan.attempt_log_dir("/r", 2, 2) == "/r/logs/attempt_2"
-  p = _plan(n=2, log_dir=plan.attempt_log_dir("/runs/x", 1, 3))
+  p = _plan(n=2, attempt=1, max_restarts=3)
   assert p.tasks[1].log_path == "/runs/x/logs/attempt_1/worker_1.log"
 
 
 def test_a_restarted_task_keeps_its_address_and_drops_the_injected_fault():
-  p = plan.make_plan(
-      "ps", 2, "/runs/x", "rid", ["--epochs=1", "--fail_task=worker:1", "--fail_at_step=3"],
-      _ports(), num_ps=1)
+  p = _plan("ps", 2, num_ps=1, fail_task="worker:1", fail_at_step=3)
+  assert p.tasks[2].argv[3:] == ("--run_dir=/runs/x", "--epochs=1", "--fail_task=worker:1",
+                                 "--fail_at_step=3")
   w1 = p.tasks[2]
   again = plan.restarted_task(w1, "/runs/x/logs/attempt_1", "ps", 1)
   assert again.address == w1.address and again.tf_config == w1.tf_config
@@ -244,10 +249,10 @@ def test_regime_usage_errors_exit_2_with_one_line(capsys, argv, needle):
 
 
 def test_straggler_and_namespaces_reach_the_plan_and_the_dry_run(capsys, tmp_path):
-  names = plan.task_names("ps", 2, 1)
+  names = LaunchConfig("ps", 2, "/r", num_ps=1).task_names
   assert names == ["chief:0", "worker:0", "worker:1", "ps:0"]
   assert plan.parse_straggler("worker:1:3", names) == ("worker:1", 3.0)
-  p = _plan("ps", 2, num_ps=1, slowdown={"worker:1": 3.0},
+  p = _plan("ps", 2, num_ps=1, straggler=("worker:1", 3.0),
             netns={n: f"ns{k}" for k, n in enumerate(names)})
   by = {t.name: t for t in p.tasks}
   assert by["worker:1"].slowdown == 3.0 and by["worker:0"].slowdown == 1.0

@@ -20,7 +20,7 @@ def _train(queue, run_dir: str, ps_mode: str) -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tensorflow.python.distribute import multi_worker_test_base  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
     from cluster.tf_config import TaskInfo  # pylint: disable=g-import-not-at-top
-    from trainers import parameter_server  # pylint: disable=g-import-not-at-top
+    from trainers.ps import trainer as parameter_server  # pylint: disable=g-import-not-at-top
     from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
 
     spec = multi_worker_test_base.create_in_process_cluster(num_workers=2, num_ps=1)

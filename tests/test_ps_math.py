@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainers import ps_math
+from trainers.ps import aggregation as ps_math
 
 
 def _run_one_global_step(mode):
@@ -48,7 +48,7 @@ def test_merge_shards_rebuilds_row_partitioned_weights():
 
 
 def test_closure_sizes_add_up_to_exactly_the_planned_steps():
-  from trainers.ps_math import closure_sizes
+  from trainers.ps.aggregation import closure_sizes
   assert closure_sizes(37, 10) == [10, 10, 10, 7]
   assert closure_sizes(40, 10) == [10] * 4
   assert closure_sizes(3, 10) == [3]

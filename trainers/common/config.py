@@ -1,18 +1,16 @@
 """Frozen, validated configuration shared by every trainer, built from flags at the edge."""
 
 import dataclasses
-import re
 
 from absl import flags
 
-from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from trainers import fedavg_math
-from trainers import flags as trainer_flags
+from cluster.tf_config import TASK_NAME_RE
+from trainers.common import flags as common_flags
 from trainers.common.outputs import default_run_dir
+from trainers.common.partition import PARTITIONS
 
 _FLOAT32_MAX = 3.4028234663852886e38
-_TASK_RE = re.compile(r"^(chief|worker|ps):\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +40,10 @@ class TrainConfig:
   resume: bool = False
 
   def __post_init__(self):
-    check_choice("model", self.model, trainer_flags.MODELS)
-    check_choice("optimizer", self.optimizer, trainer_flags.OPTIMIZERS)
-    check_choice("lr_schedule", self.lr_schedule, trainer_flags.LR_SCHEDULES)
-    check_choice("partition", self.partition, fedavg_math.PARTITIONS)
+    check_choice("model", self.model, common_flags.MODELS)
+    check_choice("optimizer", self.optimizer, common_flags.OPTIMIZERS)
+    check_choice("lr_schedule", self.lr_schedule, common_flags.LR_SCHEDULES)
+    check_choice("partition", self.partition, PARTITIONS)
     if not 0 < self.dirichlet_alpha < float("inf"):
       raise ConfigError(f"--dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
     for name in ("batch_size", "epochs", "log_every", "synthetic_examples"):
@@ -60,7 +58,7 @@ class TrainConfig:
       raise ConfigError(f"--target_accuracy must be in (0, 1], got {self.target_accuracy}")
     if self.stop_at_target and self.target_accuracy is None:
       raise ConfigError("--stop_at_target needs --target_accuracy")
-    if self.fail_task is not None and not _TASK_RE.match(self.fail_task):
+    if self.fail_task is not None and not TASK_NAME_RE.match(self.fail_task):
       raise ConfigError(f"--fail_task must look like 'worker:1', got {self.fail_task!r}")
     if (self.fail_task is None) != (self.fail_at_step is None):
       raise ConfigError("--fail_task and --fail_at_step go together")
@@ -78,19 +76,21 @@ def check_positive(name: str, value: int) -> None:
     raise ConfigError(f"--{name} must be >= 1, got {value}")
 
 
-def check_values(fv: flags.FlagValues, approach: str) -> None:
-  """Every value a trainer will validate that can be checked without TensorFlow: the
-  shared TrainConfig, and FedAvg's own config. Raises ConfigError naming the flag."""
-  TrainConfig.from_flags(fv, approach)
-  if approach == approaches.FEDAVG.name:
-    from trainers import fed_config  # pylint: disable=g-import-not-at-top  # (imports us)
-    from_flags(fed_config.FedAvgConfig, fv, approach)
+class ApproachConfig:
+  """What every approach's config adds to its own fields (a frozen dataclass with
+  `train`, the shared TrainConfig, and the approach's flags): built from the flags
+  of the same names, and checked against the cluster before anything starts."""
 
+  @classmethod
+  def from_flags(cls, fv: flags.FlagValues, approach: str):
+    """The config from the flags of the same names (`train` from the shared ones)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "train"]
+    return cls(train=TrainConfig.from_flags(fv, approach), **{n: fv[n].value for n in names})
 
-def from_flags(cls, fv: flags.FlagValues, approach: str):
-  """An approach's config (`train` plus its own fields) from the flags of the same names."""
-  names = [f.name for f in dataclasses.fields(cls) if f.name != "train"]
-  return cls(train=TrainConfig.from_flags(fv, approach), **{n: fv[n].value for n in names})
+  def check_cluster(self, num_workers: int) -> None:
+    """Raises ConfigError when this config cannot run with `num_workers` workers;
+    the launcher asks before it starts anything, the trainer again on start."""
+    del num_workers  # most approaches run with any count their record allows
 
 
 def flag_dict(fv: flags.FlagValues) -> dict:

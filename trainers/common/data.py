@@ -12,8 +12,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from cluster import posix
 from trainers.common.errors import DataError
-from trainers.flags import SYNTHETIC, resolve_data_dir
+from trainers.common.flags import SYNTHETIC, resolve_data_dir
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -119,9 +120,8 @@ def _write_cache(path: str, arrays: Arrays) -> None:
   a cache that cannot be written is only a slower start."""
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}.npz"
-    np.savez(tmp, x=arrays.x, y=arrays.y)
-    os.replace(tmp, path)
+    with posix.atomic_path(path, ".npz") as tmp:
+      np.savez(tmp, x=arrays.x, y=arrays.y)
   except OSError:
     pass
 

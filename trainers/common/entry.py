@@ -1,7 +1,13 @@
-"""The edge where a trainer's flags are read: parse, validate, run, map errors to exit codes."""
+"""The edge where a trainer's flags are read: parse, validate, run, map errors to exit codes.
+
+An approach hands in its config module (`spec`): APPROACH (its record's name),
+define_flags(fv) and Config (an ApproachConfig), all TF-free; nothing here knows
+which approach it serves.
+"""
 
 import os
 import sys
+from types import ModuleType
 from typing import Any, Callable, MutableMapping
 
 from absl import flags
@@ -9,8 +15,8 @@ from absl import flags
 from cluster import approaches, exits, slurm
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, parse_tf_config
-from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
+from trainers.common import flags as common_flags
 from trainers.common import lifecycle, startup
 from trainers.common.errors import DataError, Diverged
 
@@ -18,27 +24,25 @@ USAGE_EXIT = exits.USAGE
 _GRPC_BIND_FAILED = "Could not start gRPC server"  # TF's message when the port is taken
 
 
-def check_before_tf(module_name: str, spec) -> None:
-  """Called at the top of each trainer module (`__name__`, `__spec__`), before
-  TensorFlow is imported: when the module runs as a program, a bad flag or
-  TF_CONFIG ends it here with one line and exit 2 (importing TF first would print
-  its start-up lines and take seconds). With --cluster_resolver=slurm, TF_CONFIG is
-  resolved here, so CUDA_VISIBLE_DEVICES is set before TF starts."""
-  if module_name != "__main__" or spec is None:
-    return
-  approach = approaches.for_trainer(spec.name).name
+def check_before_tf(spec: ModuleType) -> None:
+  """Called by each approach's __main__ before it imports its trainer (and so
+  TensorFlow): a bad flag or TF_CONFIG ends the program here with one line and exit
+  2 (importing TF first would print its start-up lines and take seconds). With
+  --cluster_resolver=slurm, TF_CONFIG is resolved here, so CUDA_VISIBLE_DEVICES is
+  set before TF starts."""
   try:
-    fv = trainer_flags.check_trainer_argv(approach, sys.argv[1:])
-    config_lib.check_values(fv, approach)  # what can be checked without TF
-    resolve_cluster(fv, approach)
-    parse_tf_config(os.environ.get("TF_CONFIG"))
+    fv = flags.FlagValues()
+    spec.define_flags(fv)
+    common_flags.parse(fv, sys.argv)
+    config = spec.Config.from_flags(fv, spec.APPROACH)  # what can be checked without TF
+    resolve_cluster(fv, spec.APPROACH)
+    config.check_cluster(parse_tf_config(os.environ.get("TF_CONFIG")).num_workers)
   except (flags.Error, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(USAGE_EXIT)
 
 
-def trainer_main(approach: str, config_cls: type, run: Callable[..., Any],
-                 argv: list[str] | None = None,
+def trainer_main(spec: ModuleType, run: Callable[..., Any], argv: list[str] | None = None,
                  after: Callable[[TaskInfo, Any], None] | None = None) -> int:
   """A trainer's whole edge: its flags -> its config (validated) -> TF_CONFIG ->
   run(config, task, flag_values=...) -> exit code. `after(task, result)` runs once
@@ -46,17 +50,17 @@ def trainer_main(approach: str, config_cls: type, run: Callable[..., Any],
   def run_from_flags(fv: flags.FlagValues) -> None:
     # Flags and TF_CONFIG are read and validated here, before TF starts.
     startup.mark("import")  # the trainer module (and TF) is imported by now
-    config = config_lib.from_flags(config_cls, fv, approach)
+    config = spec.Config.from_flags(fv, spec.APPROACH)
     task = parse_tf_config(os.environ.get("TF_CONFIG"))
-    if task.task_type in approaches.get(approach).primary_roles:
+    config.check_cluster(task.num_workers)
+    if task.task_type in approaches.get(spec.APPROACH).primary_roles:
       lifecycle.await_peers(task, fv.startup_timeout)  # servers simply wait to be used
     startup.mark("peers")
     result = run(config, task, flag_values=config_lib.flag_dict(fv))
     if after is not None:
       after(task, result)
 
-  return run_main(lambda fv: trainer_flags.define_flags_for(approach, fv), run_from_flags,
-                  argv, approach=approach)
+  return run_main(spec.define_flags, run_from_flags, argv, approach=spec.APPROACH)
 
 
 def run_main(define: Callable[[flags.FlagValues], None],
@@ -70,7 +74,7 @@ def run_main(define: Callable[[flags.FlagValues], None],
   fv = flags.FlagValues()
   define(fv)
   try:
-    trainer_flags.parse(fv, sys.argv if argv is None else argv)
+    common_flags.parse(fv, sys.argv if argv is None else argv)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT

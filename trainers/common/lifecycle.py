@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from cluster import exits
-from cluster.tf_config import TaskInfo, host_of, port_of
+from cluster.tf_config import TaskInfo, host_of, port_of, task_name
 
 
 def _exit_now(code: int, message: str) -> None:
@@ -67,7 +67,7 @@ def honour_sigterm(grace_s: float = 3.0) -> None:
 
 def peers_of(task: TaskInfo) -> list[tuple[str, str]]:
   """(name, address) of every other task of the cluster."""
-  return [(f"{role}:{i}", address) for role, addresses in task.cluster.items()
+  return [(task_name(role, i), address) for role, addresses in task.cluster.items()
           for i, address in enumerate(addresses) if (role, i) != (task.task_type, task.task_index)]
 
 

@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any, Mapping
 
+from cluster import posix
+
 # The common core every approach's summary carries (trainers/common/session.py).
 REQUIRED_SUMMARY_KEYS = ("approach", "label", "dataset", "model", "num_workers",
                          "test_accuracy", "test_loss", "wall_time_s", "train_time_s",
@@ -31,11 +33,9 @@ def default_run_dir(approach: str, now: datetime.datetime | None = None) -> str:
 
 def write_json_atomic(path: str, obj: Any) -> None:
   """Write then rename, so a reader never sees a half-written file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
+  with posix.atomic_path(path) as tmp, open(tmp, "w") as f:
     json.dump(strict_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
     f.write("\n")
-  os.replace(tmp, path)
 
 
 def strict_json(value: Any) -> Any:

@@ -33,19 +33,14 @@ import psutil
 import tensorflow as tf
 
 from cluster import approaches, traffic
+from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, launch_time
 from models import build_model
-from trainers import fedavg_math
-from trainers.common import data, lifecycle, model, startup
+from trainers.common import data, lifecycle, model, partition, startup
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
 from trainers.common.faults import fail_if_scheduled
 from trainers.common.outputs import RunWriter
-
-
-# --resume with nothing to resume from is a fresh start, said out loud (a restart
-# after a crash before the first checkpoint lands here).
-FRESH_START = "--resume: no checkpoint in {}; starting from scratch"
 
 
 @dataclasses.dataclass
@@ -75,29 +70,23 @@ class Run:
     return model.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.lr_schedule, total_steps)
 
   # --- data ------------------------------------------------------------------
-  def shard_indices(self, index: int, count: int) -> np.ndarray:
-    """Indices of worker `index` of `count`'s disjoint, seed-determined part of the
-    training set, by --partition (iid, or FedAvg's label-skewed splits)."""
+  def partition(self, count: int) -> list[np.ndarray]:
+    """The training set's indices split into `count` disjoint parts by --partition
+    (one per worker, or FedAvg's clients); seeded, so every task computes the same."""
     cfg = self.config
-    if cfg.partition == "iid":
-      return data.shard_indices(len(self.train), count, index, cfg.seed)
-    return self.all_shard_indices(count)[index]
-
-  def all_shard_indices(self, count: int) -> list[np.ndarray]:
-    """Every worker's shard_indices, the partition computed once."""
-    cfg = self.config
-    if cfg.partition == "iid":
-      return [data.shard_indices(len(self.train), count, k, cfg.seed) for k in range(count)]
-    return fedavg_math.partition(cfg.partition, self.train.y, count, cfg.seed,
+    try:
+      return partition.partition(cfg.partition, self.train.y, count, cfg.seed,
                                  cfg.dirichlet_alpha)
+    except ValueError as e:  # e.g. more parts than examples: a flag's fault
+      raise ConfigError(str(e)) from e
 
   def shard(self, index: int, count: int) -> data.Arrays:
-    """Worker `index` of `count`'s part of the training set (shard_indices)."""
-    return self.train.take(self.shard_indices(index, count))
+    """Part `index` of `count` of the training set (`partition`)."""
+    return self.train.take(self.partition(count)[index])
 
   def label_histograms(self, count: int) -> list[list[int]]:
-    """Each of `count` workers' examples per label: how skewed --partition made them."""
-    return fedavg_math.label_histograms(self.train.y, self.all_shard_indices(count)).tolist()
+    """Each of `count` parts' examples per label: how skewed --partition made them."""
+    return partition.label_histograms(self.train.y, self.partition(count)).tolist()
 
   def steps_per_epoch(self, examples_per_step: int) -> int:
     return data.steps_per_epoch(len(self.train), examples_per_step,
@@ -167,6 +156,17 @@ class Run:
     fail_if_scheduled(self.task.name, self.config.fail_task, self.config.fail_at_step,
                       step, unit)
 
+  def resume(self, restore: Callable[[], str | None], where: str,
+             every_task: bool = False) -> None:
+    """--resume, the same way in every approach: `restore()` loads the newest state
+    it finds and says what it restored (None: nothing there), and the run announces
+    either; without --resume nothing is read."""
+    if not self.config.resume:
+      return
+    restored = restore()
+    self.announce(f"resumed from {restored}" if restored else
+                  f"--resume: no checkpoint in {where}; starting from scratch", every_task)
+
   def checkpoint_manager(self, checkpoint: tf.train.Checkpoint,
                          *subdir: str) -> tf.train.CheckpointManager:
     """Checkpoints in <run_dir>/ckpt[/subdir]; the last two are kept."""
@@ -191,7 +191,7 @@ class Run:
             self.progress.first_step_rec["time"] if self.progress and
             self.progress.first_step_rec else None),
     }
-    if self.num_workers > 0 and cfg.approach != approaches.FEDAVG.name:  # FedAvg: per client, its own
+    if self.num_workers > 0 and approaches.get(cfg.approach).worker_partitions:
       summary.update(partition=cfg.partition, worker_label_histograms=self.label_histograms(
           self.num_workers))
     summary.update(fields)

@@ -8,9 +8,11 @@ as it sends, so the same figure stands beside both measured directions:
   parameter server model bytes per worker step pushed (gradients), and as much
                    pulled (variables);
   gossip           degree x model bytes per exchange;
-  FedAvg           model bytes per sampled client per round uploaded (the update),
-                   and as much broadcast to it; per executor service, its share of
-                   the round's clients.
+  FedAvg           model bytes per sampled client per round uploaded (the update,
+                   with its example weight), and as much broadcast to it; per
+                   executor service, its share of the round's clients. Algorithms
+                   that send more than the model (SCAFFOLD: model and control
+                   variate) send `messages` model-sized messages each way.
 What they leave out (and the measured figures include): gRPC and HTTP/2 framing,
 headers, the coordination RPCs, and whatever the runtime ships besides the model
 (TFF sends each client's dataset to the service that trains it).
@@ -40,6 +42,19 @@ def gossip(num_params: int, degree: int, exchanges: int) -> float:
   return model_bytes(num_params) * degree * exchanges
 
 
-def fedavg(num_params: int, clients_per_round: int, rounds: int, num_services: int) -> float:
+def fedavg_broadcast(num_params: int, clients: int, messages: int = 1) -> int:
+  """One round's broadcast: `messages` model-sized messages to each of `clients`."""
+  return clients * messages * model_bytes(num_params)
+
+
+def fedavg_upload(num_params: int, clients: int, messages: int = 1) -> int:
+  """One round's upload: each client's `messages` model-sized messages and its
+  float32 example weight."""
+  return clients * (messages * model_bytes(num_params) + FLOAT32_BYTES)
+
+
+def fedavg(num_params: int, clients_per_round: int, rounds: int, num_services: int,
+           messages: int = 1) -> float:
   """Per executor service: the updates of its share of each round's clients."""
-  return model_bytes(num_params) * clients_per_round * rounds / max(1, num_services)
+  return fedavg_broadcast(num_params, clients_per_round, messages) * rounds / max(
+      1, num_services)

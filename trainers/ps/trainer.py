@@ -15,13 +15,9 @@ scheduling closures onto whichever worker is free. Started by the launcher:
 A worker that dies mid-run is tolerated: the coordinator re-schedules its closures on
 the remaining workers (and rebuilds its dataset if it comes back). A ps or chief death
 ends the run. Checkpoints go to <run_dir>/ckpt every epoch; --resume continues.
-The aggregation math is in ps_math.py; the server tasks in ps_servers.py.
+The aggregation math is in aggregation.py; the server tasks in servers.py.
 """
 
-from trainers.common import entry
-entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import dataclasses
 import os
 import sys
 import time
@@ -29,34 +25,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cluster import approaches
-from cluster.errors import ConfigError, check_choice
+from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo
-from trainers import flags as trainer_flags
-from trainers import ps_math, ps_servers
-from trainers.common import config as config_lib
-from trainers.common import data, model, session, volume
+from trainers.common import data, entry, model, session, volume
+from trainers.ps import aggregation, servers
+from trainers.ps import config as approach_config
+from trainers.ps.config import APPROACH
 
-APPROACH = approaches.PS.name
-
-
-@dataclasses.dataclass(frozen=True)
-class PSConfig:
-  train: config_lib.TrainConfig
-  ps_mode: str = "async"
-  sync_aggregation: str = "mean"
-  steps_per_closure: int = 10
-  min_shard_bytes: int = 256 << 10
-
-  def __post_init__(self):
-    check_choice("ps_mode", self.ps_mode, trainer_flags.PS_MODES)
-    check_choice("sync_aggregation", self.sync_aggregation, trainer_flags.SYNC_AGGREGATIONS)
-    config_lib.check_positive("steps_per_closure", self.steps_per_closure)
-    config_lib.check_positive("min_shard_bytes", self.min_shard_bytes)
-
-  @property
-  def sync(self) -> bool:
-    return self.ps_mode == "sync"
+PSConfig = approach_config.Config
 
 
 def make_strategy(config: PSConfig, num_ps: int):
@@ -83,7 +59,7 @@ class Replica:
       self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy("accuracy")
       # Each worker's dataset creation takes the next number: its shard of the data.
       self.shard_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-      self.accumulators = (ps_math.make_accumulators(self.model.trainable_variables)
+      self.accumulators = (aggregation.make_accumulators(self.model.trainable_variables)
                            if config.sync else [])
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self._shapes = [w.shape for w in run_.model_fn().weights]
@@ -94,7 +70,7 @@ class Replica:
 
   def weights(self) -> list[np.ndarray]:
     """The model's weights as one process would hold them (shards re-joined)."""
-    return ps_math.merge_shards(self.model.get_weights(), self._shapes)
+    return aggregation.merge_shards(self.model.get_weights(), self._shapes)
 
   def _gradients(self, x, y):
     with tf.GradientTape() as tape:
@@ -122,7 +98,7 @@ class Replica:
     """Sync phase 1: one worker's gradient on its own batch, added into the ps accumulators."""
     def replica_step(x, y):
       grads, loss = self._gradients(x, y)
-      ps_math.accumulate(self.accumulators, grads)
+      aggregation.accumulate(self.accumulators, grads)
       return loss
     x, y = next(iterator)
     return self.strategy.run(replica_step, args=(x, y))
@@ -131,7 +107,7 @@ class Replica:
   def apply_closure(self):
     """Sync phase 2: exactly one optimizer step with the aggregate of the N gradients."""
     def replica_step():
-      ps_math.apply_and_reset(self.optimizer, self.accumulators,
+      aggregation.apply_and_reset(self.optimizer, self.accumulators,
                               self.model.trainable_variables, self.num_workers,
                               self.config.sync_aggregation)
       return self.optimizer.iterations
@@ -143,7 +119,7 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   creation takes the next number k of `counter`, keeping shard k mod N of the data,
   so workers never train on identical batches."""
   n = run_.num_workers
-  shards = run_.all_shard_indices(n)
+  shards = run_.partition(n)
   # One table row per shard: iid shards differ by one example at most; a skewed
   # partition's shorter shards cycle through their examples up to the longest.
   length = max(len(s) for s in shards)
@@ -174,7 +150,7 @@ class Coordinator:
       for _ in range(count):
         self._sync_step()
       return
-    for n in ps_math.closure_sizes(count, self.config.steps_per_closure):
+    for n in aggregation.closure_sizes(count, self.config.steps_per_closure):
       self.coordinator.schedule(self.replica.async_closure,
                                 args=(self.iterator, tf.constant(n)))
     self.coordinator.join()
@@ -234,7 +210,7 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
     run_.maybe_fail(step)
     if cfg.fail_task and cfg.fail_task != run_.task.name and not injected \
         and step >= cfg.fail_at_step:
-      ps_servers.crash(cfg.fail_task, step)  # a worker/ps, crashed by the chief once
+      servers.crash(cfg.fail_task, step)  # a worker/ps, crashed by the chief once
       injected = True
     if chunk.closes_epoch:
       progress.end_epoch(chunk.epoch, step, float(replica.loss.result()),
@@ -245,11 +221,19 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
   return step
 
 
+def restore(replica: Replica, manager: tf.train.CheckpointManager) -> str | None:
+  """The newest checkpoint into the variables on the ps; what was restored, or None."""
+  if not manager.latest_checkpoint:
+    return None
+  replica.checkpoint.restore(manager.latest_checkpoint)
+  return f"{manager.latest_checkpoint} at step {replica.step}"
+
+
 def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None,
         datasets=None) -> dict | None:
   """Chief: trains and returns the summary. Other tasks: serve until stopped."""
-  if task.task_type in ps_servers.SERVER_ROLES:
-    ps_servers.serve(task)
+  if task.task_type in servers.SERVER_ROLES:
+    servers.serve(task)
     return None
   if task.task_type != "chief" or "ps" not in task.cluster or task.num_workers < 1:
     raise ConfigError("approach ps needs TF_CONFIG with chief, worker and ps tasks "
@@ -257,7 +241,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
   cfg, num_ps = config.train, len(task.cluster["ps"])
   strategy = strategy or make_strategy(config, num_ps)
   coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
-  ps_servers.show_worker_recovery(tf.get_logger())
+  servers.show_worker_recovery(tf.get_logger())
   label = f"{APPROACH}/{config.ps_mode}"
   with session.open_run(cfg, task, label, task.num_workers, flag_values, datasets) as run_:
     # One epoch is one pass over the training set by all workers together.
@@ -265,11 +249,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
     steps_per_epoch = run_.steps_per_epoch(examples_per_step)
     replica = Replica(run_, strategy, config, steps_per_epoch * cfg.epochs)
     manager = run_.checkpoint_manager(replica.checkpoint)
-    if config.train.resume and manager.latest_checkpoint:
-      replica.checkpoint.restore(manager.latest_checkpoint)
-      run_.announce(f"resumed from {manager.latest_checkpoint} at step {replica.step}")
-    elif config.train.resume:
-      run_.announce(session.FRESH_START.format(manager.directory))
+    run_.resume(lambda: restore(replica, manager), manager.directory)
     iterator = iter(coordinator.create_per_worker_dataset(
         dataset_fn(run_, replica.shard_counter, cfg.batch_size)))
     ps = Coordinator(coordinator, replica, iterator, config)
@@ -297,7 +277,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
 def _after_run(task: TaskInfo, summary: dict | None) -> None:
   if summary is None:  # a server, stopped
     return
-  ps_servers.stop_all(task)  # the chief, done: every worker and ps exits 0
+  servers.stop_all(task)  # the chief, done: every worker and ps exits 0
   # Leave at once: TF's exit-time cleanup would try to reach the servers just
   # stopped (a page of "Failed to pick subchannel"); every output is on disk.
   sys.stdout.flush()
@@ -306,8 +286,4 @@ def _after_run(task: TaskInfo, summary: dict | None) -> None:
 
 
 def run_main(argv=None) -> int:
-  return entry.trainer_main(APPROACH, PSConfig, run, argv, after=_after_run)
-
-
-if __name__ == "__main__":
-  sys.exit(run_main())
+  return entry.trainer_main(approach_config, run, argv, after=_after_run)

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from trainers.flags import SYNC_AGGREGATIONS as AGGREGATIONS
+from trainers.ps.config import SYNC_AGGREGATIONS as AGGREGATIONS
 
 
 def make_accumulators(variables: Sequence[tf.Variable]) -> list[tf.Variable]:

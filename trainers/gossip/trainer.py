@@ -3,9 +3,9 @@
 Each of N workers keeps its own replica, trains on its own shard and, every
 --gossip_every local steps, replaces its parameters by the weighted average of its
 own and its neighbours' (x_i <- sum_j W_ij x_j, W symmetric and doubly stochastic).
-The exchange (gossip_exchange.py) is a tf.function of collective gathers over
+The exchange (exchange.py) is a tf.function of collective gathers over
 neighbour pairs, so each worker sends only to its neighbours; the topologies and
-mixing weights are in gossip_math.py.
+mixing weights are in mixing.py.
 
     python -m launch.local --approach=gossip --num_workers=4 -- --topology=ring
 
@@ -14,46 +14,24 @@ every worker applies the average of all workers' gradients (the seed's scheme) a
 the replicas stay identical.
 """
 
-from trainers.common import entry
-entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import functools
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from cluster import approaches
-from cluster.errors import ConfigError, check_choice
+from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo
-from trainers import flags as trainer_flags
-from trainers import gossip_math
-from trainers.common import config as config_lib
-from trainers.common import data, model, session, volume
-from trainers.gossip_exchange import (INSTANCE_GRADS, INSTANCE_PARAMS, Flat,
-                                      NeighbourExchange)
+from trainers.common import data, entry, model, session, volume
+from trainers.gossip import config as approach_config
+from trainers.gossip import mixing as mixing_lib
+from trainers.gossip.config import APPROACH
+from trainers.gossip.exchange import INSTANCE_GRADS, INSTANCE_PARAMS, Flat, NeighbourExchange
 
-APPROACH = approaches.GOSSIP.name
+GossipConfig = approach_config.Config
 # Call sites of NeighbourExchange.gather_all (one collective instance each).
 (_MEASURE_REPLICAS, _MEASURE_METRICS, _MEASURE_TEST, _BARRIER, _MEASURE_RESUME,
  _AGREE_STOP) = range(6)
-
-
-@dataclasses.dataclass(frozen=True)
-class GossipConfig:
-  train: config_lib.TrainConfig
-  topology: str = "ring"
-  mixing: str = "metropolis"
-  gossip_every: int = 1
-  exchange: str = "params"
-  independent_init: bool = False
-
-  def __post_init__(self):
-    check_choice("topology", self.topology, gossip_math.TOPOLOGIES)
-    check_choice("mixing", self.mixing, gossip_math.MIXINGS)
-    check_choice("exchange", self.exchange, trainer_flags.EXCHANGES)
-    config_lib.check_positive("gossip_every", self.gossip_every)
 
 
 class GossipWorker:
@@ -82,8 +60,7 @@ class GossipWorker:
     with tf.GradientTape() as tape:
       logits = self.model(x, training=True)
       loss = model.mean_loss(y, logits)
-    acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y),
-                                 tf.float32))
+    acc = model.correct(y, logits) / tf.cast(tf.size(y), tf.float32)
     return tape.gradient(loss, self.variables), loss, acc
 
   @tf.function
@@ -119,7 +96,7 @@ class GossipWorker:
     """(consensus distance, every replica as rows); a collective: all workers call it."""
     replicas = self.gather_all(self.flat.flatten(self.variables), _MEASURE_REPLICAS)
     replicas = replicas.numpy().astype(np.float64)
-    return gossip_math.consensus_distance(replicas), replicas
+    return mixing_lib.consensus_distance(replicas), replicas
 
   def mean_weights(self, replicas: np.ndarray) -> list[np.ndarray]:
     """x-bar, the average of every replica, as model weights."""
@@ -134,7 +111,7 @@ class GossipWorker:
   def restore_common(self, manager: tf.train.CheckpointManager, task_name: str) -> str | None:
     """--resume: a worker may have died after some others saved an epoch and before
     it did, so all restore the newest step every worker has (max_to_keep=2 covers
-    it), or all start afresh. Returns the restored path."""
+    it), or all start afresh. Returns what was restored (None: nothing)."""
     saved = {int(p.rpartition("-")[2]): p for p in manager.checkpoints}
     mine = float(max(saved, default=0))
     common = int(self.gather_all(tf.constant([mine]), _MEASURE_RESUME).numpy().min())
@@ -144,7 +121,7 @@ class GossipWorker:
       raise ConfigError(f"{task_name} has no checkpoint of step {common} in "
                         f"{manager.directory} (has {sorted(saved)}); cannot resume")
     self.checkpoint.restore(saved[common])
-    return saved[common]
+    return f"{saved[common]} at step {common}"
 
 
 @dataclasses.dataclass
@@ -230,9 +207,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     # Brings up this task's gRPC server and TF's collective runtime for the
     # cluster in TF_CONFIG; training itself does not use the strategy.
     tf.distribute.MultiWorkerMirroredStrategy()
-  if config.topology == gossip_math.ONE_PEER_EXP and n & (n - 1):
-    raise ConfigError(f"--topology={config.topology} needs a power-of-two number of "
-                      f"workers, got {n}")
+  config.check_cluster(n)
   exchange = NeighbourExchange(me, n, config.topology, config.mixing)
   label = f"{APPROACH}/{config.topology}"
   with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:
@@ -243,16 +218,12 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
       tf.keras.utils.set_random_seed(cfg.seed + me)
     worker = GossipWorker(run_, exchange, steps_per_epoch * cfg.epochs)
     manager = run_.checkpoint_manager(worker.checkpoint, f"worker_{me}")
-    restored = worker.restore_common(manager, task.name) if config.train.resume else None
-    if restored:
-      run_.announce(f"resumed from {restored} at step {int(worker.step_var.numpy())}",
-                    every_task=True)
-    elif config.train.resume:
-      run_.announce(session.FRESH_START.format(manager.directory), every_task=True)
+    run_.resume(lambda: worker.restore_common(manager, task.name), manager.directory,
+                every_task=True)
     payload = exchange.payload_bytes(worker.flat.size)
     run_.start_progress(steps_per_epoch, cfg.batch_size * n)
     run_.announce(f"{n} worker(s), topology {config.topology} ({config.mixing}), degree "
-                  f"{exchange.degree}, spectral gap {gossip_math.spectral_gap(exchange.w):.3f},"
+                  f"{exchange.degree}, spectral gap {mixing_lib.spectral_gap(exchange.w):.3f},"
                   f" exchange {config.exchange} every {config.gossip_every} step(s), "
                   f"{payload} B sent per worker per exchange; {steps_per_epoch} steps/epoch "
                   f"x {cfg.epochs}, model {cfg.model}, dataset {cfg.dataset}")
@@ -264,7 +235,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     summary = run_.finish(
         topology=config.topology, mixing=config.mixing, exchange=config.exchange,
         gossip_every=config.gossip_every, degree=exchange.degree,
-        spectral_gap=gossip_math.spectral_gap(exchange.w), epochs=cfg.epochs,
+        spectral_gap=mixing_lib.spectral_gap(exchange.w), epochs=cfg.epochs,
         steps_per_epoch=steps_per_epoch, steps=step, batch_size_per_worker=cfg.batch_size,
         consensus_distance=distance, worker_test_accuracy=own[:, 1].tolist(),
         worker_test_loss=own[:, 0].tolist(),
@@ -278,8 +249,4 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
 
 
 def run_main(argv=None) -> int:
-  return entry.trainer_main(APPROACH, GossipConfig, run, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(run_main())
+  return entry.trainer_main(approach_config, run, argv)

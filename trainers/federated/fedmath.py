@@ -1,71 +1,13 @@
-"""Federated averaging bookkeeping, apart from TFF: client partitions and sampling.
+"""FedAvg's math, apart from TFF and the round loop: client sampling and dropout,
+client drift, the DP accountant, FedProx's proximal gradient and SCAFFOLD's corrected
+step, variate and server update.
 
-Pure numpy; every function is deterministic given its seed.
+Pure numpy or operators only (the same function runs on numpy arrays in the exact
+tests and on TF tensors inside the TFF computations); every draw is seeded.
+(The client partitions are every approach's: trainers/common/partition.py.)
 """
 
 import numpy as np
-
-PARTITIONS = ("iid", "shards", "dirichlet")
-
-
-def iid(labels: np.ndarray, num_clients: int, seed: int) -> list[np.ndarray]:
-  """Shuffled, equal-sized (within one) client datasets: 600 each for MNIST/100."""
-  _check(labels, num_clients)
-  perm = np.random.default_rng(seed).permutation(len(labels))
-  return [np.sort(p) for p in np.array_split(perm, num_clients)]
-
-
-def shards(labels: np.ndarray, num_clients: int, seed: int,
-           shards_per_client: int = 2) -> list[np.ndarray]:
-  """McMahan et al.'s pathological non-IID split: sort by label, cut into
-  num_clients * shards_per_client equal shards (200 of 300 for MNIST/100) and deal
-  each client `shards_per_client` random shards, so most clients see two digits."""
-  _check(labels, num_clients)
-  num_shards = num_clients * shards_per_client
-  # A stable sort keeps equal labels in index order; the seed only deals shards.
-  order = np.argsort(labels, kind="stable")
-  cut = np.array_split(order, num_shards)
-  dealt = np.random.default_rng(seed).permutation(num_shards)
-  return [np.sort(np.concatenate([cut[s] for s in dealt[k * shards_per_client:
-                                                        (k + 1) * shards_per_client]]))
-          for k in range(num_clients)]
-
-
-def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, seed: int,
-              min_size: int = 10, max_tries: int = 100) -> list[np.ndarray]:
-  """Label proportions per client drawn from Dir(alpha) (Hsu et al. 2019): for each
-  class, its examples are split among clients by a Dir(alpha * 1) draw. Small alpha
-  -> few classes per client; large alpha -> close to IID. Re-drawn (seeded) until
-  every client holds at least `min_size` examples."""
-  _check(labels, num_clients)
-  if alpha <= 0:
-    raise ValueError(f"--dirichlet_alpha must be > 0, got {alpha}")
-  rng = np.random.default_rng(seed)
-  classes = np.unique(labels)
-  for _ in range(max_tries):
-    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-    for c in classes:
-      idx = rng.permutation(np.flatnonzero(labels == c))
-      props = rng.dirichlet(np.full(num_clients, alpha))
-      cuts = (np.cumsum(props)[:-1] * len(idx)).astype(int)
-      for k, piece in enumerate(np.split(idx, cuts)):
-        parts[k].append(piece)
-    out = [np.sort(np.concatenate(p)) for p in parts]
-    if min(len(p) for p in out) >= min(min_size, len(labels) // num_clients):
-      return out
-  raise ValueError(f"could not give every one of {num_clients} clients {min_size} examples "
-                   f"with --dirichlet_alpha={alpha}; raise alpha or lower --num_clients")
-
-
-def partition(name: str, labels: np.ndarray, num_clients: int, seed: int,
-              alpha: float = 0.5) -> list[np.ndarray]:
-  if name == "iid":
-    return iid(labels, num_clients, seed)
-  if name == "shards":
-    return shards(labels, num_clients, seed)
-  if name == "dirichlet":
-    return dirichlet(labels, num_clients, alpha, seed)
-  raise ValueError(f"Unrecognized --partition: {name!r}; valid: {', '.join(PARTITIONS)}")
 
 
 def sample_clients(num_clients: int, per_round: int, round_num: int, seed: int) -> np.ndarray:
@@ -75,16 +17,6 @@ def sample_clients(num_clients: int, per_round: int, round_num: int, seed: int) 
     raise ValueError(f"--clients_per_round must be in [1, {num_clients}], got {per_round}")
   return np.sort(np.random.default_rng([seed, round_num]).choice(num_clients, per_round,
                                                                  replace=False))
-
-
-def label_histograms(labels: np.ndarray, parts: list[np.ndarray], num_classes: int = 10):
-  """(num_clients, num_classes) counts."""
-  return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
-
-
-def _check(labels: np.ndarray, num_clients: int) -> None:
-  if not 1 <= num_clients <= len(labels):
-    raise ValueError(f"--num_clients must be in [1, {len(labels)}], got {num_clients}")
 
 
 def client_drift(updates: list[np.ndarray], weights: np.ndarray) -> float:
@@ -137,7 +69,7 @@ def proximal_gradient(grad, w, anchor, mu):
   """FedProx's local gradient: that of loss + mu/2 ||w - w_server||^2, i.e.
   g + mu (w - w_server), which pulls each step back towards the server's model.
   (TFF 0.87's own build_weighted_fed_prox adds mu (w_server - w), the opposite sign;
-  fed_algorithms.ProximalSGD is why this suite does not use it.) Operators only, for
+  process.ProximalSGD is why this suite does not use it.) Operators only, for
   numpy and TF alike."""
   return grad + mu * (w - anchor)
 

@@ -11,40 +11,18 @@ Without TF_CONFIG it runs as a single worker; with --plain_keras it is the
 single-process baseline (Keras fit, no strategy) through the same code.
 """
 
-from trainers.common import entry
-entry.check_before_tf(__name__, __spec__)  # before TF: bad flags are one line, exit 2
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import dataclasses
 import os
-import sys
 from typing import Callable
 
 import tensorflow as tf
 
-from cluster import approaches
-from cluster.errors import ConfigError, check_choice
 from cluster.tf_config import TaskInfo
-from trainers import flags as trainer_flags
-from trainers.common import config as config_lib
-from trainers.common import data, model, session, volume
+from trainers.allreduce import config as approach_config
+from trainers.allreduce.config import APPROACH
+from trainers.common import data, entry, model, session, volume
 from trainers.common.keras_progress import ProgressCallback
 
-APPROACH = approaches.ALLREDUCE.name
-
-
-@dataclasses.dataclass(frozen=True)
-class AllReduceConfig:
-  train: config_lib.TrainConfig
-  communication: str = "auto"
-  plain_keras: bool = False
-  steps_per_execution: int = 10
-  bytes_per_pack: int = 0
-
-  def __post_init__(self):
-    check_choice("communication", self.communication, trainer_flags.COMMUNICATIONS)
-    config_lib.check_positive("steps_per_execution", self.steps_per_execution)
-    if self.bytes_per_pack < 0:
-      raise ConfigError(f"--bytes_per_pack must be >= 0, got {self.bytes_per_pack}")
+AllReduceConfig = approach_config.Config
 
 
 def make_strategy(config: AllReduceConfig):
@@ -72,8 +50,7 @@ def agreement(strategy) -> Callable[[bool], bool]:
 def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None,
         datasets=None) -> dict:
   """Trains and returns the summary dict (written to summary.json by the chief)."""
-  if config.plain_keras and task.num_workers > 1:
-    raise ConfigError("--plain_keras runs one process; drop it or use --num_workers=1")
+  config.check_cluster(task.num_workers)
   strategy = strategy or make_strategy(config)
 
   cfg = config.train
@@ -128,8 +105,4 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
 
 
 def run_main(argv=None) -> int:
-  return entry.trainer_main(APPROACH, AllReduceConfig, run, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(run_main())
+  return entry.trainer_main(approach_config, run, argv)

@@ -10,7 +10,7 @@ CLIENTS-placed input; the round returns the new ones beside the server state:
                                  c_i+ = c_i - c + (x - y) / (K lr)
     server <-- mean(y_i - x), mean(c_i+ - c_i):  x += lr_g mean dy,  c += |S|/N mean dc
 
-The arithmetic is fedavg_math.scaffold_*, the same functions the exact tests check.
+The arithmetic is fedmath.scaffold_*, the same functions the exact tests check.
 The round's mean is unweighted over the clients that reported, as in the paper (with
 the paper's equal-size shards it equals FedAvg's example-weighted one). On the wire
 SCAFFOLD moves two model-sized messages each way per client (x and c down, dy and dc
@@ -18,9 +18,8 @@ up); that the chief also ships c_i down and back is an artefact of TFF clients b
 stateless, and is not counted. Measured on the paper's shards (E=1, 10 of 100 clients a round, BENCHMARKS.md): at client lr
 0.05 it diverged in round 15, a client's variate being about 10 rounds stale and applied
 at each of its 60 local steps; at 0.025 it reached 99 % in 154 rounds.
-`ScaffoldProcess` answers the calls that
-federated.train_rounds makes of TFF's learning processes, plus `next`'s client ids
-and the variates' checkpoint.
+`ScaffoldProcess` is a process.FederatedProcess: the calls the rounds make of
+every process, with the variates as its clients' state.
 """
 
 import collections
@@ -32,7 +31,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from trainers import fed_measures, fedavg_math
+from cluster import posix
+from trainers.common import model as model_lib
+from trainers.federated import aggregators, fedmath
 
 MESSAGES_PER_DIRECTION = 2  # (x, c) down, (dy, dc) up
 _CONTROL_FILE = re.compile(r"client_(\d+)\.r(\d+)\.npz$")
@@ -57,23 +58,21 @@ def local_training(model, dataset, server_weights, server_control, client_contro
       out = model.forward_pass(batch, training=True)
     grads = tape.gradient(out.loss, weights.trainable)
     for v, g, c_i, c in zip(weights.trainable, grads, client_control, server_control):
-      v.assign(fedavg_math.scaffold_step(v, g, c_i, c, lr))
+      v.assign(fedmath.scaffold_step(v, g, c_i, c, lr))
     n = tf.cast(out.num_examples, tf.float32)
     steps, examples = steps + 1, examples + out.num_examples
     loss_sum += out.loss * n
-    labels = tf.reshape(tf.cast(batch[1], tf.int64), [-1])
-    correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(out.predictions, -1), labels),
-                                     tf.float32))
+    correct += model_lib.correct(batch[1], out.predictions)
   k = tf.cast(tf.maximum(steps, 1), tf.float32)
   x, y = server_weights.trainable, weights.trainable
-  new_control = [fedavg_math.scaffold_client_control(c_i, c, xa, ya, k, lr)
+  new_control = [fedmath.scaffold_client_control(c_i, c, xa, ya, k, lr)
                  for c_i, c, xa, ya in zip(client_control, server_control, x, y)]
   delta_y = [ya - xa for xa, ya in zip(x, y)]
   return collections.OrderedDict(
       delta_y=delta_y, delta_c=[a - b for a, b in zip(new_control, client_control)],
       control=new_control, sums=collections.OrderedDict(
           loss=loss_sum, correct=correct, examples=tf.cast(examples, tf.float32),
-          sq_norm=fed_measures.sq_norm(delta_y), clients=1.0))
+          sq_norm=aggregators.sq_norm(delta_y), clients=1.0))
 
 
 def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_clients: int):
@@ -99,7 +98,7 @@ def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_cli
 
   @tff.tensorflow.computation(state_type, control_type, control_type, tf.float32)
   def server_update(state, mean_delta_y, mean_delta_c, reporting):
-    pairs = [fedavg_math.scaffold_server(x, c, dy, dc, server_lr, reporting / num_clients)
+    pairs = [fedmath.scaffold_server(x, c, dy, dc, server_lr, reporting / num_clients)
              for x, c, dy, dc in zip(state["model"].trainable, state["control"],
                                      mean_delta_y, mean_delta_c)]
     return collections.OrderedDict(
@@ -111,8 +110,8 @@ def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_cli
   def round_metrics(sums, mean_delta_y):
     return collections.OrderedDict(
         loss=sums["loss"] / sums["examples"], accuracy=sums["correct"] / sums["examples"],
-        num_examples=sums["examples"], client_drift=fed_measures.drift(
-            sums["sq_norm"] / sums["clients"], fed_measures.sq_norm(mean_delta_y)))
+        num_examples=sums["examples"], client_drift=aggregators.drift(
+            sums["sq_norm"] / sums["clients"], aggregators.sq_norm(mean_delta_y)))
 
   @tff.federated_computation(tff.FederatedType(state_type, tff.SERVER),
                              tff.FederatedType(dataset_type, tff.CLIENTS),
@@ -135,10 +134,10 @@ def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_cli
 
 
 class ScaffoldProcess:
-  """SCAFFOLD behind the calls federated.train_rounds makes of a TFF learning
-  process, with the clients' variates held here (zeros until a client first trains)."""
+  """SCAFFOLD as a process.FederatedProcess, with the clients' variates held here
+  (zeros until a client first trains)."""
 
-  stateful_clients = True
+  messages_per_direction = MESSAGES_PER_DIRECTION
 
   def __init__(self, tff_model_fn, client_lr: float, server_lr: float, num_clients: int):
     self._initialize, self._next = build_computations(tff_model_fn, client_lr, server_lr,
@@ -173,8 +172,8 @@ class ScaffoldProcess:
     os.makedirs(directory, exist_ok=True)
     for k in self._updated:
       path = os.path.join(directory, f"client_{k}.r{round_num}.npz")
-      np.savez(f"{path}.tmp.npz", *self.controls[k])
-      os.replace(f"{path}.tmp.npz", path)
+      with posix.atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, *self.controls[k])
 
   def prune_clients(self, directory: str, round_num: int) -> None:
     for k, r, path in _control_files(directory):

@@ -11,12 +11,12 @@ this code starts and always stops itself, reached through TFF's own remote stubs
 """
 
 import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import time
 from typing import Iterator, Sequence
+
+from cluster import posix
 
 _GRPC_OPTIONS = [("grpc.max_send_message_length", -1),
                  ("grpc.max_receive_message_length", -1)]
@@ -42,14 +42,6 @@ def exec_executor_service(port: int) -> None:
   os.execv(argv[0], argv)
 
 
-def _die_with_parent() -> None:
-  # Linux: the child gets SIGKILL when its parent dies, however the parent dies.
-  try:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except OSError:
-    pass
-
-
 @contextlib.contextmanager
 def private_executor_service() -> Iterator[str]:
   """A worker_binary child for this process alone; yields its address, always reaped."""
@@ -57,7 +49,7 @@ def private_executor_service() -> Iterator[str]:
   port = portpicker.pick_unused_port()
   proc = subprocess.Popen(worker_binary_argv(port), stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          preexec_fn=_die_with_parent)
+                          preexec_fn=posix.die_with_parent)
   try:
     yield f"localhost:{port}"
   finally:

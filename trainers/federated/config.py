@@ -1,12 +1,22 @@
-"""FedAvg's configuration, which is also the recipe of its learning process
-(fed_algorithms.build): validated values, importable without TensorFlow, so the
-launcher refuses a bad federated flag with one line before any process starts."""
+"""FedAvg's flags and configuration, which is also the recipe of its learning process
+(process.build): validated values, importable without TensorFlow, so the launcher
+refuses a bad federated flag with one line before any process starts."""
 
 import dataclasses
 
+from absl import flags
+
+from cluster import approaches
 from cluster.errors import ConfigError, check_choice
-from trainers import flags as trainer_flags
 from trainers.common import config as config_lib
+from trainers.common import flags as common_flags
+
+APPROACH = approaches.FEDAVG.name
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi", "adagrad")
+# FedAvg the algorithm shares its name with FedAvg the approach.
+FEDAVG_ALGORITHM = APPROACH
+FED_ALGORITHMS = (FEDAVG_ALGORITHM, "fedprox", "fedsgd", "scaffold")
+FED_AGGREGATORS = ("mean", "compression")
 
 # Defaults per server optimizer (Reddi et al. 2021 use 1e-2-ish for the adaptive ones).
 SERVER_LR = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01, "yogi": 0.01, "adagrad": 0.1}
@@ -14,8 +24,46 @@ FEDSGD_SERVER_LR = 0.1  # FedSGD's server step is a gradient step: 1.0 would div
 COMPRESSION_BITS = 8    # tff.learning.compression_aggregator's uniform quantization
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  common_flags.define_base_flags(fv)
+  flags.DEFINE_integer("num_clients", 100, "Clients the training set is split into (K).",
+                       flag_values=fv)
+  flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round (C*K).",
+                       flag_values=fv)
+  flags.DEFINE_integer("local_epochs", 1, "Local epochs per round (E).", flag_values=fv)
+  flags.DEFINE_integer("local_batch_size", 10, "Local batch size (B).", flag_values=fv)
+  flags.DEFINE_integer("rounds", 10, "Communication rounds.", flag_values=fv)
+  flags.DEFINE_float("client_learning_rate", 0.1, "Client SGD learning rate.", flag_values=fv)
+  flags.DEFINE_enum("algorithm", FEDAVG_ALGORITHM, FED_ALGORITHMS, "fedavg; fedprox (adds "
+                    "--proximal_strength/2 ||w - w_server||^2 to each client's loss); fedsgd "
+                    "(one gradient per client on all its data); scaffold (control variates "
+                    "correct each local step for client drift; server sgd, mean aggregator).", flag_values=fv)
+  flags.DEFINE_float("proximal_strength", None, "FedProx's mu (with --algorithm=fedprox, "
+                     "which needs it).", flag_values=fv)
+  flags.DEFINE_enum("server_optimizer", "sgd", SERVER_OPTIMIZERS, "Server optimizer: sgd "
+                    "(FedAvg), momentum (FedAvgM, 0.9), adam (FedAdam), yogi (FedYogi), "
+                    "adagrad (FedAdagrad).", flag_values=fv)
+  flags.DEFINE_float("server_learning_rate", None, "Server learning rate (default: 1.0 "
+                     "for sgd and momentum, 0.01 for adam and yogi, 0.1 for adagrad; "
+                     "fedsgd with sgd: 0.1).", flag_values=fv)
+  flags.DEFINE_enum("aggregator", "mean", FED_AGGREGATORS, "How the client updates are "
+                    "combined: mean (weighted), compression (TFF's 8-bit uniform "
+                    "quantization).", flag_values=fv)
+  flags.DEFINE_float("dp_noise_multiplier", None, "Differential privacy: TFF's Gaussian "
+                     "DP aggregator with this noise multiplier (unweighted mean); the "
+                     "(epsilon, delta) spent is reported every round.", flag_values=fv)
+  flags.DEFINE_float("dp_clip", None, "With --dp_noise_multiplier: fixed clipping norm of "
+                     "each client update (default: adaptive clipping).", flag_values=fv)
+  flags.DEFINE_float("dp_delta", 1e-5, "The delta at which epsilon is reported.",
+                     flag_values=fv)
+  flags.DEFINE_float("client_dropout", 0.0, "Each sampled client fails to report with this "
+                     "probability (seeded); the round aggregates the rest.", flag_values=fv)
+  flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
+                       "every N rounds (and after the last).", flag_values=fv)
+
+
 @dataclasses.dataclass(frozen=True)
-class FedAvgConfig:
+class Config(config_lib.ApproachConfig):
   train: config_lib.TrainConfig  # dataset, model, seed, run_dir, fault injection
   num_clients: int = 100
   clients_per_round: int = 10
@@ -25,7 +73,7 @@ class FedAvgConfig:
   client_learning_rate: float = 0.1
   server_optimizer: str = "sgd"
   server_learning_rate: float | None = None
-  algorithm: str = trainer_flags.FEDAVG_ALGORITHM
+  algorithm: str = FEDAVG_ALGORITHM
   proximal_strength: float | None = None
   aggregator: str = "mean"
   dp_noise_multiplier: float | None = None
@@ -35,7 +83,7 @@ class FedAvgConfig:
   eval_every: int = 1
 
   def __post_init__(self):
-    check_choice("server_optimizer", self.server_optimizer, trainer_flags.SERVER_OPTIMIZERS)
+    check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
     for name in ("num_clients", "clients_per_round", "local_epochs", "local_batch_size",
                  "rounds", "eval_every"):
       config_lib.check_positive(name, getattr(self, name))
@@ -44,8 +92,8 @@ class FedAvgConfig:
                         f"--num_clients={self.num_clients}")
     if not self.client_learning_rate > 0:
       raise ConfigError(f"--client_learning_rate must be > 0, got {self.client_learning_rate}")
-    check_choice("algorithm", self.algorithm, trainer_flags.FED_ALGORITHMS)
-    check_choice("aggregator", self.aggregator, trainer_flags.FED_AGGREGATORS)
+    check_choice("algorithm", self.algorithm, FED_ALGORITHMS)
+    check_choice("aggregator", self.aggregator, FED_AGGREGATORS)
     if (self.algorithm == "fedprox") != (self.proximal_strength is not None):
       raise ConfigError("--proximal_strength goes with --algorithm=fedprox (and it needs "
                         f"it); got --algorithm={self.algorithm}, --proximal_strength="

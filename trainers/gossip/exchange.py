@@ -4,7 +4,7 @@ One collective group per edge of the topology (one group of everyone for `full`)
 run by TF's collective runtime over gRPC between the processes of TF_CONFIG: each
 worker sends only to its neighbours. The weighted sum is taken in one canonical id
 order on every worker, so workers that hold the same vectors compute bit-identical
-results. The mixing matrix W comes from gossip_math; `gather` is injectable, so the
+results. The mixing matrix W comes from mixing.py; `gather` is injectable, so the
 bookkeeping is tested in one process with a table standing in for the peers.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import collective_ops  # pylint: disable=g-direct-tensorflow-import
 
-from trainers import gossip_math
+from trainers.common import volume
+from trainers.gossip import mixing as mixing_lib
 
 # Collective keys well above the ones MultiWorkerMirroredStrategy hands out itself.
 GROUP_KEY_BASE, ALL_GROUP_KEY, ONE_PEER_KEY_BASE = 100_000, 99_999, 500_000
@@ -54,7 +55,7 @@ def exchange_groups(n: int, topology: str) -> list[tuple[int, tuple[int, ...]]]:
   or a single group of everyone for the full topology."""
   if topology == "full":
     return [(GROUP_KEY_BASE, tuple(range(n)))] if n > 1 else []
-  nbrs = gossip_math.neighbours(n, topology)
+  nbrs = mixing_lib.neighbours(n, topology)
   edges = sorted({(min(i, j), max(i, j)) for i in range(n) for j in nbrs[i]})
   return [(GROUP_KEY_BASE + 1 + k, e) for k, e in enumerate(edges)]
 
@@ -67,9 +68,9 @@ class NeighbourExchange:
                gather: Gather = collective_gather, send: Send = collective_send,
                recv: Recv = collective_recv):
     self.me, self.n, self.gather, self.send, self.recv = me, n, gather, send, recv
-    self.one_peer = topology == gossip_math.ONE_PEER_EXP
-    self.w = gossip_math.mixing_matrix(n, topology, mixing)
-    self.neighbours = gossip_math.neighbours(n, topology)[me]
+    self.one_peer = topology == mixing_lib.ONE_PEER_EXP
+    self.w = mixing_lib.mixing_matrix(n, topology, mixing)
+    self.neighbours = mixing_lib.neighbours(n, topology)[me]
     self.groups = [(k, m) for k, m in exchange_groups(n, topology) if me in m]
     # Canonical order (self included) so every worker sums identically-ordered terms.
     self.mix_ids = sorted(set(self.neighbours) | {me})
@@ -83,17 +84,17 @@ class NeighbourExchange:
   @property
   def phases(self) -> int:
     """Distinct exchanges in turn (one_peer_exp: log2 n shifts; else 1)."""
-    return gossip_math.one_peer_phases(self.n) if self.one_peer else 1
+    return mixing_lib.one_peer_phases(self.n) if self.one_peer else 1
 
   def payload_bytes(self, num_params: int) -> int:
     """Bytes this worker sends per exchange: its vector (+ its id) to each neighbour;
     one_peer_exp: its vector, to one peer."""
-    return self.degree * (num_params + (0 if self.one_peer else 1)) * 4
+    return self.degree * volume.model_bytes(num_params + (0 if self.one_peer else 1))
 
   def one_peer_keys(self, phase: int) -> tuple[int, int, int, int]:
     """(send-to, recv-from, send group key, recv group key) at `phase`: one group per
     directed edge, keyed by its sender."""
-    shift = gossip_math.one_peer_shift(self.n, phase)
+    shift = mixing_lib.one_peer_shift(self.n, phase)
     to, frm = (self.me + shift) % self.n, (self.me - shift) % self.n
     base = ONE_PEER_KEY_BASE + phase * self.n
     return to, frm, base + self.me, base + frm

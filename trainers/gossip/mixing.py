@@ -13,6 +13,14 @@ TOPOLOGIES = ("ring", "torus", "exponential", "full", ONE_PEER_EXP)
 MIXINGS = ("metropolis", "uniform")
 
 
+def check_workers(topology: str, n: int) -> None:
+  """ValueError when `topology` cannot join `n` workers: the one-peer exponential
+  graph averages exactly over a period only for a power of two."""
+  if topology == ONE_PEER_EXP and n & (n - 1):
+    raise ValueError(f"--topology={topology} needs a power-of-two number of workers "
+                     f"(--num_workers), got {n}")
+
+
 def _torus_shape(n: int) -> tuple[int, int]:
   rows = max(r for r in range(1, int(math.isqrt(n)) + 1) if n % r == 0)
   return rows, n // rows

@@ -1,0 +1,134 @@
+"""Federated averaging (McMahan et al. 2017) with TensorFlow Federated.
+
+The training set is split into --num_clients clients (--partition=iid|shards|
+dirichlet, trainers/common/partition.py). Each round the server samples --clients_per_round of
+them (seeded), broadcasts its model, each client runs --local_epochs of SGD in
+batches of --local_batch_size, and the server moves by the example-weighted average
+of the client updates (`tff.learning.algorithms.build_weighted_fed_avg`; server SGD
+with lr 1.0 is plain FedAvg). --algorithm=fedprox|fedsgd, --server_optimizer=momentum|
+adam|yogi|adagrad, --aggregator=compression, --dp_noise_multiplier and
+--client_dropout choose other recipes (process.py, aggregators.py, scaffold.py).
+
+    python -m launch.local --approach=fedavg --num_workers=2 -- --model=fedavg_2nn --rounds=10
+
+With --num_workers=0 the chief runs every client itself on a private TFF executor
+service; with N >= 1 the launcher's worker tasks run TFF's executor service and the
+chief spreads each round's clients across them (executors.py). The rounds are
+rounds.py, the checkpoint checkpoint.py, the math fedmath.py.
+The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=10:
+    -- --model=fedavg_cnn --partition=iid --clients_per_round=10 --local_epochs=5 \
+       --local_batch_size=10
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from cluster.errors import ConfigError
+from cluster.tf_config import TaskInfo, port_of
+from trainers.common import entry, model, session, volume
+from trainers.federated import checkpoint, executors, process as process_lib, rounds
+from trainers.federated import config as approach_config
+from trainers.federated.config import APPROACH
+
+FedAvgConfig = approach_config.Config  # TF-free: the launcher checks it too
+
+
+def build_process(model_fn, element_spec, config: FedAvgConfig) -> process_lib.FederatedProcess:
+  """The learning process (process.build) for a Keras model builder."""
+  def tff_model_fn():
+    return tff.learning.models.from_keras_model(
+        model_fn(), input_spec=element_spec, loss=model.keras_loss(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+  return process_lib.build(config, tff_model_fn)
+
+
+def describe(config: FedAvgConfig, num_params: int, where: str) -> str:
+  """The run's set-up in one line."""
+  cfg = config.train
+  dropout = f", client dropout {config.client_dropout:g}" if config.client_dropout else ""
+  return (f"{config.num_clients} clients ({cfg.partition}), {config.clients_per_round}/round, "
+          f"E={config.local_epochs}, B={config.local_batch_size}, {config.rounds} rounds, "
+          f"model {cfg.model} ({num_params} params), {config.algorithm}, server "
+          f"{config.server_optimizer} lr {config.server_learning_rate:g}, aggregator "
+          f"{'dp' if config.private else config.aggregator}{dropout}; running {where}")
+
+
+def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, messages: int,
+                   last_round: int) -> dict:
+  """FedAvg's own summary.json fields: its recipe, rounds and bytes per round."""
+  cfg, history = config.train, run_.progress.history
+  upload = volume.fedavg_upload(num_params, config.clients_per_round, messages)
+  reached = run_.progress.target.reached
+  recipe = {k: getattr(config, k) for k in (
+      "rounds", "num_clients", "clients_per_round", "local_epochs", "local_batch_size",
+      "client_learning_rate", "server_optimizer", "server_learning_rate", "algorithm",
+      "proximal_strength", "aggregator", "client_dropout")}
+  return dict(
+      recipe, rounds_run=last_round, partition=cfg.partition,
+      **rounds.final_extras(history, config, num_params),
+      rounds_to_target=reached["steps_to_target"] if reached else None,
+      round_time_s=run_.progress.train_time_s / max(len(history), 1),
+      **rounds.steady_rounds(history),
+      bytes_broadcast_per_round=volume.fedavg_broadcast(num_params, config.clients_per_round,
+                                                        messages),
+      bytes_uploaded_per_round=upload,
+      bytes_uploaded_per_client=upload * last_round / config.num_clients,
+      bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
+                                              last_round, run_.num_workers, messages),
+      notes=f"{last_round} rounds x {config.clients_per_round} clients, "
+            f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
+
+
+def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
+          flag_values: dict | None, datasets=None, in_process: bool = False) -> dict:
+  """The server's side of FedAvg, on the executor services at `addresses`."""
+  cfg = config.train
+  executors.install_context(addresses)
+  num_workers = 0 if in_process else len(addresses)
+  with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets) as run_:
+    clients = rounds.Clients(run_, config)
+    spec = rounds.client_dataset(clients.data[0], config.local_batch_size, 1, None).element_spec
+    process = build_process(run_.model_fn, spec, config)
+    state, start_round = process.initialize(), 0
+    ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
+
+    def restore():
+      nonlocal state, start_round
+      restored = checkpoint.restore(process, ckpt_path, state)
+      if restored:
+        state, start_round = restored
+        return f"{ckpt_path} after round {start_round}"
+      return None
+
+    run_.resume(restore, ckpt_path)
+    num_params = sum(np.size(w) for w in process.get_model_weights(state).trainable)
+    run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves
+    run_.announce(describe(config, num_params, "in-process (private executor service)"
+                           if in_process else f"{len(addresses)} executor service(s): "
+                           f"{', '.join(addresses)}"))
+    last_round = rounds.train_rounds(run_, process, state, clients, config, start_round,
+                                     ckpt_path)
+    return run_.finish(**summary_fields(run_, config, num_params,
+                                        process.messages_per_direction, last_round))
+
+
+def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
+        datasets=None) -> dict:
+  """The chief trains; worker tasks become TFF executor services (never return)."""
+  if task.task_type == "worker" and "chief" in task.cluster:
+    executors.exec_executor_service(port_of(task.address))  # never returns
+  if not task.is_chief:
+    raise ConfigError(f"approach {APPROACH} runs one chief and executor-service workers, "
+                      f"not {task.name}")
+  workers = list(task.cluster.get("worker", ())) if "chief" in task.cluster else []
+  if workers:
+    return train(config, task, workers, flag_values, datasets)
+  with executors.private_executor_service() as address:
+    return train(config, task, [address], flag_values, datasets, in_process=True)
+
+
+def run_main(argv=None) -> int:
+  return entry.trainer_main(approach_config, run, argv)

@@ -1,0 +1,10 @@
+"""python -m trainers.gossip: bad flags end here with one line, before TF loads."""
+import sys
+
+from trainers.common import entry
+from trainers.gossip import config
+
+entry.check_before_tf(config)
+from trainers.gossip import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.exit(trainer.run_main())
