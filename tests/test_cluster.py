@@ -102,3 +102,107 @@ def test_the_bottom_of_the_house_imports_nothing_above_it():
     above = {"launch", "experiments"} | ({"trainers", "models", "tensorflow"}
                                          if path.parts[-2] == "cluster" else set())
     assert not tops & above, f"{path.relative_to(REPO)} imports {sorted(tops & above)}"
+
+
+# --- the house's architecture, over the import graph ---
+
+PACKAGES = ("cluster", "launch", "trainers", "experiments", "models")
+APPROACH_PACKAGES = ("trainers.allreduce", "trainers.ps", "trainers.gossip",
+                     "trainers.federated")
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(REPO).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_modules() -> dict[str, pathlib.Path]:
+  return {_module_name(p): p for package in PACKAGES for p in (REPO / package).rglob("*.py")}
+
+
+def import_graph() -> dict[str, set[str]]:
+  """module -> the project modules it imports, anywhere in the file (function-level
+  imports too: a circle hidden in a function is still a circle). `from a import b`
+  is an edge to a.b when that is a module, else to a."""
+  modules = _project_modules()
+  graph = {}
+  for name, path in modules.items():
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                   else node.module for a in node.names]
+      else:
+        continue
+      edges |= {t for t in targets if t in modules and t != name}
+    graph[name] = edges
+  return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One circle of the graph (its modules, first repeated last), or None."""
+  state: dict[str, int] = {}  # 1: on the current path, 2: done
+  path: list[str] = []
+
+  def visit(node):
+    state[node] = 1
+    path.append(node)
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == 1:
+        return path[path.index(nxt):] + [nxt]
+      if nxt not in state and (found := visit(nxt)):
+        return found
+    path.pop()
+    state[node] = 2
+    return None
+
+  for start in sorted(graph):
+    if start not in state and (found := visit(start)):
+      return found
+  return None
+
+
+def test_the_cycle_finder_finds_a_circle_and_only_a_circle():
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+  assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_circle_anywhere_in_the_project():
+  graph = import_graph()
+  assert "trainers.ps.config" in graph["trainers.flags"]  # the graph sees real edges
+  assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_common_is_below_every_approach_and_approaches_below_nothing_of_each_other():
+  graph = import_graph()
+  for module, edges in graph.items():
+    if module.startswith("trainers.common"):
+      bad = {e for e in edges if e.startswith(APPROACH_PACKAGES) or e == "trainers.flags"}
+      assert not bad, f"{module} imports {sorted(bad)}"
+    for package in APPROACH_PACKAGES:
+      if module.startswith(package):
+        others = {e for e in edges if e.startswith(APPROACH_PACKAGES)
+                  and not e.startswith(package)}
+        assert not others, f"{module} imports another approach: {sorted(others)}"
+
+
+def test_no_shared_module_branches_on_an_approach_by_name():
+  for path in (REPO / "trainers" / "common").rglob("*.py"):
+    text = path.read_text()
+    assert "approach ==" not in text and "approach !=" not in text, path.name
+    for record in ("ALLREDUCE", "PS", "GOSSIP", "FEDAVG"):
+      assert f"approaches.{record}" not in text, f"{path.name} names approaches.{record}"
+
+
+def test_no_function_in_trainers_or_launch_is_over_60_lines():
+  long = []
+  for package in ("trainers", "launch"):
+    for path in (REPO / package).rglob("*.py"):
+      for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          lines = node.end_lineno - node.lineno + 1
+          if lines > 60:
+            long.append(f"{path.relative_to(REPO)}:{node.name} ({lines} lines)")
+  assert not long

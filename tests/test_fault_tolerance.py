@@ -156,7 +156,9 @@ def test_servers_listen_only_on_their_own_address(tmp_path, bind, expect_wildcar
 def test_a_worker_killed_at_a_random_moment_changes_nothing_but_the_time(tmp_path, approach,
                                                                           workers, extra):
   import random  # pylint: disable=g-import-not-at-top
-  delay = random.uniform(0.0, 2.0)  # after the first step line: early or mid-run
+  # After the first step line, early or mid-run; seeded per approach, so a failure's
+  # delay (in its message) comes back on a rerun.
+  delay = random.Random(f"kill {approach}").uniform(0.0, 2.0)
   launch = helpers.Launch(
       [f"--approach={approach}", f"--num_workers={workers}", "--max_restarts=1",
        f"--run_dir={tmp_path}", "--timeout=250", "--", *SYN, "--synthetic_examples=4096",

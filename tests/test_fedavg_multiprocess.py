@@ -20,8 +20,13 @@ def test_two_executor_services_run_the_rounds_and_none_survives(tmp_path):
   assert "[worker:0] [fedavg] executor service (worker_binary)" in out
   assert "2 executor service(s)" in out
   summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["num_workers"] == 2 and summary["rounds"] == 3
+  assert summary["num_workers"] == 2 and summary["rounds_run"] == 3
   assert summary["examples_processed"] == 3 * 4 * 50  # 4 clients of 50 examples per round
+  # Both executor services trained clients: each received at least one client's model
+  # a round (the mergeable context splits a round's 4 clients between them).
+  by_task = summary["bytes_by_task"]
+  for service in ("worker:0", "worker:1"):
+    assert by_task[service]["received"] > 3 * 4 * 199_210, (service, by_task)
   assert summary["test_accuracy"] > 0.3 and summary["rounds_to_target"] is not None
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   rounds = [r for r in records if r["kind"] == "round"]
@@ -43,4 +48,8 @@ def test_in_process_run_resumes_from_the_server_checkpoint(tmp_path):
   assert "resumed from" in out and "after round 2" in out and "round 3/3" in out
   assert "round 1/3" not in out
   summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["rounds"] == 3 and first["rounds"] == 2
+  assert first["rounds_run"] == 2 and first["examples_processed"] == 2 * 4 * 50
+  # The resumed run trained round 3 alone: one round's examples, one round record more.
+  assert summary["rounds_run"] == 3 and summary["examples_processed"] == 4 * 50
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["round"] for r in records if r["kind"] == "round"] == [1, 2, 3]

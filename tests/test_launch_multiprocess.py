@@ -59,9 +59,10 @@ def test_sigint_to_the_launcher_stops_every_task(tmp_path):
                            *FAST, "--epochs=1000"], timeout_s=90)
   try:
     deadline = time.monotonic() + 60
-    while len(helpers.tagged_pids(launch.tag)) < 3 and time.monotonic() < deadline:
+    while launch.first_time(" step ") is None and time.monotonic() < deadline:
       time.sleep(0.2)
-    time.sleep(2)
+    assert launch.first_time(" step ") is not None, launch.output[-2000:]  # training
+    assert len(helpers.tagged_pids(launch.tag)) >= 3  # the launcher and both workers
     launch.proc.send_signal(signal.SIGINT)
     code, out, _ = launch.wait()
   finally:

@@ -23,15 +23,22 @@ def test_ps_modes_train_and_stop_every_server(tmp_path, mode, num_ps):
   assert code == 0, out[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["ps_mode"] == mode and summary["num_ps"] == num_ps
-  assert summary["partitioned"] == (num_ps > 1)
+  # Where TF placed the variables: over both ps tasks when there are two.
+  held = summary["params_by_task"]
+  assert set(held) == {f"ps:{i}" for i in range(num_ps)} and min(held.values()) > 0
+  assert sum(held.values()) >= 100_000  # the mlp's weights, at least
+  # ...and both served the workers' traffic (each pushes its shard's gradients).
+  for i in range(num_ps):
+    assert summary["bytes_by_task"][f"ps:{i}"]["received"] > 32 * 4 * min(held.values())
   assert summary["steps"] == 32  # optimizer updates: sync counts one per global step
   assert summary["examples_processed"] == 32 * 32 * (2 if mode == "sync" else 1)
   assert summary["test_accuracy"] > 0.5
   if mode == "sync":
     assert summary["grad_phase_s"] > 0 and summary["apply_phase_s"] > 0
   assert len(list((tmp_path / "ckpt").glob("ckpt-*.index"))) >= 1
-  for name in ["chief_0", "worker_0", "worker_1"] + [f"ps_{i}" for i in range(num_ps)]:
-    assert (tmp_path / "logs" / f"{name}.log").exists()
+  for name in ["worker:0", "worker:1"] + [f"ps:{i}" for i in range(num_ps)]:
+    log = (tmp_path / "logs" / f"{name.replace(':', '_')}.log").read_text()
+    assert f"[ps] {name} serving at" in log, log[-1000:]
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
@@ -55,8 +62,9 @@ def test_killed_worker_is_tolerated_and_the_run_finishes(tmp_path):
     deadline = time.monotonic() + 120
     while launch.first_time("step 20/300") is None and time.monotonic() < deadline:
       time.sleep(0.2)
+    assert launch.first_time("step 20/300") is not None, launch.output[-2000:]
     victim = helpers.task_pid(launch.tag, "worker", 1)
-    assert victim is not None, launch.output[-2000:]
+    assert victim is not None, f"no live worker:1 process\n{launch.output[-2000:]}"
     os.kill(victim, signal.SIGKILL)
     code, out, _ = launch.wait()
   finally:
@@ -75,9 +83,14 @@ def test_dead_ps_ends_the_run_naming_it(tmp_path):
     deadline = time.monotonic() + 120
     while launch.first_time("step 20/3000") is None and time.monotonic() < deadline:
       time.sleep(0.2)
-    os.kill(helpers.task_pid(launch.tag, "ps", 0), signal.SIGKILL)
+    assert launch.first_time("step 20/3000") is not None, launch.output[-2000:]
+    victim = helpers.task_pid(launch.tag, "ps", 0)
+    assert victim is not None, f"no live ps:0 process\n{launch.output[-2000:]}"
+    os.kill(victim, signal.SIGKILL)
     code, out, _ = launch.wait()
   finally:
     helpers.assert_no_survivors(launch.tag)
-  assert code != 0
+  assert code == 128 + signal.SIGKILL, out[-3000:]  # the dead ps's own end, not the chief's
   assert "task ps:0 failed with exit code -9" in out
+  summary = tmp_path / "summary.json"
+  assert not summary.exists()  # the run ended with the ps, well before its 3000 steps

@@ -87,10 +87,17 @@ def test_stale_namespaces_of_a_killed_launcher_are_removed_by_the_next_one(tmp_p
   assert _ours() == before
 
 
-def test_a_straggler_is_recorded_and_the_job_ends_cleanly(tmp_path):
-  code, out, _ = helpers.run_launcher(
-      ["--approach=gossip", "--num_workers=2", f"--run_dir={tmp_path}", "--timeout=240",
-       "--straggler=worker:1:2", "--", *SYN[:-1]], timeout_s=300)
-  assert code == 0, out[-3000:]
-  summary = _summary(tmp_path)
-  assert summary["straggler"]["task"] == "worker:1" and summary["straggler"]["factor"] == 2.0
+def test_a_straggler_slows_a_synchronous_job_and_the_job_ends_cleanly(tmp_path):
+  """Sync gossip waits for its neighbour: with worker:1 at a third of the time, the
+  step takes well over the same job's without it (measured side by side; 3x by
+  design, asserted at 1.5x for a noisy machine)."""
+  per_step = {}
+  for name, extra in (("alone", []), ("straggler", ["--straggler=worker:1:3"])):
+    code, out, _ = helpers.run_launcher(
+        ["--approach=gossip", "--num_workers=2", f"--run_dir={tmp_path / name}",
+         "--timeout=240", *extra, "--", *SYN[:-2], "--steps_per_epoch=200"], timeout_s=300)
+    assert code == 0, out[-3000:]
+    summary = _summary(tmp_path / name)
+    per_step[name] = summary["train_time_s"] / summary["steps"]
+  assert summary["straggler"]["task"] == "worker:1" and summary["straggler"]["factor"] == 3.0
+  assert per_step["straggler"] > 1.5 * per_step["alone"], per_step

@@ -1,10 +1,5 @@
-"""python -m trainers.allreduce: bad flags end here with one line, before TF loads."""
-import sys
-
+"""python -m trainers.allreduce: bad flags end with one line before TensorFlow loads."""
 from trainers.allreduce import config
 from trainers.common import entry
 
-entry.check_before_tf(config)
-from trainers.allreduce import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-sys.exit(trainer.run_main())
+entry.run_package(config, "trainers.allreduce.trainer")

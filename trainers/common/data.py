@@ -1,8 +1,9 @@
-"""The data path every approach shares: TFDS loading, synthetic data, sharding.
+"""The data path every approach shares: TFDS loading, synthetic data, the input pipeline.
 
 Datasets are read once into memory (MNIST-sized sets are ~50 MB as float32), so
-sharding is by example index, not by file: the prepared splits are one tfrecord
-file each, which tf.distribute's FILE auto-shard policy cannot split.
+sharding is by example index (trainers/common/partition.py), not by file: the prepared
+splits are one tfrecord file each, which tf.distribute's FILE auto-shard policy cannot
+split.
 """
 
 import dataclasses
@@ -152,18 +153,6 @@ def _prepared_builder(dataset: str, data_dir: str | None):
     raise DataError(f"dataset {dataset!r} has images {tuple(image.shape)} and "
                     f"{label.num_classes} classes; the suite needs 28x28x1 with 10")
   return tfds, builder
-
-
-def shard_indices(num_examples: int, num_shards: int, shard: int, seed: int) -> np.ndarray:
-  """Indices of shard `shard` of `num_shards`: a seeded permutation dealt round-robin.
-
-  The shards are disjoint, together cover every example, and differ in size by
-  at most one. Every worker computes the same permutation from `seed`.
-  """
-  if not 0 <= shard < num_shards:
-    raise ValueError(f"shard {shard} out of range for {num_shards} shards")
-  perm = np.random.default_rng(seed).permutation(num_examples)
-  return np.sort(perm[shard::num_shards])
 
 
 def steps_per_epoch(num_examples: int, examples_per_step: int, cap: int | None = None) -> int:

@@ -5,6 +5,7 @@ define_flags(fv) and Config (an ApproachConfig), all TF-free; nothing here knows
 which approach it serves.
 """
 
+import importlib
 import os
 import sys
 from types import ModuleType
@@ -40,6 +41,13 @@ def check_before_tf(spec: ModuleType) -> None:
   except (flags.Error, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(USAGE_EXIT)
+
+
+def run_package(spec: ModuleType, trainer: str) -> None:
+  """An approach package's __main__: its flags checked before TF, then its trainer
+  module (`trainer`, which imports TF) imported and run; exits with its code."""
+  check_before_tf(spec)
+  sys.exit(importlib.import_module(trainer).run_main())
 
 
 def trainer_main(spec: ModuleType, run: Callable[..., Any], argv: list[str] | None = None,

@@ -1,10 +1,5 @@
-"""python -m trainers.gossip: bad flags end here with one line, before TF loads."""
-import sys
-
-from trainers.common import entry
+"""python -m trainers.gossip: bad flags end with one line before TensorFlow loads."""
 from trainers.gossip import config
+from trainers.common import entry
 
-entry.check_before_tf(config)
-from trainers.gossip import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-sys.exit(trainer.run_main())
+entry.run_package(config, "trainers.gossip.trainer")

@@ -1,10 +1,5 @@
-"""python -m trainers.ps: bad flags end here with one line, before TF loads."""
-import sys
-
-from trainers.common import entry
+"""python -m trainers.ps: bad flags end with one line before TensorFlow loads."""
 from trainers.ps import config
+from trainers.common import entry
 
-entry.check_before_tf(config)
-from trainers.ps import trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-sys.exit(trainer.run_main())
+entry.run_package(config, "trainers.ps.trainer")

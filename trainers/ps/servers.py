@@ -9,7 +9,7 @@ import logging
 
 import tensorflow as tf
 
-from cluster.tf_config import TaskInfo
+from cluster.tf_config import TaskInfo, split_task_name
 from trainers.common import lifecycle
 
 SERVER_ROLES = ("worker", "ps")
@@ -38,9 +38,9 @@ def abort_task(role: str, index: int, message: str, exit_without_error: bool) ->
 def crash(task_name: str, step: int) -> None:
   """Fault injection for a server task: it dies at once (SIGABRT), as a crashed
   machine would."""
-  role, _, index = task_name.partition(":")
+  role, index = split_task_name(task_name)
   print(f"fault injection: crashing {task_name} at step {step}", flush=True)
-  abort_task(role, int(index), f"fault injection: {task_name} crashes at step {step}",
+  abort_task(role, index, f"fault injection: {task_name} crashes at step {step}",
              exit_without_error=False)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from cluster.errors import ConfigError
-from cluster.tf_config import TaskInfo
+from cluster.tf_config import TaskInfo, task_name
 from trainers.common import data, entry, model, session, volume
 from trainers.ps import aggregation, servers
 from trainers.ps import config as approach_config
@@ -67,6 +67,17 @@ class Replica:
   @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
+
+  def placement(self) -> dict[str, int]:
+    """Model parameters held by each ps task, read from where TF placed every
+    variable (a partitioned variable counted shard by shard)."""
+    held: dict[str, int] = {}
+    for v in self.model.variables:
+      for piece in getattr(v, "variables", [v]):  # a ShardedVariable's shards
+        spec = tf.DeviceSpec.from_string(piece.device)
+        name = task_name(spec.job, spec.task)
+        held[name] = held.get(name, 0) + int(np.prod(piece.shape))
+    return held
 
   def weights(self) -> list[np.ndarray]:
     """The model's weights as one process would hold them (shards re-joined)."""
@@ -270,7 +281,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
                                                           worker_steps),
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
-        partitioned=num_ps > 1, notes=notes, **ps.phase_fields(),
+        partitioned=num_ps > 1, params_by_task=replica.placement(), notes=notes, **ps.phase_fields(),
         **({"sync_aggregation": config.sync_aggregation} if config.sync else {}))
 
 
