@@ -23,9 +23,11 @@ def test_ps_modes_train_and_stop_every_server(tmp_path, mode, num_ps):
   assert code == 0, out[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["ps_mode"] == mode and summary["num_ps"] == num_ps
-  # Where TF placed the variables: over both ps tasks when there are two.
+  # Where TF placed the variables: over both ps tasks when there are two, the large
+  # ones split into shards (the first kernel, 800 KB, over --min_shard_bytes=256 KB).
   held = summary["params_by_task"]
   assert set(held) == {f"ps:{i}" for i in range(num_ps)} and min(held.values()) > 0
+  assert (summary["extra_shards"] > 0) == (num_ps > 1)
   assert sum(held.values()) >= 100_000  # the mlp's weights, at least
   # ...and both served the workers' traffic (each pushes its shard's gradients).
   for i in range(num_ps):

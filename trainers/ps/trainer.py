@@ -68,16 +68,17 @@ class Replica:
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
-  def placement(self) -> dict[str, int]:
-    """Model parameters held by each ps task, read from where TF placed every
-    variable (a partitioned variable counted shard by shard)."""
+  def placement(self) -> dict:
+    """Where TF put the model: parameters held by each ps task (a partitioned
+    variable counted shard by shard), and how many more pieces than the model has
+    weights (the shards the partitioner added)."""
     held: dict[str, int] = {}
-    for v in self.model.variables:
-      for piece in getattr(v, "variables", [v]):  # a ShardedVariable's shards
-        spec = tf.DeviceSpec.from_string(piece.device)
-        name = task_name(spec.job, spec.task)
-        held[name] = held.get(name, 0) + int(np.prod(piece.shape))
-    return held
+    pieces = self.model.weights  # under PSS: a partitioned weight's shards, in order
+    for piece in pieces:
+      spec = tf.DeviceSpec.from_string(piece.device)
+      name = task_name(spec.job, spec.task)
+      held[name] = held.get(name, 0) + int(np.prod(piece.shape))
+    return {"params_by_task": held, "extra_shards": len(pieces) - len(self._shapes)}
 
   def weights(self) -> list[np.ndarray]:
     """The model's weights as one process would hold them (shards re-joined)."""
@@ -281,7 +282,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
                                                           worker_steps),
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
-        partitioned=num_ps > 1, params_by_task=replica.placement(), notes=notes, **ps.phase_fields(),
+        partitioned=num_ps > 1, notes=notes, **replica.placement(), **ps.phase_fields(),
         **({"sync_aggregation": config.sync_aggregation} if config.sync else {}))
 
 
