@@ -61,13 +61,39 @@ def per_role(totals: Mapping[str, Mapping[str, int]], roles: Iterable[str] = ("w
           statistics.fmean(r["received"] for r in rows))
 
 
-def summary_fields(totals: Mapping[str, Mapping[str, int]]) -> dict:
-  """The measured-traffic fields of summary.json."""
+def summary_fields(totals: Mapping[str, Mapping[str, int]],
+                   analytic: Mapping[str, Mapping[str, float]] | None = None) -> dict:
+  """The measured-traffic fields of summary.json, per worker and for the whole job,
+  each beside the algorithm's own (`analytic`: task -> sent, received) where given."""
   sent, received = per_role(totals)
+  by_task = {k: {"sent": v["sent"], "received": v["received"]} for k, v in totals.items()}
   return {"bytes_sent_per_worker": sent, "bytes_received_per_worker": received,
-          "bytes_by_task": {k: {"sent": v["sent"], "received": v["received"]}
-                            for k, v in totals.items()},
-          "bytes_measured": bool(totals)}
+          "bytes_by_task": by_task, "bytes_measured": bool(totals),
+          **job_fields(by_task, analytic or {})}
+
+
+def _load(row: Mapping[str, float]) -> float:
+  return row["sent"] + row["received"]
+
+
+def busiest(by_task: Mapping[str, Mapping[str, float]]) -> str | None:
+  """The task whose link carried the most (sent + received): on a thin link its
+  link sets the time."""
+  return max(sorted(by_task), key=lambda k: _load(by_task[k])) if by_task else None
+
+
+def job_fields(measured: Mapping[str, Mapping[str, float]],
+               analytic: Mapping[str, Mapping[str, float]]) -> dict:
+  """The whole job: total bytes sent (every task; what one task sends another
+  receives), the busiest task (measured; analytic when nothing was measured) and its
+  sent + received, each beside the analytic value (None where unknown)."""
+  task = busiest(measured) or busiest(analytic)
+  total = lambda rows: sum(r["sent"] for r in rows.values()) if rows else None
+  return {"busiest_task": task,
+          "bytes_busiest_task": _load(measured[task]) if task in measured else None,
+          "bytes_analytic_busiest_task": _load(analytic[task]) if task in analytic else None,
+          "bytes_total_sent": total(measured), "bytes_analytic_total_sent": total(analytic),
+          "bytes_analytic_by_task": dict(analytic) or None}
 
 
 def own_counters() -> tuple[int, int] | None:

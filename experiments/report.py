@@ -27,7 +27,9 @@ ROW_KEYS = ("approach", "seed", "workers", "model", "dataset", "test_accuracy", 
             "target_accuracy", "reached_target", "time_to_target_s",
             "train_time_to_target_s", "startup_s", "examples_to_target", "steps_to_target",
             "bytes_sent_per_worker", "bytes_received_per_worker", "bytes_analytic_per_worker",
-            "bytes_sent_per_worker_to_target", "wall_time_s", "train_time_s",
+            "bytes_sent_per_worker_to_target", "busiest_task", "bytes_busiest_task",
+            "bytes_analytic_busiest_task", "bytes_total_sent", "bytes_analytic_total_sent",
+            "wall_time_s", "train_time_s",
             "examples_processed", "examples_per_sec", "notes", "run_dir")
 
 
@@ -52,10 +54,11 @@ def label(run: dict) -> str:
 
 def accuracy_curve(run: dict) -> list[dict]:
   """Per evaluation: seconds (since the launcher's start, else the trainer's),
-  examples processed, measured bytes sent per worker (None: not measured), accuracy."""
+  examples processed, measured bytes sent per worker and the busiest task's sent +
+  received (None: not measured), accuracy."""
   return [{"t": float(r.get("since_launch_s", r["elapsed_s"])),
            "examples": int(r["examples_seen"]), "bytes": r.get("bytes_sent_per_worker"),
-           "accuracy": float(r["test_accuracy"])}
+           "busiest": r.get("bytes_busiest_task"), "accuracy": float(r["test_accuracy"])}
           for r in run["records"]
           if r["kind"] in ("eval", "epoch", "round") and r.get("test_accuracy") is not None]
 
@@ -122,7 +125,8 @@ def _ratio(measured, analytic):
 def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) -> str:
   head = ["approach", "workers", "test acc", "reached", "to target s", "start-up s",
           "train s to target", "examples to target", "steps/rounds", "sent/worker",
-          "received/worker", "analytic/worker", "measured/analytic", "wall s", "notes"]
+          "received/worker", "analytic/worker", "measured/analytic", "busiest task",
+          "its sent+received", "its analytic", "its measured/analytic", "wall s", "notes"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
     cells = [r["approach"] + (f" (seed {r['seed']})" if seeds > 1 else ""),
@@ -133,6 +137,9 @@ def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) ->
              _fmt(r["bytes_received_per_worker"], "bytes"),
              _fmt(r["bytes_analytic_per_worker"], "bytes"),
              _fmt(_ratio(r["bytes_sent_per_worker"], r["bytes_analytic_per_worker"]), "ratio"),
+             _fmt(r["busiest_task"]), _fmt(r["bytes_busiest_task"], "bytes"),
+             _fmt(r["bytes_analytic_busiest_task"], "bytes"),
+             _fmt(_ratio(r["bytes_busiest_task"], r["bytes_analytic_busiest_task"]), "ratio"),
              _fmt(r["wall_time_s"], "s"), r["notes"]]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "To target s: launcher start to the first evaluation at or above the target "
@@ -141,7 +148,9 @@ def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) ->
             "--eval_every_examples (FedAvg: every round). Sent/received per worker: bytes "
             "on the wire measured by the task shim (TCP payload incl. gRPC framing, mean over "
             "worker tasks, whole run); analytic: the algorithm's own volume per worker "
-            "(trainers/common/volume.py). Wall s: trainer process start to summary.", ""]
+            "(trainers/common/volume.py). Busiest task: the task whose link carried the "
+            "most, sent + received (PS: a ps task; FedAvg: the chief), beside the "
+            "algorithm's volume on that link. Wall s: trainer process start to summary.", ""]
   if seeds > 1:
     lines += _aggregate_markdown(aggregate(rows))
   return "\n".join(lines)
@@ -174,12 +183,14 @@ def plot(runs: Sequence[dict], path: str) -> None:
     err = [max(1 - c["accuracy"], 1e-4) for c in curve]
     a_t.plot([c["t"] for c in curve], err, marker="o", ms=3, label=label(run))
     a_ex.plot([c["examples"] for c in curve], err, marker="o", ms=3, label=label(run))
-    measured = [(c["bytes"], e) for c, e in zip(curve, err) if c["bytes"] is not None]
+    key = "busiest" if any(c["busiest"] is not None for c in curve) else "bytes"
+    measured = [(c[key], e) for c, e in zip(curve, err) if c[key] is not None]
     if measured:
       a_b.plot(*zip(*measured), marker="o", ms=3, label=label(run))
   for ax, xlabel in ((a_t, "seconds since the launcher's start"),
                      (a_ex, "training examples processed"),
-                     (a_b, "bytes sent per worker (measured)")):
+                     (a_b, "bytes on the busiest task's link, sent + received (measured; "
+                           "older runs: sent per worker)")):
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test error (1 - accuracy)")

@@ -162,7 +162,7 @@ def _complete_summary(run_dir: str, extra: dict | None = None) -> None:
   with open(path) as f:
     summary = json.load(f)
   if totals:
-    summary.update(traffic.summary_fields(totals))
+    summary.update(traffic.summary_fields(totals, summary.get("bytes_analytic_by_task")))
   summary.update(extra or {})
   write_json_atomic(path, summary)
 

@@ -40,7 +40,9 @@ def test_every_worker_stops_at_the_target_together(tmp_path, approach, extra):
   assert set(summary["bytes_by_task"]) >= {"worker:0", "worker:1"}
   assert summary["bytes_sent_per_worker"] >= summary["bytes_analytic_per_worker"] > 0
   if approach == "allreduce":
-    # Ring all-reduce on the wire: the gradients plus gRPC framing, the initial
-    # broadcast of the variables and the coordination service (a few per cent).
-    ratio = summary["bytes_sent_per_worker"] / summary["bytes_analytic_per_worker"]
-    assert 1.0 <= ratio < 1.3, ratio
+    # Ring all-reduce on the wire: the gradients plus gRPC framing (a few per cent),
+    # and once per run the initial broadcast of the variables and the coordination
+    # service; a run that stops after 4 steps pays that once-only model in full.
+    model = summary["bytes_analytic_per_worker"] / summary["steps"]  # N=2: one a step
+    ratio = summary["bytes_sent_per_worker"] / (summary["bytes_analytic_per_worker"] + model)
+    assert 1.0 / 1.3 <= ratio < 1.3, ratio

@@ -134,6 +134,17 @@ def test_reading_sums_processes_and_averages_workers(tmp_path):
   fields = traffic.summary_fields(totals)
   assert fields["bytes_measured"] and fields["bytes_by_task"]["chief:0"] == {
       "sent": 1, "received": 2}
+  # The whole job: worker:1 carried the most (70), the total is every task's sent.
+  assert fields["busiest_task"] == "worker:1" and fields["bytes_busiest_task"] == 70
+  assert fields["bytes_total_sent"] == 15 + 30 + 1
+  assert fields["bytes_analytic_busiest_task"] is None  # no analytic given
+  analytic = {"worker:0": {"sent": 10.0, "received": 10.0},
+              "worker:1": {"sent": 35.0, "received": 35.0}}
+  fields = traffic.summary_fields(totals, analytic)
+  assert fields["bytes_analytic_busiest_task"] == 70.0
+  assert fields["bytes_analytic_total_sent"] == 45.0
+  # Nothing measured: the busiest task is the analytic one.
+  assert traffic.job_fields({}, analytic)["busiest_task"] == "worker:1"
 
 
 def test_own_counters_without_the_shim_is_none():

@@ -101,7 +101,9 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
         batch_size_per_worker=cfg.batch_size, global_batch_size=global_batch,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=steps,
         bytes_analytic_per_worker=volume.ring_allreduce(net.count_params(), num_workers,
-                                                        steps))
+                                                        steps),
+        bytes_analytic_by_task=volume.ring_allreduce_tasks(net.count_params(), num_workers,
+                                                           steps))
 
 
 def run_main(argv=None) -> int:

@@ -127,6 +127,21 @@ def _write_cache(path: str, arrays: Arrays) -> None:
     pass
 
 
+def read_prepared(dataset: str, split: str, data_dir: str | None = None,
+                  keep=None) -> tf.data.Dataset:
+  """(uint8 image, int32 label) of a prepared TFDS split, read from its files by
+  whichever process runs the pipeline, in load_split's order (the same indices).
+  `keep(index)` (a TF predicate on the example's index) drops examples before their
+  PNG is decoded: a PS worker decodes only its own shard, from its own host's copy."""
+  tfds, builder = _prepared_builder(dataset, data_dir)
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()}).enumerate()
+  if keep is not None:
+    ds = ds.filter(lambda i, ex: keep(i))
+  return ds.map(lambda i, ex: (tf.io.decode_png(ex["image"], channels=IMAGE_SHAPE[-1]),
+                               tf.cast(ex["label"], tf.int32)))
+
+
 def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
   """Size of a prepared TFDS split, from its metadata (no data is read)."""
   _, builder = _prepared_builder(dataset, data_dir)

@@ -40,6 +40,7 @@ from trainers.common import data, lifecycle, model, partition, startup
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
 from trainers.common.faults import fail_if_scheduled
+from trainers.common.flags import SYNTHETIC
 from trainers.common.outputs import RunWriter
 
 
@@ -56,6 +57,7 @@ class Run:
   started: float      # when this process started (time.time() scale)
   launched: float | None = None    # when the launcher started (None: not launched)
   traffic_dir: str | None = None   # where the task shim counts bytes (None: not counted)
+  from_files: bool = False  # the splits are prepared TFDS files (a worker can read its own)
   progress: progress_lib.Progress | None = None
   _scorer: Callable | None = dataclasses.field(default=None, repr=False)
 
@@ -105,11 +107,15 @@ class Run:
     return self.progress
 
   def measured_traffic(self) -> dict:
-    """Bytes on the wire so far, mean per worker task (the shim's files, <= 0.5 s old)."""
+    """Bytes on the wire so far, mean per worker task and the busiest task's sent +
+    received (the shim's files, <= 0.5 s old)."""
     if not self.traffic_dir:
       return {}
-    sent, received = traffic.per_role(traffic.read(self.traffic_dir))
-    return {"bytes_sent_per_worker": sent, "bytes_received_per_worker": received}
+    totals = traffic.read(self.traffic_dir)
+    sent, received = traffic.per_role(totals)
+    fields = traffic.job_fields(totals, {})
+    return {"bytes_sent_per_worker": sent, "bytes_received_per_worker": received,
+            "bytes_busiest_task": fields["bytes_busiest_task"]}
 
   def schedule(self, start_step: int) -> Iterator[progress_lib.Chunk]:
     """Chunks between progress (and evaluation) points, from `start_step` to the end."""
@@ -173,8 +179,10 @@ class Run:
     return tf.train.CheckpointManager(
         checkpoint, os.path.join(self.config.run_dir, "ckpt", *subdir), max_to_keep=2)
 
-  def finish(self, **fields) -> dict:
-    """Writes summary.json (the common core, then the approach's fields) and returns it."""
+  def finish(self, bytes_analytic_by_task: dict | None = None, **fields) -> dict:
+    """Writes summary.json (the common core, then the approach's fields) and returns
+    it. `bytes_analytic_by_task` (volume.*_tasks) is what the algorithm moves on each
+    task's link, set beside the measured bytes of the whole job."""
     cfg = self.config
     now = time.time()
     summary = {
@@ -184,7 +192,7 @@ class Run:
         "wall_time_s": now - self.started, "run_dir": os.path.abspath(cfg.run_dir),
         "since_launch_s": None if self.launched is None else now - self.launched,
         # Final figures once every task has exited: the launcher rewrites these.
-        **traffic.summary_fields(traffic.read(self.traffic_dir)),
+        **traffic.summary_fields(traffic.read(self.traffic_dir), bytes_analytic_by_task),
         **(self.progress.summary_fields() if self.progress else {}),
         "startup_s": startup.breakdown(
             self.started, self.launched,
@@ -217,6 +225,7 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
   try:
     if flag_values is not None:
       writer.write_config(flag_values)
+    from_files = datasets is None and config.dataset != SYNTHETIC
     if datasets is None:
       datasets = (data.load_split(config.dataset, "train", config.data_dir,
                                   config.synthetic_examples),
@@ -224,7 +233,7 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
     startup.mark("data")
     tf.keras.utils.set_random_seed(config.seed)
     yield Run(config, task, label, num_workers, writer, *datasets, started,
-              launched=launched,
-              traffic_dir=os.environ.get(traffic.ENV_DIR) or None)
+              launched=launched, traffic_dir=os.environ.get(traffic.ENV_DIR) or None,
+              from_files=from_files)
   finally:
     writer.close()

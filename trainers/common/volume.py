@@ -18,6 +18,8 @@ headers, the coordination RPCs, and whatever the runtime ships besides the model
 (TFF sends each client's dataset to the service that trains it).
 """
 
+from cluster.tf_config import task_name
+
 FLOAT32_BYTES = 4
 
 
@@ -58,3 +60,53 @@ def fedavg(num_params: int, clients_per_round: int, rounds: int, num_services: i
   """Per executor service: the updates of its share of each round's clients."""
   return fedavg_broadcast(num_params, clients_per_round, messages) * rounds / max(
       1, num_services)
+
+
+# --- the whole job: every task's analytic bytes, the servers' too --------------------
+# task name -> {"sent": bytes, "received": bytes}. On a thin link the busiest task's
+# link sets the time, and in PS and FedAvg that is a server, not a worker.
+
+def _both(value: float) -> dict[str, float]:
+  return {"sent": float(value), "received": float(value)}
+
+
+def ring_allreduce_tasks(num_params: int, num_workers: int, steps: int) -> dict:
+  """Every worker sends and receives 2(N-1)/N models per step."""
+  return {task_name("worker", i): _both(ring_allreduce(num_params, num_workers, steps))
+          for i in range(num_workers)}
+
+
+def parameter_server_tasks(num_params: int, num_workers: int, worker_steps: float,
+                           params_by_ps: dict[str, int]) -> dict:
+  """Each worker pushes a gradient and pulls the model per step it trained
+  (`worker_steps`, per worker); each ps receives its share of every push and sends
+  its share of every pull, its share being the parameters it holds."""
+  out = {task_name("worker", i): _both(parameter_server(num_params, worker_steps))
+         for i in range(num_workers)}
+  for ps, held in params_by_ps.items():
+    out[ps] = _both(parameter_server(held, worker_steps * num_workers))
+  return out
+
+
+def gossip_tasks(num_params: int, degrees: list[int], exchanges: int) -> dict:
+  """Worker i sends its vector to, and receives one from, each of its degrees[i]
+  neighbours per exchange."""
+  return {task_name("worker", i): _both(gossip(num_params, d, exchanges))
+          for i, d in enumerate(degrees)}
+
+
+def fedavg_tasks(num_params: int, clients_per_round: int, rounds: int, num_services: int,
+                 messages: int = 1) -> dict:
+  """The chief broadcasts to every sampled client and receives every upload; each
+  executor service the reverse, for its share of the clients. In-process (no
+  services) the chief's private service is part of the chief's task, so both ends
+  of every message count there."""
+  broadcast = fedavg_broadcast(num_params, clients_per_round, messages) * rounds
+  upload = fedavg_upload(num_params, clients_per_round, messages) * rounds
+  if num_services == 0:
+    return {task_name("chief", 0): _both(broadcast + upload)}
+  out = {task_name("chief", 0): {"sent": float(broadcast), "received": float(upload)}}
+  for i in range(num_services):
+    out[task_name("worker", i)] = {"sent": upload / num_services,
+                                   "received": broadcast / num_services}
+  return out

@@ -78,6 +78,8 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, mes
       bytes_uploaded_per_client=upload * last_round / config.num_clients,
       bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
                                               last_round, run_.num_workers, messages),
+      bytes_analytic_by_task=volume.fedavg_tasks(num_params, config.clients_per_round,
+                                                 last_round, run_.num_workers, messages),
       notes=f"{last_round} rounds x {config.clients_per_round} clients, "
             f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
 

@@ -68,6 +68,7 @@ class NeighbourExchange:
                gather: Gather = collective_gather, send: Send = collective_send,
                recv: Recv = collective_recv):
     self.me, self.n, self.gather, self.send, self.recv = me, n, gather, send, recv
+    self.topology = topology
     self.one_peer = topology == mixing_lib.ONE_PEER_EXP
     self.w = mixing_lib.mixing_matrix(n, topology, mixing)
     self.neighbours = mixing_lib.neighbours(n, topology)[me]
@@ -80,6 +81,13 @@ class NeighbourExchange:
   def degree(self) -> int:
     """Peers this worker sends to per exchange."""
     return (1 if self.n > 1 else 0) if self.one_peer else len(self.neighbours)
+
+  @property
+  def degrees(self) -> list[int]:
+    """Peers every worker sends to per exchange (self.degree is this worker's)."""
+    if self.one_peer:
+      return [self.degree] * self.n
+    return [len(x) for x in mixing_lib.neighbours(self.n, self.topology)]
 
   @property
   def phases(self) -> int:

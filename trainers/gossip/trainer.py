@@ -240,6 +240,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
         consensus_distance=distance, worker_test_accuracy=own[:, 1].tolist(),
         worker_test_loss=own[:, 0].tolist(),
         bytes_analytic_per_worker=volume.gossip(worker.flat.size, exchange.degree, exchanges),
+        bytes_analytic_by_task=volume.gossip_tasks(worker.flat.size, exchange.degrees,
+                                                   exchanges),
         bytes_per_exchange_per_worker=payload, exchanges=exchanges,
         notes=f"consensus distance {distance:.2e}, degree {exchange.degree}")
     # Final barrier: nobody exits (taking its collective service endpoint with it)

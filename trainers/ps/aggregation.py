@@ -6,7 +6,8 @@ with their sum (or mean) and the accumulators are cleared. These functions run
 unchanged in a plain process (tests) or inside ParameterServerStrategy closures.
 """
 
-from typing import Sequence
+import contextlib
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -14,11 +15,17 @@ import tensorflow as tf
 from trainers.ps.config import SYNC_AGGREGATIONS as AGGREGATIONS
 
 
-def make_accumulators(variables: Sequence[tf.Variable]) -> list[tf.Variable]:
-  """One zero-initialised, non-trainable accumulator per variable (created in the
-  caller's scope: under ParameterServerStrategy they are placed on the ps tasks)."""
-  return [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                      name=f"accum_{i}") for i, v in enumerate(variables)]
+def make_accumulators(variables: Sequence[tf.Variable],
+                      colocate: Callable | None = None) -> list[tf.Variable]:
+  """One zero-initialised, non-trainable accumulator per variable, created in the
+  caller's scope and, with `colocate` (PSS: strategy.extended.colocate_vars_with),
+  on the same ps task as its variable and never partitioned: the sum and the update
+  then stay on that ps."""
+  out = []
+  for i, v in enumerate(variables):
+    with colocate(v) if colocate else contextlib.nullcontext():
+      out.append(tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"accum_{i}"))
+  return out
 
 
 def accumulate(accumulators: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) -> None:
@@ -28,20 +35,34 @@ def accumulate(accumulators: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) 
 
 
 def aggregate(accumulators: Sequence[tf.Variable], num_grads, mode: str) -> list[tf.Tensor]:
-  """The update direction: the sum of the accumulated gradients, or their mean."""
+  """The update direction: the sum of the accumulated gradients, or their mean, each
+  computed where its accumulator lives (on the ps): the sum never crosses to the
+  worker that runs the apply closure."""
   if mode not in AGGREGATIONS:
     raise ValueError(f"Unrecognized --sync_aggregation: {mode!r}")
   scale = 1.0 if mode == "sum" else 1.0 / tf.cast(num_grads, tf.float32)
-  return [tf.convert_to_tensor(a) * scale for a in accumulators]
+  out = []
+  for a in accumulators:
+    with tf.device(a.device):
+      out.append(tf.convert_to_tensor(a) * scale)
+  return out
 
 
 def apply_and_reset(optimizer: tf.keras.optimizers.Optimizer,
                     accumulators: Sequence[tf.Variable], variables: Sequence[tf.Variable],
                     num_grads, mode: str) -> None:
-  """Exactly one optimizer step with the aggregated gradient, then zero the accumulators."""
-  optimizer.apply_gradients(zip(aggregate(accumulators, num_grads, mode), variables))
+  """Exactly one optimizer step with the aggregated gradient, then zero the
+  accumulators. PSS runs each variable's update colocated with the variable, and the
+  aggregate and the zeros are made on the accumulators' ps, so the worker that runs
+  this closure sends and receives no model-sized tensor (sync PS: a worker pushes its
+  gradient and pulls the model, nothing else)."""
+  # skip_gradients_aggregation: the N gradients are already combined; Keras' own
+  # replica all-reduce would copy the aggregate to the worker and back.
+  optimizer.apply_gradients(zip(aggregate(accumulators, num_grads, mode), variables),
+                            skip_gradients_aggregation=True)
   for acc in accumulators:
-    acc.assign(tf.zeros(acc.shape, acc.dtype))
+    with tf.device(acc.device):
+      acc.assign(tf.zeros(acc.shape, acc.dtype))
 
 
 def closure_sizes(num_steps: int, per_closure: int) -> list[int]:

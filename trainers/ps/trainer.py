@@ -59,7 +59,8 @@ class Replica:
       self.accuracy = tf.keras.metrics.SparseCategoricalAccuracy("accuracy")
       # Each worker's dataset creation takes the next number: its shard of the data.
       self.shard_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-      self.accumulators = (aggregation.make_accumulators(self.model.trainable_variables)
+      self.accumulators = (aggregation.make_accumulators(
+          self.model.trainable_variables, strategy.extended.colocate_vars_with)
                            if config.sync else [])
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self._shapes = [w.shape for w in run_.model_fn().weights]
@@ -129,19 +130,29 @@ class Replica:
 def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   """The per-worker input: every worker builds it (PSS does not shard), and each
   creation takes the next number k of `counter`, keeping shard k mod N of the data,
-  so workers never train on identical batches."""
+  so workers never train on identical batches. The function carries which shard
+  each example is in (2 bytes an example), not the examples: a worker reads its
+  shard from the prepared files on its own host (synthetic data, made in memory,
+  travels as constants)."""
   n = run_.num_workers
   shards = run_.partition(n)
-  # One table row per shard: iid shards differ by one example at most; a skewed
-  # partition's shorter shards cycle through their examples up to the longest.
-  length = max(len(s) for s in shards)
-  table = np.stack([np.resize(s, length) for s in shards])
+  owner = np.zeros(len(run_.train), np.int32)
+  for k, s in enumerate(shards):
+    owner[s] = k
+  owner = owner.astype(np.int16)
+  length = max(len(s) for s in shards)  # the shuffle buffer: a whole shard
+  cfg = run_.config
 
   def make():
-    rows = tf.gather(table, (counter.assign_add(1) - 1) % n)
-    ds = tf.data.Dataset.from_tensor_slices((tf.gather(run_.train.x, rows),
-                                             tf.gather(run_.train.y, rows)))
-    return data.batched(ds, length, batch_size, run_.config.seed)
+    mine = tf.cast((counter.assign_add(1) - 1) % n, tf.int16)
+    keep = lambda i: tf.gather(owner, i) == mine
+    if run_.from_files:
+      ds = data.read_prepared(cfg.dataset, "train", cfg.data_dir, keep).cache()
+    else:
+      rows = tf.where(tf.equal(owner, mine))[:, 0]
+      ds = tf.data.Dataset.from_tensor_slices((tf.gather(run_.train.x, rows),
+                                               tf.gather(run_.train.y, rows)))
+    return data.batched(ds, length, batch_size, cfg.seed)
   return make
 
 
@@ -277,12 +288,14 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
                               if config.sync else "")
     # One global step is one worker's step (async) or every worker's (sync).
     worker_steps = step * (1 if config.sync else 1 / run_.num_workers)
+    placement, params = replica.placement(), replica.model.count_params()
     return run_.finish(
-        bytes_analytic_per_worker=volume.parameter_server(replica.model.count_params(),
-                                                          worker_steps),
+        bytes_analytic_per_worker=volume.parameter_server(params, worker_steps),
+        bytes_analytic_by_task=volume.parameter_server_tasks(
+            params, run_.num_workers, worker_steps, placement["params_by_task"]),
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
-        partitioned=num_ps > 1, notes=notes, **replica.placement(), **ps.phase_fields(),
+        partitioned=num_ps > 1, notes=notes, **placement, **ps.phase_fields(),
         **({"sync_aggregation": config.sync_aggregation} if config.sync else {}))
 
 
