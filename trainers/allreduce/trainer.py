@@ -67,16 +67,8 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
       return data.train_dataset(shard, ctx.get_per_replica_batch_size(global_batch),
                                 seed=cfg.seed + ctx.input_pipeline_id)
 
-    with strategy.scope():
-      # All-reduce: variables are mirrored on every worker; Keras sums gradients
-      # across them with the strategy's collective before each (identical) update.
-      net = run_.model_fn()
-      net.compile(optimizer=run_.optimizer_fn(steps_per_epoch * cfg.epochs),
-                  loss=model.keras_loss(), metrics=["accuracy"],
-                  steps_per_execution=min(config.steps_per_execution, steps_per_epoch))
-    # Step-level logs: this worker's running loss/accuracy (Keras' default "sum"
-    # would add the workers' running means together). Epoch logs stay global.
-    net.distribute_reduction_method = "first"
+    net = compile_model(run_, strategy, config, steps_per_epoch)
+    agree = agreement(strategy)
     if task.is_chief:
       run_.prepare_scoring()  # outside the strategy's scope, which fit enters
     progress = run_.start_progress(steps_per_epoch, global_batch)
@@ -88,7 +80,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
         ProgressCallback(progress, cfg.log_every,
                          run_.score if task.is_chief else None,
                          task.name, cfg.fail_task, cfg.fail_at_step, run_.eval_every_steps(),
-                         agree=agreement(strategy))]
+                         agree=agree)]
     run_.announce(f"{num_workers} worker(s), {replicas} replica(s), global batch "
                   f"{global_batch}, {steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), "
                   f"model {cfg.model}, dataset {cfg.dataset} ({len(run_.train)} train / "
@@ -96,7 +88,7 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
     net.fit(strategy.distribute_datasets_from_function(dataset_fn), epochs=cfg.epochs,
             steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
     steps = int(net.optimizer.iterations.numpy())
-    return run_.finish(
+    summary = run_.finish(
         replicas=replicas, communication=config.communication,
         batch_size_per_worker=cfg.batch_size, global_batch_size=global_batch,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=steps,
@@ -104,6 +96,26 @@ def run(config: AllReduceConfig, task: TaskInfo, strategy=None, flag_values: dic
                                                         steps),
         bytes_analytic_by_task=volume.ring_allreduce_tasks(net.count_params(), num_workers,
                                                            steps))
+  # Final barrier: every worker leaves together, once the chief's summary is written,
+  # so TF's exit-time shutdown of the cluster finds every peer still there.
+  agree(False)
+  return summary
+
+
+def compile_model(run_: session.Run, strategy, config: AllReduceConfig,
+                  steps_per_epoch: int) -> tf.keras.Model:
+  """The model, its optimizer over the whole run, loss and accuracy, under `strategy`."""
+  with strategy.scope():
+    # All-reduce: variables are mirrored on every worker; Keras sums gradients
+    # across them with the strategy's collective before each (identical) update.
+    net = run_.model_fn()
+    net.compile(optimizer=run_.optimizer_fn(steps_per_epoch * run_.config.epochs),
+                loss=model.keras_loss(), metrics=["accuracy"],
+                steps_per_execution=min(config.steps_per_execution, steps_per_epoch))
+  # Step-level logs: this worker's running loss/accuracy (Keras' default "sum"
+  # would add the workers' running means together). Epoch logs stay global.
+  net.distribute_reduction_method = "first"
+  return net
 
 
 def run_main(argv=None) -> int:
