@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import helpers
 from trainers.common import data, partition
@@ -119,3 +120,14 @@ def test_trainer_with_missing_data_exits_nonzero_with_one_line(tmp_path):
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and str(tmp_path) in errors[0]
   assert "Traceback" not in proc.stderr
+
+
+def test_a_worker_reads_the_same_examples_from_the_files_as_the_arrays_hold(mnist_dir):
+  """PS workers read their shard from the prepared files (read_prepared): the same
+  examples, in the same order, at the same indices as the chief's arrays."""
+  arrays = data.load_split("mnist", "test", mnist_dir)
+  owner = np.arange(len(arrays)) % 3 == 1  # every third example from index 1
+  ds = data.read_prepared("mnist", "test", mnist_dir, keep=lambda i: tf.gather(owner, i))
+  x, y = map(np.stack, zip(*[(a.numpy(), b.numpy()) for a, b in ds]))
+  np.testing.assert_array_equal(y, arrays.y[owner])
+  np.testing.assert_array_equal(x, arrays.x[owner])
