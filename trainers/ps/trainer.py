@@ -145,7 +145,8 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
 
   def make():
     mine = tf.cast((counter.assign_add(1) - 1) % n, tf.int16)
-    keep = lambda i: tf.gather(owner, i) == mine
+    # tf.equal, not ==: in a v1-style graph (TFF's) a tensor's == is Python identity.
+    keep = lambda i: tf.equal(tf.gather(owner, i), mine)
     if run_.from_files:
       ds = data.read_prepared(cfg.dataset, "train", cfg.data_dir, keep).cache()
     else:
