@@ -1,7 +1,6 @@
 """Real multi-process runs through the launcher on synthetic data (few steps, bounded time)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -5,8 +5,6 @@ that no process and no namespace of its own is left. The links need root."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest

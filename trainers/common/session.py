@@ -60,6 +60,7 @@ class Run:
   from_files: bool = False  # the splits are prepared TFDS files (a worker can read its own)
   progress: progress_lib.Progress | None = None
   _scorer: Callable | None = dataclasses.field(default=None, repr=False)
+  _parts: dict = dataclasses.field(default_factory=dict, repr=False)  # count -> partition
 
   # --- factories -------------------------------------------------------------
   def model_fn(self) -> tf.keras.Model:
@@ -74,13 +75,16 @@ class Run:
   # --- data ------------------------------------------------------------------
   def partition(self, count: int) -> list[np.ndarray]:
     """The training set's indices split into `count` disjoint parts by --partition
-    (one per worker, or FedAvg's clients); seeded, so every task computes the same."""
+    (one per worker, or FedAvg's clients); seeded, so every task computes the same.
+    Computed once per count (shards, label histograms and the PS table share it)."""
     cfg = self.config
-    try:
-      return partition.partition(cfg.partition, self.train.y, count, cfg.seed,
-                                 cfg.dirichlet_alpha)
-    except ValueError as e:  # e.g. more parts than examples: a flag's fault
-      raise ConfigError(str(e)) from e
+    if count not in self._parts:
+      try:
+        self._parts[count] = partition.partition(cfg.partition, self.train.y, count, cfg.seed,
+                                                 cfg.dirichlet_alpha)
+      except ValueError as e:  # e.g. more parts than examples: a flag's fault
+        raise ConfigError(str(e)) from e
+    return self._parts[count]
 
   def shard(self, index: int, count: int) -> data.Arrays:
     """Part `index` of `count` of the training set (`partition`)."""
