@@ -5,7 +5,8 @@
 Writes report.md (one row per run; with several seeds per approach, one row per
 approach with mean and min/max too), report.json (the same figures) and report.png:
 test error (log scale) against seconds since the launcher's start, against
-training examples and against measured bytes sent per worker, and a bar chart of
+training examples and against the measured bytes on the busiest task's link (sent +
+received), and a bar chart of
 the time to the target split into start-up (launcher start to first step) and
 training; plus fedavg_clients.png (per-client loss curves) for runs that record
 clients. Every approach writes the same summary core and the same "eval"/"epoch"/
