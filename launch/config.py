@@ -40,6 +40,7 @@ class LaunchConfig:
   def __post_init__(self):
     object.__setattr__(self, "trainer_argv", tuple(self.trainer_argv))
     object.__setattr__(self, "hosts", tuple(self.hosts))
+    self.record.roles(self.num_workers, self.num_ps)  # ConfigError naming the flag
 
   @property
   def record(self) -> approaches.Approach:

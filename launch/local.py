@@ -215,7 +215,6 @@ def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchCo
   if fv.straggler is not None:  # (the task names need a valid --num_workers first)
     config = dataclasses.replace(config, straggler=planning.parse_straggler(
         fv.straggler, config.task_names))
-  config.roles  # pylint: disable=pointless-statement  # ConfigError for a bad task count
   preflight.check_dataset(tfv.dataset, tfv.data_dir)
   # What the trainers would refuse, refused here, before anything starts.
   trainer_flags.check_values(tfv, fv.approach).check_cluster(fv.num_workers)
