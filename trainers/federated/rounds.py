@@ -50,11 +50,10 @@ def model_weights(process, state) -> list[np.ndarray]:
 
 
 def train_rounds(run_: session.Run, process, state, clients: Clients, config: Config,
-                 start_round: int, ckpt_path: str) -> int:
+                 start_round: int, ckpt_path: str, num_params: int) -> int:
   """The rounds: sample, broadcast, local training, weighted average; evaluation on
   the cadence (every round with a target), a checkpoint every round. Returns the
   last round."""
-  num_params = sum(w.size for w in model_weights(process, state))
   messages = process.messages_per_direction
   round_num, target = start_round, run_.progress.target
   for round_num in range(start_round + 1, config.rounds + 1):

@@ -22,7 +22,6 @@ The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=
 
 import os
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -106,13 +105,13 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
       return None
 
     run_.resume(restore, ckpt_path)
-    num_params = sum(np.size(w) for w in process.get_model_weights(state).trainable)
+    num_params = sum(w.size for w in rounds.model_weights(process, state))
     run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves
     run_.announce(describe(config, num_params, "in-process (private executor service)"
                            if in_process else f"{len(addresses)} executor service(s): "
                            f"{', '.join(addresses)}"))
     last_round = rounds.train_rounds(run_, process, state, clients, config, start_round,
-                                     ckpt_path)
+                                     ckpt_path, num_params)
     return run_.finish(**summary_fields(run_, config, num_params,
                                         process.messages_per_direction, last_round))
 

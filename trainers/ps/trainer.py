@@ -136,10 +136,9 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   travels as constants)."""
   n = run_.num_workers
   shards = run_.partition(n)
-  owner = np.zeros(len(run_.train), np.int32)
+  owner = np.zeros(len(run_.train), np.int16)  # example -> its shard
   for k, s in enumerate(shards):
     owner[s] = k
-  owner = owner.astype(np.int16)
   length = max(len(s) for s in shards)  # the shuffle buffer: a whole shard
   cfg = run_.config
 
