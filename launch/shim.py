@@ -5,6 +5,7 @@ task, makes them listen on the task's own address (TFDIST_BIND_ADDRESS, set by
 the plan). Built into the virtual environment by `make venv`, or here on first use.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -17,7 +18,12 @@ LIB_NAME = "libtfdist_task.so"
 
 
 def default_lib_path() -> str:
-  return os.path.join(sys.prefix, "lib", "tfdist", LIB_NAME)
+  """Named by a digest of the source: checkouts of different versions sharing one
+  virtual environment (git worktrees) each get their own build, never the other's."""
+  with open(SOURCE, "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()[:12]
+  stem, ext = os.path.splitext(LIB_NAME)
+  return os.path.join(sys.prefix, "lib", "tfdist", f"{stem}-{digest}{ext}")
 
 
 def build(out_path: str, cc: str | None = None) -> None:

@@ -19,9 +19,13 @@
  *    payload plus HTTP/2 and gRPC framing, headers and every control RPC; TCP/IP
  *    headers are not counted. With TFDIST_TRAFFIC_DIR set, the counters go to
  *    <dir>/<TFDIST_TASK>.<pid>.json at most every 0.5 s from inside a counted call,
- *    and at exit. A forked child starts from zero; an exec'd one (worker_binary)
+ *    by a flusher thread within 0.5 s of the last count (a process killed by a signal,
+ *    like worker_binary at the end of a job, runs no exit handler), and at exit. A forked child starts from zero; an exec'd one (worker_binary)
  *    loads the shim afresh, under its own pid. launch/traffic.py reads the files.
  *    Without TFDIST_TRAFFIC_DIR nothing is written; tfdist_traffic() still answers.
+ *    A connection to a loopback port listed in TFDIST_UNCOUNTED_PORTS (read at each
+ *    connect; e.g. "41234,41235") is not counted: host-local plumbing such as the
+ *    FedAvg chief's own merge service, which is no network traffic.
  *
  * Built by `make venv` (or on first use) with the system cc.
  */
@@ -110,6 +114,7 @@ static pthread_once_t io_once = PTHREAD_ONCE_INIT;
 static char dump_path[4096];
 
 typedef int (*socket_fn)(int, int, int);
+typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
 typedef int (*accept_fn)(int, struct sockaddr *, socklen_t *);
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
 typedef int (*close_fn)(int);
@@ -125,6 +130,7 @@ typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*readv_fn)(int, const struct iovec *, int);
 
 static socket_fn real_socket;
+static connect_fn real_connect;
 static accept_fn real_accept;
 static accept4_fn real_accept4;
 static close_fn real_close;
@@ -148,9 +154,13 @@ static void set_dump_path(void) {
              (long)getpid());
 }
 
+static int flusher_started, dirty;  /* atomics */
+
 static void after_fork_child(void) {
   __atomic_store_n(&sent_bytes, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&received_bytes, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&flusher_started, 0, __ATOMIC_RELAXED);  /* threads do not fork */
+  __atomic_store_n(&dirty, 0, __ATOMIC_RELAXED);
   set_dump_path();
 }
 
@@ -158,6 +168,7 @@ static void dump(void);
 
 static void io_init(void) {
   real_socket = (socket_fn)dlsym(RTLD_NEXT, "socket");
+  real_connect = (connect_fn)dlsym(RTLD_NEXT, "connect");
   real_accept = (accept_fn)dlsym(RTLD_NEXT, "accept");
   real_accept4 = (accept4_fn)dlsym(RTLD_NEXT, "accept4");
   real_close = (close_fn)dlsym(RTLD_NEXT, "close");
@@ -206,10 +217,32 @@ static void dump(void) {
   pthread_mutex_unlock(&dump_lock);
 }
 
+/* Writes the counters every 0.5 s while they have changed since the last write. */
+static void *flusher(void *arg) {
+  (void)arg;
+  for (;;) {
+    struct timespec ts = {0, 500000000};
+    nanosleep(&ts, NULL);
+    if (__atomic_exchange_n(&dirty, 0, __ATOMIC_RELAXED)) dump();
+  }
+  return NULL;
+}
+
 static void count(uint64_t *counter, ssize_t n) {
   if (n <= 0) return;
   __atomic_fetch_add(counter, (uint64_t)n, __ATOMIC_RELAXED);
   if (!dump_path[0]) return;
+  __atomic_store_n(&dirty, 1, __ATOMIC_RELAXED);
+  int expected = 0;
+  if (__atomic_compare_exchange_n(&flusher_started, &expected, 1, 0, __ATOMIC_RELAXED,
+                                  __ATOMIC_RELAXED)) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_create(&t, &attr, flusher, NULL);
+    pthread_attr_destroy(&attr);
+  }
   int64_t now = now_ns(), last = __atomic_load_n(&last_dump_ns, __ATOMIC_RELAXED);
   if (now - last > 500000000 &&
       __atomic_compare_exchange_n(&last_dump_ns, &last, now, 0, __ATOMIC_RELAXED,
@@ -233,6 +266,41 @@ int socket(int domain, int type, int protocol) {
   if (fd >= 0)
     track(fd, (domain == AF_INET || domain == AF_INET6) && (type & 0xf) == SOCK_STREAM);
   return fd;
+}
+
+/* A loopback peer on a port listed in TFDIST_UNCOUNTED_PORTS. */
+static int uncounted(const struct sockaddr *sa, socklen_t len) {
+  const char *ports = getenv("TFDIST_UNCOUNTED_PORTS");
+  if (!sa || !ports || !*ports) return 0;
+  int port;
+  if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    if ((ntohl(in->sin_addr.s_addr) >> 24) != 127) return 0;
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) &&
+        !(IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127))
+      return 0;
+    port = ntohs(in6->sin6_port);
+  } else {
+    return 0;
+  }
+  for (const char *p = ports; *p;) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p) break;
+    if (v == port) return 1;
+    p = *end == ',' ? end + 1 : end;
+    if (*end != ',') break;
+  }
+  return 0;
+}
+
+int connect(int fd, const struct sockaddr *sa, socklen_t len) {
+  IO_INIT();
+  if (TRACKED(fd) && uncounted(sa, len)) track(fd, 0);
+  return real_connect(fd, sa, len);
 }
 
 int accept(int fd, struct sockaddr *sa, socklen_t *len) {

@@ -157,8 +157,10 @@ def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
   assert summary["label"] == "fedavg" and summary["num_workers"] == 0
   assert summary["rounds_run"] == 3 and summary["examples_processed"] == 3 * 2 * 50
   assert summary["bytes_uploaded_per_client"] == 3 * 2 * (4 * 199_210 + 4) / 6
-  # In-process: one (private) executor service trains every client.
-  assert summary["bytes_analytic_per_worker"] == 3 * 2 * 4 * 199_210
+  # In-process: one (private) executor service trains every client; it takes the model
+  # and returns one aggregate a round.
+  assert summary["bytes_analytic_per_worker"] == 3 * 4 * 199_210
+
   assert summary["bytes_sent_per_worker"] is None  # no launcher, no shim: not measured
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   rounds = [r for r in records if r["kind"] == "round"]
@@ -169,6 +171,11 @@ def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
   assert [r["step"] for r in records if r["kind"] == "first_step"] == [1]
   assert summary["test_accuracy"] == rounds[-1]["test_accuracy"]
   assert "reached_target" not in summary  # no --target_accuracy
+  # The clients' files, written by their host (here the chief: no services), and each
+  # round's per-client scores, made where the clients are.
+  assert len(list((tmp_path / "federation" / "service_0").glob("client_*.bin"))) == 6
+  assert [len(r["clients"]) for r in rounds] == [2, 2, 2]
+  assert sum(c["examples"] for c in rounds[0]["clients"]) == 2 * 50
 
 
 def test_fedavg_stops_at_the_round_that_reaches_the_target(tmp_path):
@@ -258,3 +265,45 @@ def test_each_federated_recipe_trains_and_reports_what_it_measures(tmp_path, ext
     eps = [r["dp_epsilon"] for r in rounds]
     assert eps == sorted(eps) and eps[0] > 0 and summary["dp_epsilon"] == eps[-1]
     assert "client_drift" not in rounds[0]  # DP: client updates are not inspected
+
+
+def test_service_pool_sends_each_service_its_own_clients_and_merges_on_the_chief(tmp_path):
+  """Three worker_binary processes, each in a directory whose `whoami` file names it
+  (services 10 and 100, the chief's own 1000). Each client reports the name of the
+  service that ran it; the server adds the name of the one that ran after_merge. With
+  groups [1, 2] the clients' sum is 1*10 + 2*100 (TFF's own split of three clients
+  would be [2, 1]: 120), and the merge is the chief's: + 1000."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from trainers.federated import executors  # pylint: disable=g-import-not-at-top
+
+  def whoami():
+    return tf.strings.to_number(tf.io.read_file("whoami"), tf.int32)
+
+  @tff.tensorflow.computation(np.int32)
+  def at_client(x):
+    return x * 0 + whoami()
+
+  @tff.tensorflow.computation(np.int32)
+  def at_server(total):
+    return total + whoami()
+
+  @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+  def round_(values):
+    return tff.federated_map(at_server, tff.federated_sum(tff.federated_map(at_client, values)))
+
+  dirs = []
+  for name in ("10", "100", "1000"):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "whoami").write_text(name)
+    dirs.append(str(d))
+  with contextlib.ExitStack() as stack:
+    addresses = [stack.enter_context(executors.private_executor_service(cwd=d)) for d in dirs]
+    pool = executors.install_context(addresses[:2], merge_address=addresses[2])
+    with pool.groups([1, 2]):
+      assert round_([7, 8, 9]) == 1 * 10 + 2 * 100 + 1000
+    with pool.groups([0, 3]):  # a service without clients is not called
+      assert round_([7, 8, 9]) == 3 * 100 + 1000

@@ -65,6 +65,34 @@ def test_raw_tcp_transfer_is_counted_exactly_both_ways(tmp_path):
   assert totals["server:0"] == {"sent": N // 3, "received": N, "processes": 1}
 
 
+def test_a_killed_process_has_its_counts_and_a_listed_local_port_is_not_counted(tmp_path):
+  """The server is SIGKILLed (no exit handler runs, as when the launcher ends a
+  worker_binary) a second after its last byte: the flusher thread has written its
+  counts. The client connects to a port named in TFDIST_UNCOUNTED_PORTS (host-local
+  plumbing, like the FedAvg chief's merge service): it counts nothing."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  (tmp_path / "traffic").mkdir()
+  server = subprocess.Popen(
+      [sys.executable, "-c", _SERVER.format(n=N) + "import time; time.sleep(600)"],
+      text=True, stdout=subprocess.PIPE, env=_env(tmp_path, "server:0"))
+  try:
+    port = server.stdout.readline().strip()
+    subprocess.run([sys.executable, "-c", _CLIENT.format(n=N), port], check=True,
+                   env={**_env(tmp_path, "client:0"), "TFDIST_UNCOUNTED_PORTS": f"1,{port}"},
+                   timeout=60)
+    time.sleep(1.5)
+    server.send_signal(signal.SIGKILL)
+    server.wait(timeout=60)
+  finally:
+    server.kill()
+    server.wait()
+  totals = traffic.read(str(tmp_path / "traffic"))
+  assert totals["server:0"] == {"sent": N // 3, "received": N, "processes": 1}
+  assert totals.get("client:0", {"sent": 0, "received": 0})["sent"] == 0
+  assert totals.get("client:0", {"sent": 0, "received": 0})["received"] == 0
+
+
 _GRPC_SERVER = textwrap.dedent("""
     import sys, time, grpc
     from concurrent import futures

@@ -11,8 +11,11 @@ def test_ring_allreduce_sends_two_n_minus_one_over_n_models_per_step():
 def test_ps_gossip_and_fedavg():
   assert volume.parameter_server(1000, 7.5) == 4000 * 7.5
   assert volume.gossip(1000, 2, 3) == 4000 * 2 * 3
-  assert volume.fedavg(1000, clients_per_round=10, rounds=3, num_services=2) == 4000 * 15
-  assert volume.fedavg(1000, 10, 3, 0) == 4000 * 30  # in-process: one service
+  # FedAvg per executor service: the model in and one partial aggregate out per round
+  # it served (3 and 2 rounds here), whatever number of clients it trained.
+  assert volume.fedavg(1000, rounds_served=[3, 2], clients_served=[17, 13]) == 4000 * 2.5
+  # SCAFFOLD: two models each way per round, and each client's variate out and back.
+  assert volume.fedavg_service(1000, 3, 17, messages=2, client_messages=1) == 4000 * 23
 
 
 def test_every_tasks_link_by_approach():
@@ -28,11 +31,13 @@ def test_every_tasks_link_by_approach():
   assert volume.gossip_tasks(1000, [2, 1], 3) == {
       "worker:0": {"sent": 24_000.0, "received": 24_000.0},
       "worker:1": {"sent": 12_000.0, "received": 12_000.0}}
-  # FedAvg, 10 clients a round, 3 rounds, 2 services: the chief sends 30 models and
-  # receives 30 updates with their 4-byte weights; each service the reverse, halved.
-  fed = volume.fedavg_tasks(1000, 10, 3, 2)
-  assert fed["chief:0"] == {"sent": 120_000.0, "received": 120_120.0}
-  assert fed["worker:0"] == {"sent": 60_060.0, "received": 60_000.0}
-  assert volume.fedavg_tasks(1000, 10, 3, 0) == {"chief:0": {"sent": 240_120.0,
-                                                             "received": 240_120.0}}
-  assert volume.fedavg_tasks(1000, 10, 1, 1, messages=2)["chief:0"]["sent"] == 80_000.0
+  # FedAvg, 3 rounds, 2 services that served 3 and 2 of them: each service takes the
+  # model and returns one partial aggregate per round it served; the chief the sum.
+  fed = volume.fedavg_tasks(1000, [3, 2], [17, 13], 2)
+  assert fed["worker:0"] == {"sent": 12_000.0, "received": 12_000.0}
+  assert fed["worker:1"] == {"sent": 8_000.0, "received": 8_000.0}
+  assert fed["chief:0"] == {"sent": 20_000.0, "received": 20_000.0}
+  # In process the chief's private service is the chief's task: both ends count there.
+  assert volume.fedavg_tasks(1000, [3], [30], 0) == {"chief:0": {"sent": 24_000.0,
+                                                                 "received": 24_000.0}}
+  assert volume.fedavg_tasks(1000, [1], [10], 1, messages=2)["chief:0"]["sent"] == 8_000.0

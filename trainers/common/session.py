@@ -52,7 +52,7 @@ class Run:
   label: str          # e.g. "ps/sync", "gossip/ring": progress lines and reports
   num_workers: int
   writer: RunWriter
-  train: data.Arrays
+  train: data.Arrays | None  # None where the clients hold it (a FedAvg chief)
   test: data.Arrays
   started: float      # when this process started (time.time() scale)
   launched: float | None = None    # when the launcher started (None: not launched)
@@ -214,9 +214,11 @@ class Run:
 @contextlib.contextmanager
 def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
              flag_values: dict | None = None,
-             datasets: tuple[data.Arrays, data.Arrays] | None = None) -> Iterator[Run]:
+             datasets: tuple[data.Arrays, data.Arrays] | None = None,
+             train_split: bool = True) -> Iterator[Run]:
   """Opens the run (see the module docstring); `datasets` = (train, test) overrides
-  loading, for tests. Call it after the approach's strategy exists: TF's distributed
+  loading, for tests; train_split=False leaves the training split unread (Run.train
+  None: a FedAvg chief, whose clients hold it). Call it after the approach's strategy exists: TF's distributed
   runtime must start before any other TF op of the process. wall_time_s and the
   records' elapsed_s count from the start of this process, so they include TF's
   import and the cluster's start-up."""
@@ -232,8 +234,10 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
     from_files = datasets is None and config.dataset != SYNTHETIC
     if datasets is None:
       datasets = (data.load_split(config.dataset, "train", config.data_dir,
-                                  config.synthetic_examples),
+                                  config.synthetic_examples) if train_split else None,
                   data.load_split(config.dataset, "test", config.data_dir))
+    elif not train_split:
+      datasets = (None, datasets[1])
     startup.mark("data")
     tf.keras.utils.set_random_seed(config.seed)
     yield Run(config, task, label, num_workers, writer, *datasets, started,

@@ -8,14 +8,18 @@ as it sends, so the same figure stands beside both measured directions:
   parameter server model bytes per worker step pushed (gradients), and as much
                    pulled (variables);
   gossip           degree x model bytes per exchange;
-  FedAvg           model bytes per sampled client per round uploaded (the update,
-                   with its example weight), and as much broadcast to it; per
-                   executor service, its share of the round's clients. Algorithms
-                   that send more than the model (SCAFFOLD: model and control
-                   variate) send `messages` model-sized messages each way.
+  FedAvg           per client: the model broadcast to it and its update uploaded
+                   (with its example weight) each round it is sampled. Over TFF's
+                   executor services, which host many clients and sum their updates
+                   before anything leaves the host: per service and round it takes
+                   part in, the model in and one partial aggregate out; the chief
+                   the sum over the services. Algorithms that send more than the
+                   model (SCAFFOLD: model and control variate) send `messages`
+                   model-sized messages each way, and clients whose state the chief
+                   keeps (SCAFFOLD's variates) `client_messages` more per client.
 What they leave out (and the measured figures include): gRPC and HTTP/2 framing,
 headers, the coordination RPCs, and whatever the runtime ships besides the model
-(TFF sends each client's dataset to the service that trains it).
+(the clients' file names and seeds, the per-client score table).
 """
 
 from cluster.tf_config import task_name
@@ -55,11 +59,21 @@ def fedavg_upload(num_params: int, clients: int, messages: int = 1) -> int:
   return clients * (messages * model_bytes(num_params) + FLOAT32_BYTES)
 
 
-def fedavg(num_params: int, clients_per_round: int, rounds: int, num_services: int,
-           messages: int = 1) -> float:
-  """Per executor service: the updates of its share of each round's clients."""
-  return fedavg_broadcast(num_params, clients_per_round, messages) * rounds / max(
-      1, num_services)
+def fedavg_service(num_params: int, rounds_served: int, clients_served: int = 0,
+                   messages: int = 1, client_messages: int = 0) -> float:
+  """One executor service, each way: per round it served, the state in (`messages`
+  models) and its partial aggregate out; per client it trained, `client_messages`
+  models of client state kept by the chief."""
+  return model_bytes(num_params) * (messages * rounds_served +
+                                    client_messages * clients_served)
+
+
+def fedavg(num_params: int, rounds_served: list[int], clients_served: list[int],
+           messages: int = 1, client_messages: int = 0) -> float:
+  """Mean over the executor services of `fedavg_service`."""
+  per = [fedavg_service(num_params, r, c, messages, client_messages)
+         for r, c in zip(rounds_served, clients_served)]
+  return sum(per) / max(1, len(per))
 
 
 # --- the whole job: every task's analytic bytes, the servers' too --------------------
@@ -95,18 +109,16 @@ def gossip_tasks(num_params: int, degrees: list[int], exchanges: int) -> dict:
           for i, d in enumerate(degrees)}
 
 
-def fedavg_tasks(num_params: int, clients_per_round: int, rounds: int, num_services: int,
-                 messages: int = 1) -> dict:
-  """The chief broadcasts to every sampled client and receives every upload; each
-  executor service the reverse, for its share of the clients. In-process (no
-  services) the chief's private service is part of the chief's task, so both ends
-  of every message count there."""
-  broadcast = fedavg_broadcast(num_params, clients_per_round, messages) * rounds
-  upload = fedavg_upload(num_params, clients_per_round, messages) * rounds
+def fedavg_tasks(num_params: int, rounds_served: list[int], clients_served: list[int],
+                 num_services: int, messages: int = 1, client_messages: int = 0) -> dict:
+  """Each executor service `fedavg_service` each way; the chief the sum over them. In
+  process (no services) the chief's private service is part of the chief's task, so
+  both ends of every message count there."""
+  per = [fedavg_service(num_params, r, c, messages, client_messages)
+         for r, c in zip(rounds_served, clients_served)]
   if num_services == 0:
-    return {task_name("chief", 0): _both(broadcast + upload)}
-  out = {task_name("chief", 0): {"sent": float(broadcast), "received": float(upload)}}
-  for i in range(num_services):
-    out[task_name("worker", i)] = {"sent": upload / num_services,
-                                   "received": broadcast / num_services}
+    return {task_name("chief", 0): _both(2 * sum(per))}
+  out = {task_name("chief", 0): _both(sum(per))}
+  for i, v in enumerate(per):
+    out[task_name("worker", i)] = _both(v)
   return out

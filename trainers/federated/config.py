@@ -58,6 +58,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                      flag_values=fv)
   flags.DEFINE_float("client_dropout", 0.0, "Each sampled client fails to report with this "
                      "probability (seeded); the round aggregates the rest.", flag_values=fv)
+  flags.DEFINE_string("client_data_dir", None, "Where the clients' hosts (the executor "
+                      "services; the chief with --num_workers=0) find the prepared training "
+                      "split (default: --data_dir). The chief reads only the test split.",
+                      flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
 
@@ -81,6 +85,7 @@ class Config(config_lib.ApproachConfig):
   dp_delta: float = 1e-5
   client_dropout: float = 0.0
   eval_every: int = 1
+  client_data_dir: str | None = None
 
   def __post_init__(self):
     check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)

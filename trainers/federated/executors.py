@@ -5,9 +5,15 @@ this code starts and always stops itself, reached through TFF's own remote stubs
   behind a sync execution context (what TFF's default local context does, minus
   the child that outlives its parent and holds stdout open).
 - N executor services (launcher `worker` tasks run worker_binary at the addresses
-  in TF_CONFIG): one async context per service, combined with TFF's mergeable-
-  computation context, which splits each round's clients across the services and
-  merges their partial aggregates.
+  in TF_CONFIG): `ServicePool`, TFF's mergeable-computation context with two changes.
+  Each service gets exactly its own clients (clients.owner; TFF splits the list in
+  equal runs), and only `up_to_merge` runs there: `merge`, `after_merge` and every
+  computation that places nothing at the clients (initialize, reading the model) run
+  on the chief's own private service. TFF's context runs `merge` and `after_merge` on
+  a service, with the first service's whole argument again, so a service uploaded
+  about three models a round where the algorithm sends one partial aggregate.
+  The chief's calls to its own service stay on its host: they are not counted as
+  traffic (TFDIST_UNCOUNTED_PORTS, launch/task_shim.c).
 """
 
 import contextlib
@@ -42,16 +48,28 @@ def exec_executor_service(port: int) -> None:
   os.execv(argv[0], argv)
 
 
+UNCOUNTED_PORTS = "TFDIST_UNCOUNTED_PORTS"  # read by launch/task_shim.c at connect()
+
+
 @contextlib.contextmanager
-def private_executor_service() -> Iterator[str]:
-  """A worker_binary child for this process alone; yields its address, always reaped."""
+def private_executor_service(counted: bool = True, cwd: str | None = None) -> Iterator[str]:
+  """A worker_binary child for this process alone; yields its address, always reaped.
+  counted=False: host-local plumbing (the chief's merge service), not network
+  traffic: neither the child nor this process's connections to it are counted."""
   import portpicker  # pylint: disable=g-import-not-at-top
   port = portpicker.pick_unused_port()
+  # Listen on loopback only, whatever address the task's own servers bind (the
+  # task shim's TFDIST_BIND_ADDRESS): this service is for this process alone.
+  env = dict(os.environ, TFDIST_BIND_ADDRESS="127.0.0.1")
+  if not counted:
+    env.pop("TFDIST_TRAFFIC_DIR", None)
+    ports = [p for p in os.environ.get(UNCOUNTED_PORTS, "").split(",") if p]
+    os.environ[UNCOUNTED_PORTS] = ",".join(ports + [str(port)])
   proc = subprocess.Popen(worker_binary_argv(port), stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          preexec_fn=posix.die_with_parent)
+                          preexec_fn=posix.die_with_parent, env=env, cwd=cwd)
   try:
-    yield f"localhost:{port}"
+    yield f"127.0.0.1:{port}"
   finally:
     proc.terminate()
     try:
@@ -73,6 +91,30 @@ def _stub(address: str, timeout_s: float):
   return stub
 
 
+def _caching_remote_executor(stub):
+  """TFF's RemoteExecutor, except that a computation it has sent once stays on the
+  service: TFF sends every invocation's computation afresh, and a round's is some
+  300 KB of TF graphs (small_cnn), 40 % of the model it trains, every round."""
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tensorflow_federated.python.core.impl.computation import computation_base  # pylint: disable=g-import-not-at-top,line-too-long
+
+  class CachingRemoteExecutor(tff.framework.RemoteExecutor):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      self._sent: dict[int, tuple] = {}  # id(computation) -> (computation, its value)
+
+    async def create_value(self, value, type_spec=None):
+      if not isinstance(value, computation_base.Computation):
+        return await super().create_value(value, type_spec)
+      hit = self._sent.get(id(value))
+      if hit is None or hit[0] is not value:
+        hit = (value, await super().create_value(value, type_spec))
+        self._sent[id(value)] = hit  # held: a held value is never disposed there
+      return hit[1]
+
+  return CachingRemoteExecutor(stub)
+
+
 def _context(address: str, sync: bool, timeout_s: float):
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation  # pylint: disable=g-import-not-at-top,line-too-long
@@ -81,7 +123,7 @@ def _context(address: str, sync: bool, timeout_s: float):
   def stack_fn(cardinalities):
     cardinalities = dict(cardinalities)
     cardinalities.setdefault(tff.CLIENTS, 0)  # e.g. initialize() places nothing at clients
-    executor = tff.framework.RemoteExecutor(stub)
+    executor = _caching_remote_executor(stub)
     executor.set_cardinalities(cardinalities)
     return executor
 
@@ -92,13 +134,20 @@ def _context(address: str, sync: bool, timeout_s: float):
              transform_result=tensorflow_computation.transform_result)
 
 
-def install_context(addresses: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> None:
-  """Makes TFF run every computation on the executor services at `addresses`."""
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+def install_context(addresses: Sequence[str], timeout_s: float = READY_TIMEOUT_S,
+                    merge_address: str | None = None):
+  """Makes TFF run every computation on the executor services at `addresses`: the
+  whole of it on the one service, or with `merge_address` (the chief's own service)
+  through a ServicePool. Returns the pool (None without one)."""
   from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top,line-too-long
-  if len(addresses) == 1:
+  if merge_address is None:
+    if len(addresses) != 1:
+      raise ValueError("several executor services need the chief's merge service")
     context_stack_impl.context_stack.set_default_context(
         _context(addresses[0], sync=True, timeout_s=timeout_s))
-  else:
-    tff.backends.native.set_mergeable_comp_execution_context(
-        [_context(a, sync=False, timeout_s=timeout_s) for a in addresses])
+    return None
+  from trainers.federated import pool  # pylint: disable=g-import-not-at-top
+  ctx = pool.ServicePool([_context(a, sync=False, timeout_s=timeout_s) for a in addresses],
+                         _context(merge_address, sync=False, timeout_s=timeout_s))
+  context_stack_impl.context_stack.set_default_context(ctx)
+  return ctx

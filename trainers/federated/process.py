@@ -7,6 +7,9 @@ Every process is returned behind one interface, `FederatedProcess`: initialize,
 get_model_weights, next(state, datasets, client_ids), the model-sized messages each
 client gets and sends per round, and the clients' state to checkpoint (none for
 TFF's own processes, whose clients are stateless; SCAFFOLD's control variates).
+`read_clients(wrap)` swaps the round for `wrap(round, weights)` (federation.
+reading_clients): from then on `datasets` are the clients' file names, read where
+the clients are, and the round's metrics carry the per-client score table.
 
 FedProx is TFF's FedAvg with a client optimizer of ours, `ProximalSGD`: TFF 0.87's
 build_weighted_fed_prox adds mu (w_server - w) to each gradient, the proximal
@@ -18,6 +21,7 @@ with the flipped sign).
 import collections
 from typing import Protocol, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -29,10 +33,12 @@ from trainers.federated.config import Config
 class FederatedProcess(Protocol):
   """What the rounds (rounds.py) and the checkpoint (checkpoint.py) ask of a process."""
   messages_per_direction: int  # model-sized messages each sampled client gets and sends
+  client_state_messages: int   # model-sized client state the server keeps, each way
 
   def initialize(self): ...
   def get_model_weights(self, state): ...
-  def next(self, state, datasets: Sequence[tf.data.Dataset], client_ids: Sequence[int]): ...
+  def next(self, state, datasets: Sequence, client_ids: Sequence[int]): ...
+  def read_clients(self, wrap) -> None: ...
   def save_clients(self, directory: str, round_num: int) -> None: ...
   def prune_clients(self, directory: str, round_num: int) -> None: ...
   def load_clients(self, directory: str, round_num: int) -> None: ...
@@ -42,19 +48,32 @@ class StatelessClients:
   """A TFF learning process as a FederatedProcess: its clients keep nothing between
   rounds, so there is no client state to save or load."""
   messages_per_direction = 1
+  client_state_messages = 0
 
   def __init__(self, process: tff.learning.templates.LearningProcess):
     self._process = process
+    self._next, self._scored = process.next, False
 
   def initialize(self):
     return self._process.initialize()
 
   def get_model_weights(self, state):
-    return self._process.get_model_weights(state)
+    # The state is back on the chief as Python values: no TFF call (which would ship
+    # the state to an executor and back) is needed to read its model.
+    weights = getattr(state, "global_model_weights", None)
+    return self._process.get_model_weights(state) if weights is None else weights
+
+  def read_clients(self, wrap) -> None:
+    self._next = wrap(self._process.next, self._process.get_model_weights)
+    self._scored = True
 
   def next(self, state, datasets, client_ids):
     del client_ids  # TFF's clients are anonymous: only their data matters
-    return self._process.next(state, datasets)
+    if not self._scored:
+      return self._process.next(state, datasets)
+    result, scores = self._next(state, datasets)
+    result.metrics["client_scores"] = np.asarray(scores)
+    return result
 
   def save_clients(self, directory: str, round_num: int) -> None:
     del directory, round_num

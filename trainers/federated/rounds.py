@@ -1,14 +1,16 @@
-"""FedAvg's rounds, on the chief: the federation (every client's data and each
-round's seeded sample), and the loop that samples, broadcasts, trains the clients
-through the process, averages, reports, evaluates and checkpoints."""
+"""FedAvg's rounds, on the chief: the federation (which clients report each round,
+with their seeds and the files their services read) and the loop that samples,
+broadcasts, trains the clients through the process, averages, reports, evaluates
+and checkpoints. The chief holds no training example: the clients' services read
+their own (clients.py, federation.py)."""
 
+import contextlib
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from trainers.common import data, progress, session, volume
-from trainers.federated import checkpoint, fedmath
+from trainers.federated import checkpoint, clients as clients_lib, federation, fedmath
 from trainers.federated.config import COMPRESSION_BITS, Config
 
 
@@ -18,12 +20,27 @@ def client_dataset(arrays: data.Arrays, batch_size: int, epochs: int, seed: int 
                             shuffle=seed is not None)
 
 
-class Clients:
-  """The federation: every client's data, and each round's seeded sample of them."""
+def client_seed(seed: int, round_num: int, client: int) -> int:
+  """The shuffle seed of `client`'s data in `round_num` (a seed per client and round)."""
+  return seed * 1_000_003 + round_num * 1009 + int(client)
 
-  def __init__(self, run_: session.Run, config: Config):
-    self.config, self.seed = config, run_.config.seed
-    self.data = [run_.train.take(p) for p in run_.partition(config.num_clients)]
+
+class Clients:
+  """The federation as the chief sees it: each round's seeded sample of client ids,
+  and where each sampled client's service finds its data."""
+
+  def __init__(self, run_: session.Run, config: Config, num_services: int, pool=None):
+    self.config, self.seed, self.run_dir = config, run_.config.seed, run_.config.run_dir
+    self.num_services, self.pool = num_services, pool
+    # Per service (one without services): rounds it took part in, clients it trained.
+    self.rounds_served = [0] * max(1, num_services)
+    self.clients_served = [0] * max(1, num_services)
+
+  def served(self, sizes: list[int]) -> None:
+    """Counts a finished round's groups (the analytic bytes follow from these)."""
+    for i, n in enumerate(sizes):
+      self.rounds_served[i] += int(n > 0)
+      self.clients_served[i] += n
 
   def sample(self, round_num: int) -> np.ndarray:
     """The clients that report in `round_num`: the seeded sample, less --client_dropout."""
@@ -31,18 +48,18 @@ class Clients:
     sampled = fedmath.sample_clients(c.num_clients, c.clients_per_round, round_num, self.seed)
     return fedmath.surviving_clients(sampled, c.client_dropout, round_num, self.seed)
 
-  def datasets(self, sampled: np.ndarray, round_num: int) -> list[tf.data.Dataset]:
-    """The sampled clients' local data for this round (a seed per client and round)."""
-    c = self.config
-    return [client_dataset(self.data[k], c.local_batch_size, c.local_epochs,
-                           seed=self.seed * 1_000_003 + round_num * 1009 + int(k))
-            for k in sampled]
+  def round_args(self, sampled: np.ndarray, round_num: int) -> tuple[list, list[int], list]:
+    """(the round's client arguments, the client ids in their order, the group sizes
+    per service): the clients go to their own services, service by service."""
+    groups = clients_lib.by_service(sampled, self.num_services)
+    order = [k for g in groups for k in g]
+    seeds = {k: client_seed(self.seed, round_num, k) for k in order}
+    return (federation.client_args(self.run_dir, groups, self.num_services, seeds), order,
+            [len(g) for g in groups])
 
-  def scores(self, run_: session.Run, weights, sampled: np.ndarray) -> list[dict]:
-    """Per-client curves: the broadcast model on each sampled client's own data."""
-    return [dict(client=int(k), examples=len(self.data[k]),
-                 **dict(zip(("loss", "accuracy"), run_.score(weights, self.data[k]))))
-            for k in sampled]
+  def grouped(self, sizes: list[int]):
+    """Around a round: tells the service pool (N >= 1) which clients are whose."""
+    return self.pool.groups(sizes) if self.pool is not None else contextlib.nullcontext()
 
 
 def model_weights(process, state) -> list[np.ndarray]:
@@ -61,10 +78,13 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Co
     if not len(sampled):  # nobody reported: the server model stays as it was
       run_.writer.log("round_skipped", round_num, reason="every sampled client dropped out")
       continue
-    per_client = clients.scores(run_, model_weights(process, state), sampled)
+    args, order, sizes = clients.round_args(sampled, round_num)
     t = time.perf_counter()
-    result = process.next(state, clients.datasets(sampled, round_num), sampled)
+    with clients.grouped(sizes):
+      result = process.next(state, args, order)
     round_time = time.perf_counter() - t
+    clients.served(sizes)
+    per_client = federation.client_scores(result.metrics["client_scores"], order)
     state, metrics = result.state, result.metrics["client_work"]["train"]
     due = bool(target.accuracy) or progress.round_due_for_eval(round_num, config.rounds,
                                                                config.eval_every)
@@ -75,6 +95,7 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Co
         bytes_broadcast=volume.fedavg_broadcast(num_params, len(sampled), messages),
         bytes_uploaded=volume.fedavg_upload(num_params, len(sampled), messages),
         clients=per_client, reporting_clients=len(sampled),
+        clients_by_service=clients_lib.by_service(order, clients.num_services),
         **round_extras(result.metrics, config, round_num))
     checkpoint.save(process, ckpt_path, state, round_num)
     run_.maybe_fail(round_num, unit="round")

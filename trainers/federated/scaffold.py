@@ -130,7 +130,11 @@ def build_computations(tff_model_fn, client_lr: float, server_lr: float, num_cli
   def initialize():  # placed, like TFF's own processes (a remote context needs that)
     return tff.federated_eval(initial_state, tff.SERVER)
 
-  return initialize, next_fn
+  @tff.tensorflow.computation(state_type)
+  def model_weights(state):
+    return state["model"]
+
+  return initialize, next_fn, model_weights
 
 
 class ScaffoldProcess:
@@ -138,10 +142,12 @@ class ScaffoldProcess:
   (zeros until a client first trains)."""
 
   messages_per_direction = MESSAGES_PER_DIRECTION
+  client_state_messages = 1  # each client's variate, kept here, goes out and back
 
   def __init__(self, tff_model_fn, client_lr: float, server_lr: float, num_clients: int):
-    self._initialize, self._next = build_computations(tff_model_fn, client_lr, server_lr,
-                                                      num_clients)
+    self._initialize, self._next, self._weights = build_computations(
+        tff_model_fn, client_lr, server_lr, num_clients)
+    self._scored = False
     self.controls: dict[int, list[np.ndarray]] = {}
     self._updated: list[int] = []
 
@@ -154,15 +160,22 @@ class ScaffoldProcess:
   def get_model_weights(state):
     return state["model"]
 
+  def read_clients(self, wrap) -> None:
+    self._next, self._scored = wrap(self._next, self._weights), True
+
   def next(self, state, datasets, client_ids) -> Output:
     controls = [self.controls.get(int(k), self._zeros) for k in client_ids]
-    state, new_controls, metrics = self._next(state, datasets, controls)
+    out = self._next(state, datasets, controls)
+    (state, new_controls, metrics), scores = out if self._scored else (out, None)
     for k, c in zip(client_ids, new_controls):
       self.controls[int(k)] = [np.asarray(t) for t in c]
     self._updated = [int(k) for k in client_ids]
     train = {k: metrics[k] for k in ("loss", "accuracy", "num_examples")}
-    return Output(state, {"client_work": {"train": train},
-                          "aggregator": {"client_drift": metrics["client_drift"]}})
+    out = {"client_work": {"train": train},
+           "aggregator": {"client_drift": metrics["client_drift"]}}
+    if scores is not None:
+      out["client_scores"] = np.asarray(scores)
+    return Output(state, out)
 
   # Checkpoint: the variates the round changed go to files tagged with the round,
   # written before the server state; older copies go after it. A resume at round R

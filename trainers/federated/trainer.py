@@ -11,10 +11,15 @@ adam|yogi|adagrad, --aggregator=compression, --dp_noise_multiplier and
 
     python -m launch.local --approach=fedavg --num_workers=2 -- --model=fedavg_2nn --rounds=10
 
-With --num_workers=0 the chief runs every client itself on a private TFF executor
-service; with N >= 1 the launcher's worker tasks run TFF's executor service and the
-chief spreads each round's clients across them (executors.py). The rounds are
-rounds.py, the checkpoint checkpoint.py, the math fedmath.py.
+The clients' data never reaches the chief. Each executor service's task first
+writes its own clients (client k is service k mod N's) from its own copy of the
+training split, then becomes TFF's executor service; a round sends it the model and
+its clients' file names and seeds, and it reads, trains and sums them itself
+(clients.py, federation.py), returning one partial aggregate; the chief merges them
+on its own private service (pool.py, executors.py). The chief reads the test split
+only. With --num_workers=0 the chief is the clients' host: it writes every client and
+runs them on its private service. The rounds are rounds.py, the checkpoint
+checkpoint.py, the math fedmath.py.
 The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=10:
     -- --model=fedavg_cnn --partition=iid --clients_per_round=10 --local_epochs=5 \
        --local_batch_size=10
@@ -27,8 +32,9 @@ import tensorflow_federated as tff
 
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, port_of
-from trainers.common import entry, model, session, volume
-from trainers.federated import checkpoint, executors, process as process_lib, rounds
+from trainers.common import data, entry, model, session, volume
+from trainers.federated import checkpoint, clients as clients_lib, executors, federation
+from trainers.federated import process as process_lib, rounds
 from trainers.federated import config as approach_config
 from trainers.federated.config import APPROACH
 
@@ -44,6 +50,32 @@ def build_process(model_fn, element_spec, config: FedAvgConfig) -> process_lib.F
   return process_lib.build(config, tff_model_fn)
 
 
+def federated_process(model_fn, config: FedAvgConfig) -> process_lib.FederatedProcess:
+  """The learning process whose rounds read the clients' data where it lives
+  (federation.reading_clients)."""
+  process = build_process(model_fn, federation.element_spec(), config)
+  make_data = federation.client_data(config.local_batch_size, config.local_epochs)
+  process.read_clients(lambda next_comp, weights: federation.reading_clients(
+      next_comp, make_data, weights, federation.scorer(
+          model_fn, weights.type_signature.result, config.clients_per_round)))
+  return process
+
+
+def serve_clients(config: FedAvgConfig, task: TaskInfo) -> None:
+  """A service task, before it becomes the executor service: writes its own clients
+  from this host's training split."""
+  cfg, services = config.train, len(task.cluster["worker"])
+  train = data.load_split(cfg.dataset, "train", config.client_data_dir or cfg.data_dir,
+                          cfg.synthetic_examples)
+  try:
+    mine = clients_lib.write_service_clients(train, cfg, config.num_clients, task.task_index,
+                                             services)
+  except ValueError as e:  # e.g. more clients than examples: a flag's fault
+    raise ConfigError(str(e)) from e
+  print(f"[{APPROACH}] {task.name}: {len(mine)} clients written to "
+        f"{clients_lib.service_dir(cfg.run_dir, task.task_index)}", flush=True)
+
+
 def describe(config: FedAvgConfig, num_params: int, where: str) -> str:
   """The run's set-up in one line."""
   cfg = config.train
@@ -55,10 +87,13 @@ def describe(config: FedAvgConfig, num_params: int, where: str) -> str:
           f"{'dp' if config.private else config.aggregator}{dropout}; running {where}")
 
 
-def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, messages: int,
-                   last_round: int) -> dict:
+def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, process,
+                   clients: rounds.Clients, last_round: int) -> dict:
   """FedAvg's own summary.json fields: its recipe, rounds and bytes per round."""
   cfg, history = config.train, run_.progress.history
+  messages = process.messages_per_direction
+  served = (num_params, clients.rounds_served, clients.clients_served)
+  by_state = dict(messages=messages, client_messages=process.client_state_messages)
   upload = volume.fedavg_upload(num_params, config.clients_per_round, messages)
   reached = run_.progress.target.reached
   recipe = {k: getattr(config, k) for k in (
@@ -75,24 +110,32 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, mes
                                                         messages),
       bytes_uploaded_per_round=upload,
       bytes_uploaded_per_client=upload * last_round / config.num_clients,
-      bytes_analytic_per_worker=volume.fedavg(num_params, config.clients_per_round,
-                                              last_round, run_.num_workers, messages),
-      bytes_analytic_by_task=volume.fedavg_tasks(num_params, config.clients_per_round,
-                                                 last_round, run_.num_workers, messages),
+      bytes_analytic_per_worker=volume.fedavg(*served, **by_state),
+      bytes_analytic_by_task=volume.fedavg_tasks(*served, run_.num_workers, **by_state),
       notes=f"{last_round} rounds x {config.clients_per_round} clients, "
             f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
 
 
 def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
-          flag_values: dict | None, datasets=None, in_process: bool = False) -> dict:
-  """The server's side of FedAvg, on the executor services at `addresses`."""
+          flag_values: dict | None, datasets=None, merge_address: str | None = None) -> dict:
+  """The server's side of FedAvg, on the executor services at `addresses` (merging
+  on the chief's own service at `merge_address`), or without one on the chief's
+  private service at addresses[0], the clients' host."""
   cfg = config.train
-  executors.install_context(addresses)
+  pool = executors.install_context(addresses, merge_address=merge_address)
+  in_process = merge_address is None
   num_workers = 0 if in_process else len(addresses)
-  with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets) as run_:
-    clients = rounds.Clients(run_, config)
-    spec = rounds.client_dataset(clients.data[0], config.local_batch_size, 1, None).element_spec
-    process = build_process(run_.model_fn, spec, config)
+  with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets,
+                        train_split=False) as run_:
+    if in_process:  # this host holds the clients
+      train = datasets[0] if datasets else data.load_split(
+          cfg.dataset, "train", config.client_data_dir or cfg.data_dir, cfg.synthetic_examples)
+      try:
+        clients_lib.write_service_clients(train, cfg, config.num_clients, 0, 0)
+      except ValueError as e:
+        raise ConfigError(str(e)) from e
+    clients = rounds.Clients(run_, config, num_workers, pool)
+    process = federated_process(run_.model_fn, config)
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
 
@@ -112,23 +155,25 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
                            f"{', '.join(addresses)}"))
     last_round = rounds.train_rounds(run_, process, state, clients, config, start_round,
                                      ckpt_path, num_params)
-    return run_.finish(**summary_fields(run_, config, num_params,
-                                        process.messages_per_direction, last_round))
+    return run_.finish(**summary_fields(run_, config, num_params, process, clients,
+                                        last_round))
 
 
 def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
         datasets=None) -> dict:
   """The chief trains; worker tasks become TFF executor services (never return)."""
   if task.task_type == "worker" and "chief" in task.cluster:
+    serve_clients(config, task)
     executors.exec_executor_service(port_of(task.address))  # never returns
   if not task.is_chief:
     raise ConfigError(f"approach {APPROACH} runs one chief and executor-service workers, "
                       f"not {task.name}")
   workers = list(task.cluster.get("worker", ())) if "chief" in task.cluster else []
   if workers:
-    return train(config, task, workers, flag_values, datasets)
+    with executors.private_executor_service(counted=False) as merge_address:
+      return train(config, task, workers, flag_values, datasets, merge_address)
   with executors.private_executor_service() as address:
-    return train(config, task, [address], flag_values, datasets, in_process=True)
+    return train(config, task, [address], flag_values, datasets)
 
 
 def run_main(argv=None) -> int:
