@@ -152,7 +152,7 @@ def test_fedavg_run_reports_rounds_through_the_shared_progress(tmp_path):
   cfg = TrainConfig(approach="fedavg", dataset="synthetic", synthetic_examples=300,
                     model="fedavg_2nn", run_dir=str(tmp_path))
   config = federated.FedAvgConfig(cfg, num_clients=6, clients_per_round=2, rounds=3,
-                                  local_batch_size=10, eval_every=2)
+                                  local_batch_size=10, eval_every=2, client_scores=True)
   summary = federated.run(config, SINGLE_PROCESS, flag_values={"rounds": 3})
   assert summary["label"] == "fedavg" and summary["num_workers"] == 0
   assert summary["rounds_run"] == 3 and summary["examples_processed"] == 3 * 2 * 50
@@ -232,7 +232,8 @@ def test_each_federated_recipe_trains_and_reports_what_it_measures(tmp_path, ext
                     model="fedavg_2nn", run_dir=str(tmp_path))
   # (The suite's client lr of 0.1 diverges on the synthetic set's unnormalised pixels.)
   config = federated.FedAvgConfig(cfg, num_clients=8, clients_per_round=4, rounds=3,
-                                  local_batch_size=10, client_learning_rate=0.02, **extra)
+                                  local_batch_size=10, client_learning_rate=0.02,
+                                  client_scores=True, **extra)
   summary = federated.run(config, SINGLE_PROCESS)
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   rounds = [r for r in records if r["kind"] == "round"]

@@ -15,7 +15,7 @@ FAST = ["--dataset=synthetic", "--synthetic_examples=600", "--num_clients=12",
 def test_two_executor_services_run_the_rounds_and_none_survives(tmp_path):
   code, out, _ = helpers.run_launcher(
       ["--approach=fedavg", "--num_workers=2", f"--run_dir={tmp_path}", "--timeout=400", "--",
-       *FAST, "--rounds=3", "--target_accuracy=0.3"], timeout_s=480)
+       *FAST, "--rounds=3", "--target_accuracy=0.3", "--client_scores"], timeout_s=480)
   assert code == 0, out[-3000:]
   assert "[worker:0] [fedavg] executor service (worker_binary)" in out
   assert "2 executor service(s)" in out

@@ -67,7 +67,8 @@ def test_fedavg_iid_2nn_ten_rounds_reaches_95_percent_with_the_data_on_the_clien
       ["--approach=fedavg", "--num_workers=2", f"--run_dir={run_dir}", "--timeout=500",
        "--", "--model=fedavg_2nn", "--partition=iid", "--num_clients=100",
        "--clients_per_round=10", "--local_epochs=1", "--local_batch_size=10", "--rounds=10",
-       f"--data_dir={chief_dir}", f"--client_data_dir={mnist_dir}"], timeout_s=600)
+       f"--data_dir={chief_dir}", f"--client_data_dir={mnist_dir}", "--client_scores"],
+      timeout_s=600)
   assert code == 0, out[-3000:]
   summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["rounds"] == 10 and summary["partition"] == "iid"

@@ -62,6 +62,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "services; the chief with --num_workers=0) find the prepared training "
                       "split (default: --data_dir). The chief reads only the test split.",
                       flag_values=fv)
+  flags.DEFINE_bool("client_scores", False, "Score the broadcast model on each sampled "
+                    "client's own data inside the round, where the client lives (the "
+                    "per-client curves, fedavg_clients.png). Not part of the algorithm: it "
+                    "costs a forward pass over the round's client data (15-25 %% of a "
+                    "small_cnn round), so a time-to-accuracy race leaves it off.",
+                    flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
 
@@ -86,6 +92,7 @@ class Config(config_lib.ApproachConfig):
   client_dropout: float = 0.0
   eval_every: int = 1
   client_data_dir: str | None = None
+  client_scores: bool = False
 
   def __post_init__(self):
     check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)

@@ -74,16 +74,20 @@ def scorer(model_fn, weights_type, slots: int) -> tff.Computation:
 
 
 def reading_clients(next_comp: tff.Computation, make_data: tff.Computation,
-                    get_weights: tff.Computation, score: tff.Computation) -> tff.Computation:
+                    get_weights: tff.Computation, score: tff.Computation | None
+                    ) -> tff.Computation:
   """`next_comp` (state@SERVER, datasets@CLIENTS[, more@CLIENTS]) with its datasets
-  made on the clients from CLIENT_ARGs; returns (next's result, the score table)."""
+  made on the clients from CLIENT_ARGs; returns (next's result, the score table), or
+  next's result alone without `score`."""
   types = [t for _, t in tff.structure.iter_elements(next_comp.type_signature.parameter)]
   args_type = tff.FederatedType(CLIENT_ARG, tff.CLIENTS)
 
   def round_(state, args, *more):
-    scores = tff.federated_sum(tff.federated_map(score, (
+    result = next_comp(state, tff.federated_map(make_data, args), *more)
+    if score is None:
+      return result
+    return result, tff.federated_sum(tff.federated_map(score, (
         tff.federated_broadcast(tff.federated_map(get_weights, state)), args)))
-    return next_comp(state, tff.federated_map(make_data, args), *more), scores
 
   if len(types) == 2:
     return tff.federated_computation(lambda state, args: round_(state, args),
@@ -102,9 +106,11 @@ def client_args(run_dir: str, groups: list[list[int]], num_services: int, seeds:
           for i, k in enumerate(order)]
 
 
-def client_scores(table: np.ndarray, order: list[int]) -> list[dict]:
-  """Per-client records from the summed score table (rows in `order`)."""
+def client_scores(table: np.ndarray | None, order: list[int]) -> list[dict]:
+  """Per-client records from the summed score table (rows in `order`); none without."""
   out = []
+  if table is None:
+    return out
   for k, (loss, hits, n) in zip(order, np.asarray(table)):
     out.append(dict(client=int(k), examples=int(n), loss=float(loss / max(n, 1)),
                     accuracy=float(hits / max(n, 1))))

@@ -7,9 +7,9 @@ Every process is returned behind one interface, `FederatedProcess`: initialize,
 get_model_weights, next(state, datasets, client_ids), the model-sized messages each
 client gets and sends per round, and the clients' state to checkpoint (none for
 TFF's own processes, whose clients are stateless; SCAFFOLD's control variates).
-`read_clients(wrap)` swaps the round for `wrap(round, weights)` (federation.
+`read_clients(wrap, scored)` swaps the round for `wrap(round, weights)` (federation.
 reading_clients): from then on `datasets` are the clients' file names, read where
-the clients are, and the round's metrics carry the per-client score table.
+the clients are, and (scored) the round's metrics carry the per-client score table.
 
 FedProx is TFF's FedAvg with a client optimizer of ours, `ProximalSGD`: TFF 0.87's
 build_weighted_fed_prox adds mu (w_server - w) to each gradient, the proximal
@@ -38,7 +38,7 @@ class FederatedProcess(Protocol):
   def initialize(self): ...
   def get_model_weights(self, state): ...
   def next(self, state, datasets: Sequence, client_ids: Sequence[int]): ...
-  def read_clients(self, wrap) -> None: ...
+  def read_clients(self, wrap, scored: bool = True) -> None: ...
   def save_clients(self, directory: str, round_num: int) -> None: ...
   def prune_clients(self, directory: str, round_num: int) -> None: ...
   def load_clients(self, directory: str, round_num: int) -> None: ...
@@ -63,14 +63,14 @@ class StatelessClients:
     weights = getattr(state, "global_model_weights", None)
     return self._process.get_model_weights(state) if weights is None else weights
 
-  def read_clients(self, wrap) -> None:
+  def read_clients(self, wrap, scored: bool = True) -> None:
     self._next = wrap(self._process.next, self._process.get_model_weights)
-    self._scored = True
+    self._scored = scored
 
   def next(self, state, datasets, client_ids):
     del client_ids  # TFF's clients are anonymous: only their data matters
     if not self._scored:
-      return self._process.next(state, datasets)
+      return self._next(state, datasets)
     result, scores = self._next(state, datasets)
     result.metrics["client_scores"] = np.asarray(scores)
     return result

@@ -84,7 +84,7 @@ def train_rounds(run_: session.Run, process, state, clients: Clients, config: Co
       result = process.next(state, args, order)
     round_time = time.perf_counter() - t
     clients.served(sizes)
-    per_client = federation.client_scores(result.metrics["client_scores"], order)
+    per_client = federation.client_scores(result.metrics.get("client_scores"), order)
     state, metrics = result.state, result.metrics["client_work"]["train"]
     due = bool(target.accuracy) or progress.round_due_for_eval(round_num, config.rounds,
                                                                config.eval_every)

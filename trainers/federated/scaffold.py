@@ -160,8 +160,8 @@ class ScaffoldProcess:
   def get_model_weights(state):
     return state["model"]
 
-  def read_clients(self, wrap) -> None:
-    self._next, self._scored = wrap(self._next, self._weights), True
+  def read_clients(self, wrap, scored: bool = True) -> None:
+    self._next, self._scored = wrap(self._next, self._weights), scored
 
   def next(self, state, datasets, client_ids) -> Output:
     controls = [self.controls.get(int(k), self._zeros) for k in client_ids]

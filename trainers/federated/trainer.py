@@ -57,7 +57,8 @@ def federated_process(model_fn, config: FedAvgConfig) -> process_lib.FederatedPr
   make_data = federation.client_data(config.local_batch_size, config.local_epochs)
   process.read_clients(lambda next_comp, weights: federation.reading_clients(
       next_comp, make_data, weights, federation.scorer(
-          model_fn, weights.type_signature.result, config.clients_per_round)))
+          model_fn, weights.type_signature.result, config.clients_per_round)
+      if config.client_scores else None), scored=config.client_scores)
   return process
 
 
