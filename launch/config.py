@@ -17,6 +17,7 @@ class LaunchConfig:
   run_dir: str                      # absolute
   run_id: str = "run"               # every task's TFDIST_RUN_ID
   trainer_argv: tuple[str, ...] = ()  # what follows `--`, for every task
+  program: tuple[str, ...] = ()     # a user's program instead of the suite's trainer
   num_ps: int = 0
   host: str = "localhost"           # a local job's address
   hosts: tuple[str, ...] = ()       # a host list: task k on hosts[k % H]
@@ -39,6 +40,7 @@ class LaunchConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "trainer_argv", tuple(self.trainer_argv))
+    object.__setattr__(self, "program", tuple(self.program))
     object.__setattr__(self, "hosts", tuple(self.hosts))
     self.record.roles(self.num_workers, self.num_ps)  # ConfigError naming the flag
 

@@ -50,6 +50,7 @@ from launch import links as links_lib
 from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
+from launch import program as program_lib
 from launch.config import LaunchConfig, Machine
 from trainers import flags as trainer_flags
 from trainers.common.outputs import default_run_dir, write_json_atomic
@@ -188,10 +189,14 @@ def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchCo
   any usage error."""
   fv = flags.FlagValues()
   define_flags(fv)
+  head, program, rest = program_lib.split_argv(argv, fv)
   try:
-    rest = fv(argv)[1:]  # absl stops at `--`; what follows is for the trainer
+    fv(head)
   except flags.Error as e:
     raise ValueError(str(e)) from e
+  if program:
+    return _program_config(fv, program, launched)
+  rest = rest or []
   if any(a.startswith("--run_dir") for a in rest):
     raise ValueError("pass --run_dir to the launcher (before `--`), not to the trainer")
   if fv.startup_timeout is not None:
@@ -201,24 +206,44 @@ def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchCo
   except flags.Error as e:
     raise ValueError(f"trainer flags: {e}") from e
   _check_launcher_flags(fv, rest)
+  config = _base_config(fv, launched, trainer_argv=tuple(rest))
+  preflight.check_dataset(tfv.dataset, tfv.data_dir)
+  # What the trainers would refuse, refused here, before anything starts.
+  trainer_flags.check_values(tfv, fv.approach).check_cluster(fv.num_workers)
+  return config
+
+
+def _base_config(fv: flags.FlagValues, launched: float | None, **fields) -> LaunchConfig:
+  """The LaunchConfig of the launcher's flags (`fields`: a trainer's argv or a program)."""
   config = LaunchConfig(
       approach=fv.approach, num_workers=fv.num_workers,
       run_dir=os.path.abspath(fv.run_dir or default_run_dir(fv.approach)),
-      run_id=uuid.uuid4().hex, trainer_argv=tuple(rest), num_ps=fv.num_ps, host=fv.host,
+      run_id=uuid.uuid4().hex, num_ps=fv.num_ps, host=fv.host,
       hosts=tuple(fv.hosts), port_base=fv.port_base, this_host=fv.this_host, bind=fv.bind,
       timeout=fv.timeout, max_restarts=fv.max_restarts, fail_task=fv.fail_task,
       fail_at_step=fv.fail_at_step, gpus_per_worker=fv.gpus_per_worker,
       cpu_budget=fv.cpu_budget, threads_per_task=fv.threads_per_task, pin_cpus=fv.pin_cpus,
       allow_oversubscribe=fv.allow_oversubscribe,
       link_rate_bps=links_lib.parse_rate(fv.link) if fv.link is not None else None,
-      dry_run=fv.dry_run, launched=launched)
+      dry_run=fv.dry_run, launched=launched, **fields)
   if fv.straggler is not None:  # (the task names need a valid --num_workers first)
     config = dataclasses.replace(config, straggler=planning.parse_straggler(
         fv.straggler, config.task_names))
-  preflight.check_dataset(tfv.dataset, tfv.data_dir)
-  # What the trainers would refuse, refused here, before anything starts.
-  trainer_flags.check_values(tfv, fv.approach).check_cluster(fv.num_workers)
   return config
+
+
+def _program_config(fv: flags.FlagValues, program: list[str],
+                    launched: float | None) -> LaunchConfig:
+  """A user's program in every task: --approach is the cluster's shape (allreduce,
+  gossip: workers; ps: chief, workers, ps; fedavg: chief and workers)."""
+  _check_launcher_flags(fv, [])
+  for name in ("fail_task", "fail_at_step", "startup_timeout"):
+    if fv[name].present:
+      raise ValueError(f"--{name} applies to the suite's trainers, not to a program "
+                       f"({' '.join(program[:2])})")
+  if not fv.dry_run:
+    program_lib.check(program)
+  return _base_config(fv, launched, program=tuple(program))
 
 
 def _check_launcher_flags(fv: flags.FlagValues, rest: list[str]) -> None:
@@ -360,7 +385,7 @@ def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
   if outcome.ok:
     print(f"launcher: success{f' after {restarts} restart(s)' if restarts else ''}; "
           f"run directory {run_dir}", file=out)
-    if any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
+    if not plan.program and any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
       _complete_summary(run_dir, extra)
       _print_summary(run_dir, out)  # written by the chief: absent on the other hosts
   else:
@@ -387,7 +412,7 @@ def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: floa
     attempts.append({"attempt": used, "restarted": task.name, "scope": "task",
                      "time": time.time()})
     return planning.restarted_task(task, planning.attempt_log_dir(run_dir, used, 1),
-                                   approach, used)
+                                   approach, used, program=plan.program)
 
   attempt, bind_retried = 0, False
   while True:

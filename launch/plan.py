@@ -19,7 +19,7 @@ from cluster import approaches, traffic
 from cluster.approaches import COMPUTE_ROLES
 from cluster.tf_config import (ENV_LAUNCH_TIME, host_of, make_tf_config, role_of,
                                split_task_name, task_name, task_names)
-from launch import cpu_budget
+from launch import cpu_budget, program as program_lib
 from launch.config import LaunchConfig, Machine
 
 # Variables a task gets from the plan that --dry_run shows beside TF_CONFIG.
@@ -58,6 +58,7 @@ class Plan:
   run_id: str
   cluster: Mapping[str, tuple[str, ...]]
   tasks: tuple[Task, ...]
+  program: bool = False  # the tasks run a user's program, not the suite's trainer
 
   def describe(self) -> str:
     """Human-readable plan, as --dry_run prints it."""
@@ -205,9 +206,10 @@ def make_plan(config: LaunchConfig, port_fn: Callable[[], int], machine: Machine
                      config.gpus_per_worker)
   shares = _cpu_shares(config, cluster, names, machine)
   log_dir = attempt_log_dir(config.run_dir, attempt, config.max_restarts)
-  argv = (machine.python, "-m", record.trainer, f"--run_dir={config.run_dir}",
-          *attempt_argv(config.approach, config.trainer_argv, attempt, config.fail_task,
-                        config.fail_at_step))
+  argv = (program_lib.program_argv(config.program, machine.python) if config.program else
+          (machine.python, "-m", record.trainer, f"--run_dir={config.run_dir}",
+           *attempt_argv(config.approach, config.trainer_argv, attempt, config.fail_task,
+                         config.fail_at_step)))
   slowdown = dict([config.straggler]) if config.straggler else {}
   tasks = []
   for name in names:
@@ -218,7 +220,8 @@ def make_plan(config: LaunchConfig, port_fn: Callable[[], int], machine: Machine
         env=env, log_path=os.path.join(log_dir, f"{role}_{index}.log"), argv=argv,
         primary=role in record.primary_roles, may_fail=role in record.tolerated_roles,
         cpu=shares.get(name), netns=(netns or {}).get(name), slowdown=slowdown.get(name, 1.0)))
-  return Plan(config.approach, config.run_dir, config.run_id, cluster, tuple(tasks))
+  return Plan(config.approach, config.run_dir, config.run_id, cluster, tuple(tasks),
+              program=bool(config.program))
 
 
 def _cpu_shares(config: LaunchConfig, cluster: Mapping[str, Sequence[str]],
@@ -251,6 +254,7 @@ def _task_env(config: LaunchConfig, machine: Machine, cluster: Mapping[str, Sequ
       "CUDA_VISIBLE_DEVICES": gpus,  # ps tasks: CPU only
       "PYTHONUNBUFFERED": "1",
       "TFDIST_RUN_ID": config.run_id,  # lets tests find every process of a run
+      "TFDIST_RUN_DIR": config.run_dir,  # where a user's program may write
       "TFDIST_BIND_ADDRESS": host_of(cluster[role][index]),
   })
   if share:
@@ -276,13 +280,16 @@ def parse_straggler(text: str, names: Sequence[str]) -> tuple[str, float]:
   return task_name(role, index), value
 
 
-def restarted_task(task: Task, log_dir: str, approach: str, attempt: int) -> Task:
+def restarted_task(task: Task, log_dir: str, approach: str, attempt: int,
+                   program: bool = False) -> Task:
   """`task` started again in place (same address and TF_CONFIG): a new log, and the
-  flags of a later attempt (no injected fault)."""
-  module_end = 3  # (python, "-m", module)
-  run_dir_flag, trainer_argv = task.argv[module_end], task.argv[module_end + 1:]
-  argv = (*task.argv[:module_end], run_dir_flag,
-          *attempt_argv(approach, _without_fault(trainer_argv), attempt))
+  flags of a later attempt (no injected fault); a user's program as it was."""
+  argv = task.argv
+  if not program:
+    module_end = 3  # (python, "-m", module)
+    run_dir_flag, trainer_argv = task.argv[module_end], task.argv[module_end + 1:]
+    argv = (*task.argv[:module_end], run_dir_flag,
+            *attempt_argv(approach, _without_fault(trainer_argv), attempt))
   return dataclasses.replace(task, argv=argv, log_path=os.path.join(
       log_dir, os.path.basename(task.log_path)))
 
