@@ -19,7 +19,7 @@ import time
 
 from absl import flags
 
-from cluster import approaches, exits
+from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import compare
 from launch import local
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv if argv is None else argv
   fv = flags.FlagValues()
   define_flags(fv)
+  cli.exit_if_answered(argv, fv, cli.prog("experiments.bench"), __doc__)
   try:
     fv(argv)
     counts = [int(n) for n in fv.num_workers]
@@ -284,6 +285,11 @@ def _splice(path: str, text: str) -> None:
   tail = rest.split(END, 1)[1] if END in rest else ""
   with open(path, "w") as f:
     f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def run_main() -> None:
+  """The console script's entry."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 
 from absl import flags
 
-from cluster import approaches, exits
+from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import regimes as regimes_lib
 from experiments import report as report_lib
@@ -101,6 +101,7 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   """The flags, checked; raises flags.Error with one line."""
   fv = flags.FlagValues()
   define_flags(fv)
+  cli.exit_if_answered(argv, fv, cli.prog("experiments.compare"), __doc__)
   fv(argv)
   unknown = [a for a in fv.approaches if a not in approaches.VARIANTS]
   if unknown:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   try:
     fv = _parse(sys.argv if argv is None else argv)
   except flags.Error as e:
-    print(f"experiments.compare: error: {e}", file=sys.stderr)
+    print(f"{cli.prog('experiments.compare')}: error: {e}", file=sys.stderr)
     return 2
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   if fv.preset == "fedavg_paper":
@@ -343,6 +344,11 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
     f.write("# FedAvg, McMahan et al. 2017 Table 2 (CNN, C=0.1, B=10)\n\n" + table + "\n")
   print(table, file=console)
   return 1 if code_all else 0
+
+
+def run_main() -> None:
+  """The console script's entry."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import uuid
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, cli
 
 TAG = "TFDIST_EXIT_PATH_TAG"
 SYN = ["--dataset=synthetic", "--batch_size=32", "--log_every=4"]
@@ -160,7 +160,9 @@ def measure(root: str) -> list[tuple[str, int | None, float, int]]:
 def main(argv=None) -> int:
   fv = flags.FlagValues()
   flags.DEFINE_string("run_dir", "runs/exit-paths", "Where the jobs write.", flag_values=fv)
-  fv(sys.argv if argv is None else argv)
+  argv = sys.argv if argv is None else argv
+  cli.exit_if_answered(argv, fv, cli.prog("experiments.exit_paths"), __doc__)
+  fv(argv)
   rows = measure(os.path.abspath(fv.run_dir))
   print("\n| path tried | exit code | seconds to clean state | survivors |\n|---|---|---|---|")
   for name, code, took, left in rows:

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from cluster import cli
+
 # report.json row fields every run has (None where unknown).
 ROW_KEYS = ("approach", "seed", "workers", "model", "dataset", "test_accuracy", "test_loss",
             "target_accuracy", "reached_target", "time_to_target_s",
@@ -315,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
   fv = flags.FlagValues()
   flags.DEFINE_string("out_dir", None, "Where to write the report (default: the first "
                       "run's parent directory).", flag_values=fv)
+  argv = sys.argv if argv is None else argv
+  cli.exit_if_answered(argv, fv, cli.prog("experiments.report"), __doc__)
   try:
-    dirs = fv(sys.argv if argv is None else argv)[1:]
+    dirs = fv(argv)[1:]
   except flags.Error as e:
-    print(f"experiments.report: error: {e}", file=sys.stderr)
+    print(f"{cli.prog('experiments.report')}: error: {e}", file=sys.stderr)
     return 2
   missing = [d for d in dirs if not os.path.exists(os.path.join(d, "summary.json"))]
   if not dirs or missing:
@@ -330,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
   print(markdown(rows))
   print(f"report written to {out_dir}/report.md, report.json, report.png")
   return 0
+
+
+def run_main() -> None:
+  """The console script's entry."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":

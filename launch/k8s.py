@@ -14,7 +14,7 @@ from typing import Any
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, cli
 from cluster.approaches import COMPUTE_ROLES
 from launch import plan as planning
 from trainers import flags as trainer_flags
@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
                        flag_values=fv)
   flags.DEFINE_string("run_dir", "/runs", "Run directory root inside the pods (mount a "
                       "shared volume there to keep outputs).", flag_values=fv)
+  argv = sys.argv if argv is None else argv
+  cli.exit_if_answered(argv, fv, cli.prog("launch.k8s"), __doc__)
   try:
-    rest = fv(sys.argv if argv is None else argv)[1:]
+    rest = fv(argv)[1:]
     if not fv.image:
       raise flags.Error("--image is required")
     trainer_flags.check_trainer_argv(fv.approach, rest)
@@ -125,10 +127,15 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
                      fv.image, rest, fv.num_ps, fv.namespace, fv.cpu, fv.memory,
                      fv.gpus_per_worker, fv.backoff_limit, fv.run_dir)
   except (flags.Error, ValueError) as e:
-    print(f"launch.k8s: error: {e}", file=sys.stderr)
+    print(f"{cli.prog('launch.k8s')}: error: {e}", file=sys.stderr)
     return 2
   out.write(to_yaml(manifest) + "\n")
   return 0
+
+
+def run_main() -> None:
+  """The console script's entry."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":

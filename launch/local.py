@@ -44,7 +44,7 @@ import uuid
 
 from absl import flags
 
-from cluster import approaches, exits, traffic
+from cluster import approaches, cli, exits, traffic
 from cluster.tf_config import parse_tf_config, task_name
 from launch import links as links_lib
 from launch import shim
@@ -131,7 +131,7 @@ def visible_gpu_count() -> int:
 
 
 def _usage_error(msg: str) -> int:
-  print(f"launch.local: error: {msg}", file=sys.stderr)
+  print(f"{cli.prog('launch.local')}: error: {msg}", file=sys.stderr)
   return USAGE_EXIT
 
 
@@ -287,6 +287,11 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit code."""
   argv = sys.argv if argv is None else argv
   launched = time.time()  # time to accuracy counts from here, start-up included
+  fv = flags.FlagValues()
+  define_flags(fv)
+  head, _, _ = program_lib.split_argv(argv, fv)  # a program's own --help is the program's
+  if cli.answered(head, fv, cli.prog("launch.local"), __doc__, console):
+    return 0
   try:
     config = config_from_argv(argv, launched)
   except ValueError as e:

@@ -13,7 +13,7 @@ from typing import Any, Callable, MutableMapping
 
 from absl import flags
 
-from cluster import approaches, exits, slurm
+from cluster import approaches, cli, exits, slurm
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, parse_tf_config
 from trainers.common import config as config_lib
@@ -31,9 +31,12 @@ def check_before_tf(spec: ModuleType) -> None:
   2 (importing TF first would print its start-up lines and take seconds). With
   --cluster_resolver=slurm, TF_CONFIG is resolved here, so CUDA_VISIBLE_DEVICES is
   set before TF starts."""
+  fv = flags.FlagValues()
+  spec.define_flags(fv)
+  package = spec.__name__.rpartition(".")[0]
+  cli.exit_if_answered(sys.argv, fv, cli.prog(f"python -m {package}"),
+                       sys.modules[package].__doc__)
   try:
-    fv = flags.FlagValues()
-    spec.define_flags(fv)
     common_flags.parse(fv, sys.argv)
     config = spec.Config.from_flags(fv, spec.APPROACH)  # what can be checked without TF
     resolve_cluster(fv, spec.APPROACH)
@@ -81,8 +84,10 @@ def run_main(define: Callable[[flags.FlagValues], None],
   """
   fv = flags.FlagValues()
   define(fv)
+  argv = sys.argv if argv is None else argv
+  cli.exit_if_answered(argv, fv, cli.prog(f"trainers.{approach or 'trainer'}"), None)
   try:
-    common_flags.parse(fv, sys.argv if argv is None else argv)
+    common_flags.parse(fv, argv)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT

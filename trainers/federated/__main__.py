@@ -1,5 +1,11 @@
-"""python -m trainers.federated: bad flags end with one line before TensorFlow loads."""
+"""python -m trainers.federated (console script tfdist-fedavg): bad flags end with one line before TensorFlow loads."""
 from trainers.federated import config
 from trainers.common import entry
 
-entry.run_package(config, "trainers.federated.trainer")
+
+def main() -> None:
+  entry.run_package(config, "trainers.federated.trainer")
+
+
+if __name__ == "__main__":
+  main()
