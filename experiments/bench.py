@@ -225,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
   cli.exit_if_answered(argv, fv, cli.prog("experiments.bench"), __doc__)
   try:
     fv(argv)
-    counts = [int(n) for n in fv.num_workers]
+    try:
+      counts = [int(n) for n in fv.num_workers]
+    except ValueError:
+      raise ValueError(f"--num_workers={','.join(fv.num_workers)}: not a list of integers "
+                       "(e.g. 1,2,4)") from None
+    if any(n < 1 for n in counts):
+      raise ValueError(f"--num_workers={','.join(fv.num_workers)}: every count must be >= 1")
     for name in fv.approaches:
       approaches.variant(name)
     if not fv.models:

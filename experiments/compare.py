@@ -29,6 +29,7 @@ from experiments import regimes as regimes_lib
 from experiments import report as report_lib
 from launch import links, local, preflight
 from trainers.common.errors import DataError
+from trainers.common import flags as common_flags
 from trainers.common.flags import SYNTHETIC
 
 
@@ -110,9 +111,12 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   if not 0 <= fv.target_accuracy <= 1:
     raise flags.Error(f"--target_accuracy must be in [0, 1] (0: none), got "
                       f"{fv.target_accuracy}")
-  for name in ("max_examples", "budget_examples", "eval_every_examples", "seeds"):
+  for name in ("max_examples", "budget_examples", "eval_every_examples", "seeds",
+               "num_workers", "batch_size", "clients_per_round"):
     if fv[name].value is not None and fv[name].value < 1:
       raise flags.Error(f"--{name} must be >= 1, got {fv[name].value}")
+  if fv.model not in common_flags.MODELS:
+    raise flags.Error(f"--model={fv.model} is not one of {', '.join(common_flags.MODELS)}")
   if fv.regimes:
     try:
       chosen = regimes_lib.parse(fv.regimes)

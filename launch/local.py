@@ -1,9 +1,11 @@
 """Start a training job as N local processes, one per task, each with its own TF_CONFIG.
 
     python -m launch.local --approach=allreduce --num_workers=2 -- --model=mlp --epochs=1
+    tfdist-launch --num_workers=2 train.py --epochs=1          # any program (program.py)
 
-Everything after `--` goes to the trainer of every task (checked before anything
-starts). Each task's output is shown behind a `[worker:1]` prefix and saved to
+Flags after `--` go to the suite's trainer of every task (checked before anything
+starts); a program (a .py file or a command) instead runs once per task with that
+task's TF_CONFIG, under the same supervision. Each task's output is shown behind a `[worker:1]` prefix and saved to
 `<run_dir>/logs/<role>_<index>.log`. If any task fails, the launcher stops all
 the others, names the failed task with its exit code and the tail of its log,
 and exits non-zero; `--timeout` and Ctrl-C do the same. `--dry_run` prints the
@@ -192,6 +194,11 @@ def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchCo
   head, program, rest = program_lib.split_argv(argv, fv)
   try:
     fv(head)
+  except flags.UnrecognizedFlagError as e:
+    if trainer_flags.trainer_flag_owner(e.flagname):  # a forgotten `--`
+      raise ValueError(f"--{e.flagname} is a trainer flag: give it after `--` "
+                       f"(launch.local [launcher flags] -- --{e.flagname}=...)") from e
+    raise ValueError(str(e)) from e
   except flags.Error as e:
     raise ValueError(str(e)) from e
   if program:
@@ -207,7 +214,8 @@ def config_from_argv(argv: list[str], launched: float | None = None) -> LaunchCo
     raise ValueError(f"trainer flags: {e}") from e
   _check_launcher_flags(fv, rest)
   config = _base_config(fv, launched, trainer_argv=tuple(rest))
-  preflight.check_dataset(tfv.dataset, tfv.data_dir)
+  if not fv.dry_run:  # a plan needs no data
+    preflight.check_dataset(tfv.dataset, tfv.data_dir)
   # What the trainers would refuse, refused here, before anything starts.
   trainer_flags.check_values(tfv, fv.approach).check_cluster(fv.num_workers)
   return config
@@ -248,6 +256,17 @@ def _program_config(fv: flags.FlagValues, program: list[str],
 
 def _check_launcher_flags(fv: flags.FlagValues, rest: list[str]) -> None:
   """The launcher's own flags, alone and together; ValueError naming the flag."""
+  if fv["num_ps"].present and not approaches.get(fv.approach).has_ps:
+    raise ValueError(f"--num_ps={fv.num_ps} applies to --approach=ps only, not "
+                     f"{fv.approach}; drop it")
+  if fv.startup_timeout is not None and not fv.startup_timeout > 0:
+    raise ValueError(f"--startup_timeout must be > 0 seconds, got {fv.startup_timeout:g}")
+  if fv.run_dir and os.path.exists(fv.run_dir) and not os.path.isdir(fv.run_dir):
+    raise ValueError(f"--run_dir={fv.run_dir} is a file, not a directory")
+  if not fv.hosts and fv.num_workers > 0:  # before any port is picked or directory made
+    roles = approaches.get(fv.approach).roles(fv.num_workers, fv.num_ps)
+    preflight.check_oversubscription({fv.host: sum(roles.values())}, os.cpu_count() or 1,
+                                     fv.allow_oversubscribe)
   if fv.max_restarts < 0:
     raise ValueError(f"--max_restarts must be >= 0, got {fv.max_restarts}")
   if fv.this_host and not fv.hosts:

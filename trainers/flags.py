@@ -37,7 +37,25 @@ def check_trainer_argv(approach: str, argv: list[str]) -> flags.FlagValues:
   Returns the parsed values (the launcher's preflight reads --dataset from them)."""
   fv = flags.FlagValues()
   define_flags_for(approach, fv)
-  return parse(fv, ["trainer"] + list(argv))
+  try:
+    return parse(fv, ["trainer"] + list(argv))
+  except flags.UnrecognizedFlagError as e:
+    owners = [a for a in CONFIGS if a != approach and e.flagname in _flag_names(a)]
+    if owners:
+      raise flags.Error(f"--{e.flagname} is a flag of --approach={' / '.join(owners)}, not "
+                        f"of {approach}") from e
+    raise
+
+
+def _flag_names(approach: str) -> set[str]:
+  fv = flags.FlagValues()
+  define_flags_for(approach, fv)
+  return set(fv)
+
+
+def trainer_flag_owner(name: str) -> str | None:
+  """The first approach whose trainer defines flag `name` (None: no trainer's)."""
+  return next((a for a in CONFIGS if name in _flag_names(a)), None)
 
 
 def check_values(fv: flags.FlagValues, approach: str) -> config_lib.ApproachConfig:

@@ -41,6 +41,9 @@ class Config(config_lib.ApproachConfig):
     config_lib.check_positive("steps_per_execution", self.steps_per_execution)
     if self.bytes_per_pack < 0:
       raise ConfigError(f"--bytes_per_pack must be >= 0, got {self.bytes_per_pack}")
+    if self.train.resume:
+      raise ConfigError("--resume does not apply to allreduce: it always resumes from its "
+                        "run directory's backup/ by itself; drop it")
 
   def check_cluster(self, num_workers: int) -> None:
     if self.plain_keras and num_workers > 1:

@@ -40,10 +40,22 @@ def check_before_tf(spec: ModuleType) -> None:
     common_flags.parse(fv, sys.argv)
     config = spec.Config.from_flags(fv, spec.APPROACH)  # what can be checked without TF
     resolve_cluster(fv, spec.APPROACH)
-    config.check_cluster(parse_tf_config(os.environ.get("TF_CONFIG")).num_workers)
+    task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    config.check_cluster(task.num_workers)
+    check_run_dir(config.train.run_dir)
+    if approaches.get(spec.APPROACH).has_ps and "ps" not in task.cluster:
+      raise ConfigError(f"approach {spec.APPROACH} needs a TF_CONFIG with chief, worker and "
+                        "ps tasks; start it with the launcher: python -m launch.local "
+                        f"--approach={spec.APPROACH} --num_workers=2 --num_ps=1")
   except (flags.Error, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(USAGE_EXIT)
+
+
+def check_run_dir(run_dir: str | None) -> None:
+  """--run_dir may be a directory or not exist yet; a file there is a usage error."""
+  if run_dir and os.path.exists(run_dir) and not os.path.isdir(run_dir):
+    raise ConfigError(f"--run_dir={run_dir} is a file, not a directory")
 
 
 def run_package(spec: ModuleType, trainer: str) -> None:

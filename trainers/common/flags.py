@@ -12,13 +12,23 @@ from trainers.common import partition
 SYNTHETIC = "synthetic"  # --dataset of the generated set (no TFDS)
 
 
+# The Makefile's default (TFDS_DATA_DIR ?= ../shared/data/tensorflow_datasets): the
+# same directory when a command runs from a fresh shell.
+SHARED_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))), "shared", "data", "tensorflow_datasets")
+
+
 def resolve_data_dir(data_dir: str | None, environ=os.environ) -> str:
-  """The directory TFDS will search: --data_dir, else $TFDS_DATA_DIR, else TFDS's default."""
+  """The directory TFDS will search: --data_dir, else $TFDS_DATA_DIR, else the
+  Makefile's default beside the checkout (../shared/data/tensorflow_datasets) if it
+  exists, else TFDS's default (~/tensorflow_datasets)."""
   if data_dir:
     return os.path.abspath(os.path.expanduser(data_dir))
   env = environ.get("TFDS_DATA_DIR")
   if env:
     return os.path.abspath(os.path.expanduser(env))
+  if os.path.isdir(SHARED_DATA_DIR):
+    return SHARED_DATA_DIR
   return os.path.expanduser("~/tensorflow_datasets")
 
 

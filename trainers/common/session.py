@@ -218,8 +218,8 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
              train_split: bool = True) -> Iterator[Run]:
   """Opens the run (see the module docstring); `datasets` = (train, test) overrides
   loading, for tests; train_split=False leaves the training split unread (Run.train
-  None: a FedAvg chief, whose clients hold it). Call it after the approach's strategy exists: TF's distributed
-  runtime must start before any other TF op of the process. wall_time_s and the
+  None: a FedAvg chief, whose clients hold it). Call it after the approach's strategy
+  exists: TF's distributed runtime must start before any other TF op of the process. wall_time_s and the
   records' elapsed_s count from the start of this process, so they include TF's
   import and the cluster's start-up."""
   # TF's preemption notifier took SIGTERM over when the strategy started: take it back.
@@ -227,18 +227,19 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
   startup.mark("cluster")  # the approach's strategy or TFF context exists by now
   started = psutil.Process().create_time()
   launched = launch_time(os.environ)
+  # The data first: a run without its data leaves no run directory files behind.
+  from_files = datasets is None and config.dataset != SYNTHETIC
+  if datasets is None:
+    datasets = (data.load_split(config.dataset, "train", config.data_dir,
+                                config.synthetic_examples) if train_split else None,
+                data.load_split(config.dataset, "test", config.data_dir))
+  elif not train_split:
+    datasets = (None, datasets[1])
+  startup.mark("data")
   writer = RunWriter(config.run_dir, enabled=task.is_chief, start=started, launched=launched)
   try:
     if flag_values is not None:
       writer.write_config(flag_values)
-    from_files = datasets is None and config.dataset != SYNTHETIC
-    if datasets is None:
-      datasets = (data.load_split(config.dataset, "train", config.data_dir,
-                                  config.synthetic_examples) if train_split else None,
-                  data.load_split(config.dataset, "test", config.data_dir))
-    elif not train_split:
-      datasets = (None, datasets[1])
-    startup.mark("data")
     tf.keras.utils.set_random_seed(config.seed)
     yield Run(config, task, label, num_workers, writer, *datasets, started,
               launched=launched, traffic_dir=os.environ.get(traffic.ENV_DIR) or None,
