@@ -6,11 +6,62 @@ global one), so each asks `answered(argv, fv, prog, doc)` before it parses.
 """
 
 import configparser
+import contextlib
 import os
+import re
 import sys
+import threading
 from typing import Sequence
 
 from absl import flags
+
+# TF's and TFF's start-up lines that say nothing about this run (every process prints
+# them on a CPU-only machine): kept in each task's log, left off the console.
+TF_NOISE = ("Unable to register cuDNN factory", "Unable to register cuFFT factory",
+            "Unable to register cuBLAS factory", "TF-TRT Warning: Could not find TensorRT",
+            "Failed to detect the fetch node(s)", "oneDNN custom operations are on",
+            "Could not find cuda drivers on your machine",
+            "This TensorFlow binary is optimized to use available CPU instructions",
+            "To enable the following instructions:",
+            "does not implement the AsGraphDefInternal() method needed to apply optimizations",
+            # TFDS's as_dataset traced by AutoGraph (PS workers read their shard locally)
+            "appears to be decorated by wrapt, which is not yet supported by AutoGraph",
+            # a PS server task's last line when the chief ends the job: success
+            "Exiting the process: training finished")
+# TF's C++ informational lines (grappler, thread pools, ...): the log keeps them.
+_CPP_INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I ")
+
+
+def is_tf_noise(line: str) -> bool:
+  """A TF/TFF start-up or informational line that says nothing about this run."""
+  return any(h in line for h in TF_NOISE) or bool(_CPP_INFO.match(line))
+
+
+@contextlib.contextmanager
+def quiet_tf_startup(fd: int = 2):
+  """Around `import tensorflow` in a program run directly: TF's C++ start-up lines on
+  `fd` (stderr) are dropped, every other line passes through."""
+  saved = os.dup(fd)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, fd)
+  os.close(write_end)
+
+  def pump():
+    with os.fdopen(read_end, "r", errors="replace") as lines:
+      for line in lines:
+        if not is_tf_noise(line):
+          os.write(saved, line.encode(errors="replace"))
+
+  thread = threading.Thread(target=pump, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, fd)  # the pipe's last writer closes: the pump drains and ends
+    thread.join(timeout=5)
+    os.close(saved)
+
 
 PACKAGE = "tf-distributed-suite"
 HELP = ("-h", "--help", "--helpshort", "--helpfull", "-?")

@@ -94,6 +94,9 @@ def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: i
     preflight.check_dataset(dataset, data_dir)
   except ValueError as e:
     raise DataError(str(e)) from e
+  n = preflight.prepared_num_examples(dataset, "train", data_dir)  # no TF start-up lines
+  if n is not None:
+    return n
   from trainers.common import data  # pylint: disable=g-import-not-at-top  # TF: only now
   return data.num_examples(dataset, "train", data_dir)
 

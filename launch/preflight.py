@@ -8,6 +8,7 @@ set is prepared) live here, apart from planning and from spawning.
 
 import errno
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -81,6 +82,23 @@ def check_writable(run_dir: str) -> None:
   except OSError as e:
     raise ValueError(f"--run_dir={run_dir} cannot be written ({e.strerror}); choose "
                      "another directory") from e
+
+
+def prepared_num_examples(dataset: str, split: str, data_dir: str | None,
+                          environ=os.environ) -> int | None:
+  """A prepared split's size from its dataset_info.json (no TensorFlow); None when
+  the file does not say."""
+  root = os.path.join(resolve_data_dir(data_dir, environ), dataset.split(":")[0])
+  for version in sorted(_listdir(root), reverse=True):
+    try:
+      with open(os.path.join(root, version, "dataset_info.json")) as f:
+        info = json.load(f)
+    except (OSError, ValueError):
+      continue
+    for s in info.get("splits", ()):
+      if s.get("name") == split and s.get("shardLengths"):
+        return sum(int(n) for n in s["shardLengths"])
+  return None
 
 
 def check_dataset(dataset: str, data_dir: str | None, environ=os.environ) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Callable, Iterator, Mapping, TextIO
 
-from cluster import exits, posix
+from cluster import cli, exits, posix
 from launch.plan import Plan, Task
 
 GRACE_S = 10.0
@@ -43,15 +43,7 @@ _CLONE_NEWNET = 0x40000000
 # that, so everything it does (compute, and answering its peers) takes factor times
 # as long in wall time.
 RUN_SLICE_S = 0.05
-# TF's and TFF's start-up lines that say nothing about this run (every process prints
-# them on a CPU-only machine): kept in each task's log, left off the console.
-HARMLESS = ("Unable to register cuDNN factory", "Unable to register cuFFT factory",
-            "Unable to register cuBLAS factory", "TF-TRT Warning: Could not find TensorRT",
-            "Failed to detect the fetch node(s)", "oneDNN custom operations are on",
-            "Could not find cuda drivers on your machine",
-            "This TensorFlow binary is optimized to use available CPU instructions",
-            "To enable the following instructions:",
-            "does not implement the AsGraphDefInternal() method needed to apply optimizations")
+HARMLESS = cli.TF_NOISE  # kept in each task's log, left off the console
 
 
 class Interrupted(Exception):
@@ -202,7 +194,7 @@ class _Running:
           self.log.write(line)
         except OSError as e:  # a full disk: the supervisor stops the job
           self.log_error = e
-      if any(h in line for h in HARMLESS):
+      if cli.is_tf_noise(line):
         continue
       self.tail.append(line.rstrip("\n"))
       console.write(prefix + line)

@@ -62,7 +62,9 @@ def run_package(spec: ModuleType, trainer: str) -> None:
   """An approach package's __main__: its flags checked before TF, then its trainer
   module (`trainer`, which imports TF) imported and run; exits with its code."""
   check_before_tf(spec)
-  sys.exit(importlib.import_module(trainer).run_main())
+  with cli.quiet_tf_startup():
+    module = importlib.import_module(trainer)
+  sys.exit(module.run_main())
 
 
 def trainer_main(spec: ModuleType, run: Callable[..., Any], argv: list[str] | None = None,
