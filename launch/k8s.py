@@ -36,7 +36,7 @@ def tfjob(name: str, approach: str, num_workers: int, image: str, trainer_argv: 
   for role, count in roles.items():
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus_per_worker and role in COMPUTE_ROLES:
-      limits["nvidia.com/gpu"] = gpus_per_worker
+      limits["nvidia.com/gpu"] = str(gpus_per_worker)  # a quantity: a string
     container = {
         "name": "tensorflow",  # the operator injects TF_CONFIG into this container
         "image": image,

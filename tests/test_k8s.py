@@ -24,7 +24,7 @@ def test_replicas_follow_the_launcher_plan(approach, replicas):
     # A restarted pod resumes (all-reduce's BackupAndRestore needs no flag).
     assert ("--resume" in container["command"]) == (approach != "allreduce")
     gpus = container["resources"]["limits"].get("nvidia.com/gpu")
-    assert gpus == (None if kind == "PS" else 1)
+    assert gpus == (None if kind == "PS" else "1")
     env = {e["name"]: e["value"] for e in container["env"]}
     assert (env.get("GRPC_FAIL_FAST") == "use_caller") == (approach == "ps")
 
@@ -44,3 +44,38 @@ def test_yaml_output_and_usage_errors(capsys):
 def test_to_yaml_block_style():
   assert k8s.to_yaml({"a": 1, "b": ["x", {"c": True}], "d": {}}) == \
       'a: 1\nb:\n  - "x"\n  - c: true\nd: {}'
+
+
+# The Training Operator's replica restart policies (kubeflow.org/v1 RestartPolicy).
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+
+
+@pytest.mark.parametrize("approach", ["allreduce", "ps", "gossip", "fedavg"])
+def test_manifest_is_a_valid_tfjob_for_the_kubeflow_training_sdk(approach):
+  """The manifest deserializes into the kubeflow-training SDK's TFJob model (its
+  client-side validation on: required fields present, types right) and serializes
+  back to exactly itself, so no field is unknown or misspelt; the YAML text parses to
+  the same object."""
+  sdk = pytest.importorskip("kubeflow.training.api_client")
+  yaml = pytest.importorskip("yaml")
+  job = k8s.tfjob("tfdist-x", approach, 2, "reg/tfdist:0.1", ["--epochs=1"], num_ps=1,
+                  gpus_per_worker=1)
+  api = sdk.ApiClient()
+  model = api._ApiClient__deserialize(job, "KubeflowOrgV1TFJob")  # pylint: disable=protected-access
+  assert api.sanitize_for_serialization(model) == job
+  for spec in model.spec.tf_replica_specs.values():
+    assert spec.restart_policy in RESTART_POLICIES
+  assert yaml.safe_load(k8s.to_yaml(job)) == job
+
+
+def test_the_sdk_check_catches_a_broken_manifest():
+  sdk = pytest.importorskip("kubeflow.training.api_client")
+  job = k8s.tfjob("tfdist-x", "allreduce", 2, "reg/tfdist:0.1", [])
+  del job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["name"]
+  with pytest.raises(ValueError, match="name"):
+    sdk.ApiClient()._ApiClient__deserialize(job, "KubeflowOrgV1TFJob")  # pylint: disable=protected-access
+  job = k8s.tfjob("tfdist-x", "allreduce", 2, "reg/tfdist:0.1", [])
+  job["spec"]["tfReplicaSpecs"]["Worker"]["replicaz"] = 2  # a misspelt field
+  api = sdk.ApiClient()
+  model = api._ApiClient__deserialize(job, "KubeflowOrgV1TFJob")  # pylint: disable=protected-access
+  assert api.sanitize_for_serialization(model) != job
