@@ -75,6 +75,9 @@ def row(run: dict) -> dict[str, Any]:
                 notes=s.get("notes", ""), run_dir=run["run_dir"])
   if fields["reached_target"] is not None:
     fields["reached_target"] = bool(fields["reached_target"])
+  if s.get("status", "ok") != "ok":  # e.g. diverged: shown as failed, never as reached
+    fields.update(reached_target=False,
+                  notes=f"FAILED ({s['status']}): {s.get('error', '')}".strip())
   return fields
 
 

@@ -162,6 +162,13 @@ def test_a_diverging_loss_fails_the_job_with_its_own_code_and_valid_json(tmp_pat
   for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
     strict(line)
   strict((tmp_path / "config.json").read_text())
+  # A strict summary.json that says how the run ended, and a report that shows it failed.
+  summary = strict((tmp_path / "summary.json").read_text())
+  assert summary["status"] == "diverged" and "loss is nan" in summary["error"]
+  assert summary["test_accuracy"] is None
+  from experiments import report  # pylint: disable=g-import-not-at-top
+  row = report.row(report.load_run(str(tmp_path)))
+  assert row["reached_target"] is False and row["notes"].startswith("FAILED (diverged)")
 
 
 def test_a_closed_console_neither_hangs_nor_kills_the_job(tmp_path):

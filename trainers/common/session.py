@@ -39,6 +39,7 @@ from models import build_model
 from trainers.common import data, lifecycle, model, partition, startup
 from trainers.common import progress as progress_lib
 from trainers.common.config import TrainConfig
+from trainers.common.errors import Diverged
 from trainers.common.faults import fail_if_scheduled
 from trainers.common.flags import SYNTHETIC
 from trainers.common.outputs import RunWriter
@@ -190,7 +191,7 @@ class Run:
     cfg = self.config
     now = time.time()
     summary = {
-        "approach": cfg.approach, "label": self.label, "dataset": cfg.dataset,
+        "approach": cfg.approach, "label": self.label, "dataset": cfg.dataset, "status": "ok",
         "model": cfg.model, "num_workers": self.num_workers,
         "bytes_analytic_per_worker": None, "notes": "",
         "wall_time_s": now - self.started, "run_dir": os.path.abspath(cfg.run_dir),
@@ -241,8 +242,26 @@ def open_run(config: TrainConfig, task: TaskInfo, label: str, num_workers: int,
     if flag_values is not None:
       writer.write_config(flag_values)
     tf.keras.utils.set_random_seed(config.seed)
-    yield Run(config, task, label, num_workers, writer, *datasets, started,
-              launched=launched, traffic_dir=os.environ.get(traffic.ENV_DIR) or None,
-              from_files=from_files)
+    run_ = Run(config, task, label, num_workers, writer, *datasets, started,
+               launched=launched, traffic_dir=os.environ.get(traffic.ENV_DIR) or None,
+               from_files=from_files)
+    try:
+      yield run_
+    except Diverged as e:  # still a strict summary.json, saying how the run ended
+      writer.write_summary(failed_summary(run_, "diverged", str(e)))
+      raise
   finally:
     writer.close()
+
+
+def failed_summary(run_: Run, status: str, error: str) -> dict:
+  """summary.json of a run that ended without results (`status`: why)."""
+  cfg, p = run_.config, run_.progress
+  return {"approach": cfg.approach, "label": run_.label, "dataset": cfg.dataset,
+          "model": cfg.model, "num_workers": run_.num_workers, "status": status,
+          "error": error, "test_accuracy": None, "test_loss": None,
+          "wall_time_s": time.time() - run_.started,
+          "train_time_s": p.train_time_s if p else None,
+          "examples_processed": p.examples if p else 0, "examples_per_sec": None,
+          "bytes_sent_per_worker": None, "notes": f"{status}: {error}",
+          "run_dir": os.path.abspath(cfg.run_dir)}
