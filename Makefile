@@ -3,13 +3,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The prepared offline MNIST copy that sits beside the checkout (see BUILD.md).
-TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
+# The prepared offline MNIST copy that sits beside the checkout (see BUILD.md), else
+# TFDS's own default, where `make data` prepares it.
+SHARED_TFDS := $(abspath ../shared/data/tensorflow_datasets)
+TFDS_DATA_DIR ?= $(if $(wildcard $(SHARED_TFDS)),$(SHARED_TFDS),$(HOME)/tensorflow_datasets)
 export TFDS_DATA_DIR
 # Keep TF's C++ INFO chatter out of logs; warnings and errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: venv run test test-fast bench clean-venv
+.PHONY: venv data run test test-fast bench clean-venv
 
 venv: $(STAMP)
 
@@ -23,18 +25,23 @@ $(STAMP): requirements.lock setup.cfg setup.py launch/task_shim.c
 	$(PY) -m launch.shim
 	touch $(STAMP)
 
+# MNIST prepared in $(TFDS_DATA_DIR), once: nothing if it is there; else TFDS's own download,
+# or with IDX=<dir> from the four MNIST IDX files (checked against the official sums).
+data: venv
+	$(PY) -m experiments.data $(if $(IDX),--idx_dir=$(IDX))
+
 # The main job: all four approaches (PS async and sync) on MNIST, same model, each trained
 # to 99 % test accuracy (time, examples, measured bytes on the wire), then report.md /
 # report.json / report.png in runs/compare-<time>/. About 7 minutes on 2 cores.
-run: venv
+run: venv data
 	$(PY) -m experiments.compare
 
 # Throughput at N = 1, 2, 4 against a single-process Keras fit; rewrites BENCHMARKS.md.
-bench: venv
+bench: venv data
 	$(PY) -m experiments.bench
 
 # The whole test suite (what .ci/run calls).
-test: venv
+test: venv data
 	$(PY) -m pytest tests
 
 # Pure and in-process tests only (no multi-process launches, no real MNIST).
