@@ -17,6 +17,7 @@ from absl import flags
 from cluster import approaches, cli
 from cluster.approaches import COMPUTE_ROLES
 from launch import plan as planning
+from launch import program as program_lib
 from trainers import flags as trainer_flags
 
 # launch.plan role -> TFJob replica type
@@ -26,8 +27,11 @@ TF_PORT = 2222  # the operator's default tfjob-port
 
 def tfjob(name: str, approach: str, num_workers: int, image: str, trainer_argv: list[str],
           num_ps: int = 1, namespace: str = "default", cpu: str = "2", memory: str = "4Gi",
-          gpus_per_worker: int = 0, backoff_limit: int = 3, run_dir: str = "/runs") -> dict:
-  """Pure: the TFJob as a dict (roles from the approach's record, as launch.local plans them)."""
+          gpus_per_worker: int = 0, backoff_limit: int = 3, run_dir: str = "/runs",
+          program: list[str] | None = None) -> dict:
+  """Pure: the TFJob as a dict (roles from the approach's record, as launch.local plans
+  them). `program`: a user's program in every replica instead of the suite's trainer
+  (the image's `python` runs a .py script)."""
   record = approaches.get(approach)
   roles = record.roles(num_workers, num_ps)
   env = [{"name": k, "value": v} for k, v in record.env.items()]
@@ -42,9 +46,9 @@ def tfjob(name: str, approach: str, num_workers: int, image: str, trainer_argv: 
         "image": image,
         # Any pod start may be a restart: resume from the run dir's checkpoints
         # (a first start finds none and starts afresh). run_dir must be a shared volume.
-        "command": ["python", "-m", record.trainer,
-                    f"--run_dir={run_dir}/{name}",
-                    *planning.attempt_argv(approach, trainer_argv, attempt=1)],
+        "command": (list(program_lib.program_argv(program, "python")) if program else
+                    ["python", "-m", record.trainer, f"--run_dir={run_dir}/{name}",
+                     *planning.attempt_argv(approach, trainer_argv, attempt=1)]),
         "env": env,
         "ports": [{"name": "tfjob-port", "containerPort": TF_PORT}],
         "resources": {"limits": limits},
@@ -119,13 +123,16 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> int:
   argv = sys.argv if argv is None else argv
   cli.exit_if_answered(argv, fv, cli.prog("launch.k8s"), __doc__)
   try:
-    rest = fv(argv)[1:]
+    head, program, rest = program_lib.split_argv(argv, fv)
+    fv(head)
+    rest = rest or []
     if not fv.image:
       raise flags.Error("--image is required")
-    trainer_flags.check_trainer_argv(fv.approach, rest)
+    if not program:
+      trainer_flags.check_trainer_argv(fv.approach, rest)
     manifest = tfjob(fv.name or f"tfdist-{fv.approach}", fv.approach, fv.num_workers,
                      fv.image, rest, fv.num_ps, fv.namespace, fv.cpu, fv.memory,
-                     fv.gpus_per_worker, fv.backoff_limit, fv.run_dir)
+                     fv.gpus_per_worker, fv.backoff_limit, fv.run_dir, program=program)
   except (flags.Error, ValueError) as e:
     print(f"{cli.prog('launch.k8s')}: error: {e}", file=sys.stderr)
     return 2

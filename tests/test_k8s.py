@@ -79,3 +79,13 @@ def test_the_sdk_check_catches_a_broken_manifest():
   api = sdk.ApiClient()
   model = api._ApiClient__deserialize(job, "KubeflowOrgV1TFJob")  # pylint: disable=protected-access
   assert api.sanitize_for_serialization(model) != job
+
+
+def test_a_users_program_in_every_replica():
+  out = io.StringIO()
+  assert k8s.main(["k8s", "--approach=ps", "--image=reg/x:1", "train.py", "--epochs=1"],
+                  out=out) == 0
+  assert '- "python"\n' in out.getvalue() and '- "train.py"\n' in out.getvalue()
+  job = k8s.tfjob("j", "allreduce", 2, "img", [], program=["python", "-m", "pkg.train"])
+  (container,) = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+  assert container["command"] == ["python", "-m", "pkg.train"]

@@ -155,3 +155,35 @@ def _free_port_block(n):
       for s in socks:
         s.close()
   raise RuntimeError("no free port block")
+
+
+@pytest.mark.multiprocess
+def test_program_sbatch_runs_a_users_program_with_each_tasks_tf_config(tmp_path):
+  """launch/slurm/program.sbatch under the stand-in srun: every task of a user's program
+  sees its own place in one cluster."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import uuid  # pylint: disable=g-import-not-at-top
+  tag = uuid.uuid4().hex
+  env = helpers.base_env(tag)
+  port = _free_port_block(2)
+  env.update(PATH=FAKE_BIN + os.pathsep + env["PATH"], FAKE_SLURM_NTASKS="2",
+             PYTHON=sys.executable, PORT_BASE=str(port), TFDIST_RUN_DIR=str(tmp_path))
+  try:
+    out = subprocess.run(["bash", os.path.join(helpers.REPO, "launch", "slurm",
+                                               "program.sbatch"),
+                          "tests/user_programs/show_tf_config.py"], cwd=helpers.REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+  finally:
+    helpers.assert_no_survivors(tag)
+  assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+  configs = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("tf_config.*.json")}
+  assert sorted(configs) == ["tf_config.worker_0.json", "tf_config.worker_1.json"]
+  clusters = {json.dumps(c["cluster"], sort_keys=True) for c in configs.values()}
+  assert len(clusters) == 1
+  assert json.loads(clusters.pop()) == {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]}
+
+
+def test_slurm_exec_outside_srun_is_one_line():
+  from cluster import slurm_exec  # pylint: disable=g-import-not-at-top
+  assert slurm_exec.main(["x", "--", "true"]) == 2
+  assert slurm_exec.main(["x"]) == 2
