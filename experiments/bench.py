@@ -104,7 +104,8 @@ def cpu_peak_flops(info: str | None = None, cores: int | None = None
 
 def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
   """Measured fp32 FLOP/s of a square matmul on every core: the practical roofline."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with cli.quiet_tf_startup():  # TF's start-up lines stay off the console
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
   a = tf.random.normal((size, size))
   b = tf.random.normal((size, size))
   f = tf.function(lambda x, y: tf.matmul(x, y))
@@ -117,7 +118,8 @@ def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
 
 
 def model_train_flops(model: str) -> int:
-  from models import build_model, flops  # pylint: disable=g-import-not-at-top
+  with cli.quiet_tf_startup():
+    from models import build_model, flops  # pylint: disable=g-import-not-at-top
   return flops.train_flops_per_example(build_model(model))
 
 
