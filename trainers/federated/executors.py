@@ -4,8 +4,10 @@ this code starts and always stops itself, reached through TFF's own remote stubs
 - One process (--num_workers=0): a private worker_binary child on a loopback port,
   behind a sync execution context (what TFF's default local context does, minus
   the child that outlives its parent and holds stdout open).
-- N executor services (launcher `worker` tasks run worker_binary at the addresses
-  in TF_CONFIG): `ServicePool`, TFF's mergeable-computation context with two changes.
+- One executor service (a launcher `worker` task): the whole round runs there, behind
+  a sync context, as in one process.
+- N >= 2 executor services (launcher `worker` tasks run worker_binary at the
+  addresses in TF_CONFIG): `ServicePool`, TFF's mergeable-computation context with two changes.
   Each service gets exactly its own clients (clients.owner; TFF splits the list in
   equal runs), and only `up_to_merge` runs there: `merge`, `after_merge` and every
   computation that places nothing at the clients (initialize, reading the model) run

@@ -118,13 +118,13 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, pro
 
 
 def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
-          flag_values: dict | None, datasets=None, merge_address: str | None = None) -> dict:
-  """The server's side of FedAvg, on the executor services at `addresses` (merging
-  on the chief's own service at `merge_address`), or without one on the chief's
-  private service at addresses[0], the clients' host."""
+          flag_values: dict | None, datasets=None, merge_address: str | None = None,
+          in_process: bool = False) -> dict:
+  """The server's side of FedAvg, on the executor services at `addresses` (several:
+  merging on the chief's own service at `merge_address`; one: the whole round there),
+  or in_process on the chief's private service at addresses[0], the clients' host."""
   cfg = config.train
   pool = executors.install_context(addresses, merge_address=merge_address)
-  in_process = merge_address is None
   num_workers = 0 if in_process else len(addresses)
   with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets,
                         train_split=False) as run_:
@@ -170,11 +170,13 @@ def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
     raise ConfigError(f"approach {APPROACH} runs one chief and executor-service workers, "
                       f"not {task.name}")
   workers = list(task.cluster.get("worker", ())) if "chief" in task.cluster else []
+  if len(workers) == 1:  # the whole round on the one service: nothing to merge
+    return train(config, task, workers, flag_values, datasets)
   if workers:
     with executors.private_executor_service(counted=False) as merge_address:
       return train(config, task, workers, flag_values, datasets, merge_address)
   with executors.private_executor_service() as address:
-    return train(config, task, [address], flag_values, datasets)
+    return train(config, task, [address], flag_values, datasets, in_process=True)
 
 
 def run_main(argv=None) -> int:
