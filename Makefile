@@ -32,7 +32,7 @@ data: venv
 
 # The main job: all four approaches (PS async and sync) on MNIST, same model, each trained
 # to 99 % test accuracy (time, examples, measured bytes on the wire), then report.md /
-# report.json / report.png in runs/compare-<time>/. About 7 minutes on 2 cores.
+# report.json / report.png in runs/compare-<time>/. About 4 minutes on 2 cores.
 run: venv data
 	$(PY) -m experiments.compare
 
