@@ -62,19 +62,25 @@ def federated_process(model_fn, config: FedAvgConfig) -> process_lib.FederatedPr
   return process
 
 
-def serve_clients(config: FedAvgConfig, task: TaskInfo) -> None:
-  """A service task, before it becomes the executor service: writes its own clients
-  from this host's training split."""
-  cfg, services = config.train, len(task.cluster["worker"])
-  train = data.load_split(cfg.dataset, "train", config.client_data_dir or cfg.data_dir,
-                          cfg.synthetic_examples)
+def write_clients(config: FedAvgConfig, service: int, services: int, train=None) -> list[int]:
+  """This host's clients (service `service` of `services`; 0 of 0: every client)
+  written from `train`, else from this host's training split (--client_data_dir)."""
+  cfg = config.train
+  if train is None:
+    train = data.load_split(cfg.dataset, "train", config.client_data_dir or cfg.data_dir,
+                            cfg.synthetic_examples)
   try:
-    mine = clients_lib.write_service_clients(train, cfg, config.num_clients, task.task_index,
+    return clients_lib.write_service_clients(train, cfg, config.num_clients, service,
                                              services)
   except ValueError as e:  # e.g. more clients than examples: a flag's fault
     raise ConfigError(str(e)) from e
+
+
+def serve_clients(config: FedAvgConfig, task: TaskInfo) -> None:
+  """A service task, before it becomes the executor service: writes its own clients."""
+  mine = write_clients(config, task.task_index, len(task.cluster["worker"]))
   print(f"[{APPROACH}] {task.name}: {len(mine)} clients written to "
-        f"{clients_lib.service_dir(cfg.run_dir, task.task_index)}", flush=True)
+        f"{clients_lib.service_dir(config.train.run_dir, task.task_index)}", flush=True)
 
 
 def describe(config: FedAvgConfig, num_params: int, where: str) -> str:
@@ -129,12 +135,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
   with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets,
                         train_split=False) as run_:
     if in_process:  # this host holds the clients
-      train = datasets[0] if datasets else data.load_split(
-          cfg.dataset, "train", config.client_data_dir or cfg.data_dir, cfg.synthetic_examples)
-      try:
-        clients_lib.write_service_clients(train, cfg, config.num_clients, 0, 0)
-      except ValueError as e:
-        raise ConfigError(str(e)) from e
+      write_clients(config, 0, 0, datasets[0] if datasets else None)
     clients = rounds.Clients(run_, config, num_workers, pool)
     process = federated_process(run_.model_fn, config)
     state, start_round = process.initialize(), 0
