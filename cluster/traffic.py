@@ -28,6 +28,18 @@ def traffic_dir(run_dir: str) -> str:
   return os.path.join(run_dir, DIR_NAME)
 
 
+def start_fresh(directory: str) -> None:
+  """An empty count directory for a new launch (created, or cleared of an earlier
+  launch's count files)."""
+  os.makedirs(directory, exist_ok=True)
+  for name in os.listdir(directory):
+    if name.endswith((".json", ".json.tmp")):
+      try:
+        os.remove(os.path.join(directory, name))
+      except FileNotFoundError:
+        pass
+
+
 def read(directory: str | None) -> Totals:
   """task -> summed counters of its processes; {} if nothing was counted."""
   totals: Totals = {}

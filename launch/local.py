@@ -349,7 +349,9 @@ def _launch(config: LaunchConfig, argv: list[str], out) -> int:
   except ValueError as e:
     return _usage_error(str(e))
   if machine.preload:
-    os.makedirs(traffic.traffic_dir(config.run_dir), exist_ok=True)
+    # Counts from an earlier launch into this run directory (a --resume, a rerun) would
+    # add to this one's; its restarts (--max_restarts) do add up: they are this job.
+    traffic.start_fresh(traffic.traffic_dir(config.run_dir))
 
   def replan(attempt: int, previous: planning.Plan) -> planning.Plan:
     # Same addresses for a host list (and in the --link namespaces); fresh ports for

@@ -178,3 +178,14 @@ def test_reading_sums_processes_and_averages_workers(tmp_path):
 def test_own_counters_without_the_shim_is_none():
   if "LD_PRELOAD" not in os.environ:
     assert traffic.own_counters() is None
+
+
+def test_a_new_launch_starts_its_counts_afresh(tmp_path):
+  """A launch into a run directory that an earlier launch counted into (a --resume, a
+  rerun) counts only its own bytes."""
+  d = tmp_path / "traffic"
+  d.mkdir()
+  (d / "worker:0.123.json").write_text('{"pid": 123, "sent": 5, "received": 7}')
+  assert traffic.read(str(d)) == {"worker:0": {"sent": 5, "received": 7, "processes": 1}}
+  traffic.start_fresh(str(d))
+  assert traffic.read(str(d)) == {} and d.is_dir()
