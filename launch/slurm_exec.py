@@ -2,7 +2,7 @@
 (cluster/slurm.py, the layout of TF's SlurmClusterResolver), its GPUs and the address
 its servers listen on, then exec the program with them (launch/slurm/program.sbatch).
 
-    srun python -m cluster.slurm_exec --approach=allreduce -- python train.py --epochs=1
+    srun python -m launch.slurm_exec --approach=allreduce -- python train.py --epochs=1
 """
 
 import os
@@ -12,6 +12,7 @@ from absl import flags
 
 from cluster import approaches, cli, slurm
 from cluster.errors import ConfigError
+from launch import program as program_lib
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv if argv is None else argv
   fv = flags.FlagValues()
   define_flags(fv)
-  prog = cli.prog("cluster.slurm_exec")
+  prog = cli.prog("launch.slurm_exec")
   cli.exit_if_answered(argv, fv, prog, __doc__)
   try:
     program = fv(argv)[1:]
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
   except (flags.Error, ConfigError) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
-  if program[0] in ("python", "python3") or program[0].endswith(".py"):
-    program = [sys.executable] + (program[1:] if not program[0].endswith(".py") else program)
+  program = list(program_lib.program_argv(program, sys.executable))
   try:
     os.execvpe(program[0], program, env)
   except OSError as e:

@@ -184,6 +184,6 @@ def test_program_sbatch_runs_a_users_program_with_each_tasks_tf_config(tmp_path)
 
 
 def test_slurm_exec_outside_srun_is_one_line():
-  from cluster import slurm_exec  # pylint: disable=g-import-not-at-top
+  from launch import slurm_exec  # pylint: disable=g-import-not-at-top
   assert slurm_exec.main(["x", "--", "true"]) == 2
   assert slurm_exec.main(["x"]) == 2
