@@ -8,6 +8,11 @@ training time), the launcher's start-to-first-step latency and the final test
 accuracy, beside a single-process Keras `fit` of the same model and data (the
 practical ceiling on one machine). Writes bench.json in the bench directory and the
 table into BENCHMARKS.md (between the BENCH markers), with the machine and command.
+
+FedAvg's round is set beside the same client work (batch 10, SGD) in one plain Keras
+process twice: with TF's default kernels (oneDNN) and with oneDNN off
+(TF_ENABLE_ONEDNN_OPTS=0), the kernels TFF's prebuilt worker_binary runs (measured:
+the variable changes nothing there, and its rounds run at the oneDNN-off rate).
 """
 
 import datetime
@@ -63,9 +68,22 @@ def machine() -> str:
   return f"{platform.node()}: {cpus} CPU core(s) {model}{mem}, {platform.platform()}"
 
 
-def _measure(name: str, argv: list[str], run_dir: str) -> dict:
+# Off in the plain process: the kernels of TFF's worker_binary (which ignores it).
+SAME_KERNELS_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def _measure(name: str, argv: list[str], run_dir: str, env: dict | None = None) -> dict:
   launched = time.time()
-  code = local.main(argv)
+  saved = {k: os.environ.get(k) for k in env or {}}
+  os.environ.update(env or {})  # the launcher's tasks inherit it
+  try:
+    code = local.main(argv)
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
   row = {"approach": name, "exit_code": code, "run_dir": run_dir}
   if code == 0:
     with open(os.path.join(run_dir, "summary.json")) as f:
@@ -125,10 +143,11 @@ def model_train_flops(model: str) -> int:
 
 def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None = None,
           peaks: tuple[float | None, float | None] = (None, None),
-          client_baseline: dict | None = None) -> str:
+          client_baseline: dict | None = None, kernel_baseline: dict | None = None) -> str:
   """The bench table: throughput and its ratio to the single-process fit, achieved
   FLOP/s against the measured peak, where the seconds to the first step went, and
-  FedAvg's steady round time against the same client work in one plain process."""
+  FedAvg's steady round time against the same client work in one plain process (with
+  TF's default kernels; and with worker_binary's, oneDNN off)."""
   base = baseline.get("examples_per_sec") if baseline else None
   theory, measured = peaks
   lines = ["| approach | N | examples/s | vs 1-process fit | achieved GFLOP/s | % of peak "
@@ -137,7 +156,10 @@ def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None
            "|" + "---|" * 11]
   if client_baseline:
     client_baseline = dict(client_baseline, approach="keras fit (1 process), B=10, SGD")
-  for r in [x for x in (baseline, client_baseline) if x] + rows:
+  if kernel_baseline:
+    kernel_baseline = dict(kernel_baseline,
+                           approach="keras fit (1 process), B=10, SGD, oneDNN off")
+  for r in [x for x in (baseline, client_baseline, kernel_baseline) if x] + rows:
     if r.get("exit_code") != 0:
       lines.append(f"| {r['approach']} | {r.get('n', '-')} | failed (exit {r['exit_code']}) "
                    "|" + " |" * 8)
@@ -152,8 +174,10 @@ def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None
                        for p in ("launcher", "import", "peers", "cluster", "data",
                                  "first_step"))
     round_s, vs = r.get("steady_round_time_s"), r.get("round_vs_keras")
+    same = r.get("round_vs_keras_same_kernels")
     rounds = "-" if round_s is None else f"{round_s:.2f}" + (
-        f" ({vs:.2f}x)" if vs is not None else "")
+        f" ({vs:.2f}x" + (f"; {same:.2f}x oneDNN off" if same is not None else "") + ")"
+        if vs is not None else "")
     lines.append(f"| {r['approach']} | {r.get('n', 1)} | {r['examples_per_sec']:.0f} | "
                  f"{ratio} | {gflops} | {of_peak} | {'-' if lat is None else f'{lat:.1f}'} | "
                  f"{split} | {rounds} | {100 * r['test_accuracy']:.2f}% | "
@@ -183,7 +207,7 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
   # The same CPU budget rules for every run, the single-process baselines included.
   budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
 
-  def baseline(name: str, batch: int, extra: list[str]) -> dict:
+  def baseline(name: str, batch: int, extra: list[str], env: dict | None = None) -> dict:
     # The same trainer code as all-reduce, one process, plain Keras (no strategy).
     plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
                                   1, batch)
@@ -193,13 +217,16 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
     return _measure("keras fit (1 process)", [
         "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
         f"--run_dir={run_dir}", *budget_flag, "--", *common, *plan.trainer_args,
-        "--plain_keras", *extra], run_dir)
+        "--plain_keras", *extra], run_dir, env)
 
   base = baseline("baseline", fv.batch_size, [])
-  # FedAvg's client work as one plain process does it: batch B=10, plain SGD.
-  client_base = (baseline("baseline_b10", 10, ["--optimizer=sgd", "--learning_rate=0.1",
-                                               "--lr_schedule=constant"])
-                 if approaches.FEDAVG.name in fv.approaches else None)
+  # FedAvg's client work as one plain process does it: batch B=10, plain SGD; and the
+  # same with the kernels TFF's worker_binary runs.
+  client_base = kernel_base = None
+  if approaches.FEDAVG.name in fv.approaches:
+    b10 = ["--optimizer=sgd", "--learning_rate=0.1", "--lr_schedule=constant"]
+    client_base = baseline("baseline_b10", 10, b10)
+    kernel_base = baseline("baseline_b10_onednn_off", 10, b10, SAME_KERNELS_ENV)
   rows = []
   for name in fv.approaches:
     for n in counts:
@@ -213,11 +240,13 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
       row["n"] = n
       if name == approaches.FEDAVG.name:
         row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)
+        row["round_vs_keras_same_kernels"] = _fedavg_round_ratio(row, kernel_base)
       rows.append(row)
       if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
         print(f"bench: stopped (exit {row['exit_code']})", flush=True)
         return row["exit_code"]
-  return {"model": model, "baseline": base, "client_baseline": client_base, "rows": rows}
+  return {"model": model, "baseline": base, "client_baseline": client_base,
+          "kernel_baseline": kernel_base, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,20 +297,23 @@ def main(argv: list[str] | None = None) -> int:
            f"(dataset `{fv.dataset}`, {fv.budget_examples} training examples per row, "
            f"per-worker batch {fv.batch_size}; FedAvg: E=1, B=10, 10 clients/round, "
            f"N = executor services; FedAvg's round is compared with one plain Keras "
-           f"process doing the same client work: batch 10, SGD). Theoretical peak: {how}."]
+           f"process doing the same client work: batch 10, SGD; with TF's default "
+           f"kernels, and with oneDNN off as in TFF's worker_binary). Theoretical peak: "
+           f"{how}."]
   for r in results:
     parts.append(f"### `{r['model']}` ({r['train_flops_per_example'] / 1e6:.2f} MFLOP per "
                  f"training example)\n\n" + table(r["rows"], r["baseline"],
                                                     r["train_flops_per_example"], peaks,
-                                                    r["client_baseline"]))
+                                                    r["client_baseline"],
+                                                    r["kernel_baseline"]))
   text = "\n\n".join(parts)
   print(text)
   if fv.markdown:
     _splice(fv.markdown, text)
     print(f"bench: table written to {fv.markdown}")
   ok = all(row["exit_code"] == 0 for r in results
-           for row in r["rows"] + [r["baseline"]] + ([r["client_baseline"]]
-                                                       if r["client_baseline"] else []))
+           for row in r["rows"] + [r["baseline"]] + [
+               b for b in (r["client_baseline"], r["kernel_baseline"]) if b])
   return 0 if ok else 1
 
 

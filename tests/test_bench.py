@@ -16,18 +16,22 @@ def test_table_shows_ratio_flops_and_the_start_up_breakdown():
   fedavg = {"approach": "fedavg", "n": 2, "exit_code": 0, "examples_per_sec": 100.0,
             "test_accuracy": 0.9, "wall_time_s": 30.0, "steady_round_time_s": 15.0,
             "examples_per_round": 6000.0}
+  kernels = dict(client, examples_per_sec=300.0)
   fedavg["round_vs_keras"] = bench._fedavg_round_ratio(fedavg, client)
+  fedavg["round_vs_keras_same_kernels"] = bench._fedavg_round_ratio(fedavg, kernels)
   assert fedavg["round_vs_keras"] == 15.0 / (6000 / 500)  # 1.25x the same work
+  assert fedavg["round_vs_keras_same_kernels"] == 15.0 / (6000 / 300)  # 0.75x
   text = bench.table([row, failed, fedavg], base, flops_per_example=3_000_000,
-                     peaks=(8e10, 5e10), client_baseline=client)
+                     peaks=(8e10, 5e10), client_baseline=client, kernel_baseline=kernels)
   lines = text.splitlines()
   assert "| keras fit (1 process) | 1 | 1000 | 1.00x | 3.0 | 6% | 5.0 | 0.5 / 3.0 / 0.0 / " \
          "0.1 / 0.4 / 1.0 | - | 95.00% | 10.0 |" in lines
   assert "| keras fit (1 process), B=10, SGD | 1 | 500 | 0.50x |" in text
   assert "| allreduce | 2 | 900 | 0.90x | 2.7 | 5% | - | - / - / - / - / - / - | - |" \
          in text
-  assert "| fedavg | 2 | 100 | 0.10x | 0.3 | 1% | - | - / - / - / - / - / - | 15.00 (1.25x) |" \
-         in text
+  assert "| keras fit (1 process), B=10, SGD, oneDNN off | 1 | 300 | 0.30x |" in text
+  assert ("| fedavg | 2 | 100 | 0.10x | 0.3 | 1% | - | - / - / - / - / - / - | 15.00 (1.25x; "
+          "0.75x oneDNN off) |") in text
   assert "| gossip | 2 | failed (exit 69) |" in text
   assert "80 GFLOP/s theoretical, 50 GFLOP/s measured" in text
   assert all(line.count("|") == lines[0].count("|") for line in lines[:7])
