@@ -83,6 +83,7 @@ VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
     Variant("ps_async", PS, ("--ps_mode=async",), examples_per_step_is_per_worker=True),
     Variant("ps_sync", PS, ("--ps_mode=sync",)),
     Variant("gossip", GOSSIP),
+    Variant("gossip_async", GOSSIP, ("--gossip_mode=async",)),
     Variant("fedavg", FEDAVG),
 )}
 

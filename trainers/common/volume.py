@@ -7,7 +7,10 @@ as it sends, so the same figure stands beside both measured directions:
   ring all-reduce  2(N-1)/N x model bytes per step (reduce-scatter + all-gather);
   parameter server model bytes per worker step pushed (gradients), and as much
                    pulled (variables);
-  gossip           degree x model bytes per exchange;
+  gossip           degree x model bytes per exchange; asynchronous gossip: every
+                   one-sided put (its model to a neighbour, its clock to the chief
+                   and neighbours, its final model to the chief) as counted by the
+                   run, since a put to a slow peer skips the models offered meanwhile;
   FedAvg           per client: the model broadcast to it and its update uploaded
                    (with its example weight) each round it is sampled. Over TFF's
                    executor services, which host many clients and sum their updates
@@ -121,4 +124,17 @@ def fedavg_tasks(num_params: int, rounds_served: list[int], clients_served: list
   out = {task_name("chief", 0): _both(sum(per))}
   for i, v in enumerate(per):
     out[task_name("worker", i)] = _both(v)
+  return out
+
+
+def pushes_tasks(sizes: dict[str, int], pushes: list[tuple[str, int, int, int]]) -> dict:
+  """One-sided puts (asynchronous gossip): `pushes` = (kind, writer, owner, count) of
+  vectors of sizes[kind] float32s each; every put is sent by the writer's task and
+  received by the owner's. Returns task -> {sent, received}."""
+  out: dict[str, dict[str, float]] = {}
+  for kind, writer, owner, count in pushes:
+    b = float(count * FLOAT32_BYTES * sizes[kind])
+    for task, way in ((task_name("worker", writer), "sent"),
+                      (task_name("worker", owner), "received")):
+      out.setdefault(task, {"sent": 0.0, "received": 0.0})[way] += b
   return out

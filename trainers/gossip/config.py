@@ -12,6 +12,7 @@ from trainers.gossip import mixing as mixing_lib
 
 APPROACH = approaches.GOSSIP.name
 EXCHANGES = ("params", "gradients")
+MODES = ("sync", "async")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -20,6 +21,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "Who gossips with whom.", flag_values=fv)
   flags.DEFINE_enum("mixing", "metropolis", mixing_lib.MIXINGS,
                     "Mixing weights (both symmetric and doubly stochastic).", flag_values=fv)
+  flags.DEFINE_enum("gossip_mode", "sync", MODES, "sync: D-PSGD, every exchange a "
+                    "collective with the neighbours (a slow one delays them); async: each "
+                    "worker mixes with the newest model it holds from each neighbour and "
+                    "puts its own into theirs, never waiting (a slow neighbour's stale "
+                    "model is mixed when it arrives).", flag_values=fv)
   flags.DEFINE_integer("gossip_every", 1, "Exchange with the neighbours every K local steps.",
                        flag_values=fv)
   flags.DEFINE_enum("exchange", "params", EXCHANGES, "params: D-PSGD, average "
@@ -39,12 +45,29 @@ class Config(config_lib.ApproachConfig):
   gossip_every: int = 1
   exchange: str = "params"
   independent_init: bool = False
+  gossip_mode: str = "sync"
 
   def __post_init__(self):
     check_choice("topology", self.topology, mixing_lib.TOPOLOGIES)
     check_choice("mixing", self.mixing, mixing_lib.MIXINGS)
     check_choice("exchange", self.exchange, EXCHANGES)
+    check_choice("gossip_mode", self.gossip_mode, MODES)
     config_lib.check_positive("gossip_every", self.gossip_every)
+    if self.is_async:
+      if self.exchange != "params":
+        raise ConfigError("--gossip_mode=async mixes parameters; --exchange=gradients is "
+                          "synchronous only")
+      if self.topology == mixing_lib.ONE_PEER_EXP:
+        raise ConfigError(f"--gossip_mode=async needs a fixed graph; --topology="
+                          f"{self.topology} changes its peer in lockstep (use ring, torus, "
+                          "exponential or full)")
+      if self.train.resume:
+        raise ConfigError("--gossip_mode=async does not resume (its workers stop at "
+                          "different steps); start it afresh")
+
+  @property
+  def is_async(self) -> bool:
+    return self.gossip_mode == "async"
 
   def check_cluster(self, num_workers: int) -> None:
     try:

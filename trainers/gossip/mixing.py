@@ -130,3 +130,23 @@ def consensus_distance(x: np.ndarray) -> float:
   mean = x.mean(axis=0)
   spread = math.sqrt(float(((x - mean) ** 2).sum(axis=1).mean()))
   return spread / max(float(np.linalg.norm(mean)), 1e-30)
+
+
+def async_mix(own: np.ndarray, received: dict[int, np.ndarray], weights: dict[int, float]
+              ) -> np.ndarray:
+  """Asynchronous gossip's step for one worker: x_i <- x_i + sum_j W_ij (x_j - x_i) over
+  the neighbours j whose newer model arrived since the last mix (`received`), with the
+  latest x_j it holds. With every neighbour fresh this is exactly sum_j W_ij x_j (the
+  synchronous step, W_ii = 1 - sum W_ij); with some missing, the row is renormalised
+  onto x_i itself, so a slow neighbour's weight stays with the worker's own model
+  instead of pulling it again towards a model it already mixed."""
+  out = np.array(own, dtype=np.float64)
+  for j in sorted(received):
+    out += weights[j] * (np.asarray(received[j], np.float64) - own)
+  return out.astype(own.dtype)
+
+
+def staleness(neighbour_step: float, model_step: float) -> int:
+  """How many of the neighbour's own steps the model being mixed is behind the newest
+  step the neighbour has announced (never negative: its announcement may lag)."""
+  return max(0, int(round(neighbour_step - model_step)))

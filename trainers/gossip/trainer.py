@@ -23,6 +23,7 @@ import tensorflow as tf
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo
 from trainers.common import data, entry, model, session, volume
+from trainers.gossip import async_gossip
 from trainers.gossip import config as approach_config
 from trainers.gossip import mixing as mixing_lib
 from trainers.gossip.config import APPROACH
@@ -88,6 +89,18 @@ class GossipWorker:
     for v, new in zip(self.variables, self.flat.unflatten(mixed)):
       v.assign(new)
 
+  def get_flat(self) -> np.ndarray:
+    """This replica's parameters as one float32 vector."""
+    return self.flat.flatten(self.variables).numpy()
+
+  def set_flat(self, vector: np.ndarray) -> None:
+    for v, new in zip(self.variables, self.flat.unflatten(tf.constant(vector, tf.float32))):
+      v.assign(new)
+
+  def weights_of(self, vector: np.ndarray) -> list[np.ndarray]:
+    """A flat parameter vector as model weights."""
+    return [t.numpy() for t in self.flat.unflatten(tf.constant(vector, tf.float32))]
+
   @tf.function
   def gather_all(self, vector, key: int):
     return self.exchange.gather_all(vector, key)
@@ -100,8 +113,7 @@ class GossipWorker:
 
   def mean_weights(self, replicas: np.ndarray) -> list[np.ndarray]:
     """x-bar, the average of every replica, as model weights."""
-    return [t.numpy() for t in self.flat.unflatten(tf.constant(replicas.mean(axis=0),
-                                                               tf.float32))]
+    return self.weights_of(replicas.mean(axis=0))
 
   def agree(self, stop: bool) -> bool:
     """True on every worker if any says stop (the chief, which alone evaluates); a
@@ -203,6 +215,8 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
   if task.task_type != "worker":
     raise ConfigError(f"approach gossip runs worker tasks only, not {task.name}")
   cfg, n, me = config.train, max(1, task.num_workers), task.task_index
+  if config.is_async:
+    return run_async(config, task, flag_values, datasets)
   if n > 1:
     # Brings up this task's gRPC server and TF's collective runtime for the
     # cluster in TF_CONFIG; training itself does not use the strategy.
@@ -248,6 +262,56 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     # while another worker still needs it.
     worker.gather_all(tf.constant([0.0]), _BARRIER)
     return summary
+
+
+def run_async(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
+              datasets=None) -> dict:
+  """--gossip_mode=async (async_gossip.py): no collective, no barrier per step; the
+  exchange is one-sided puts through this task's own gRPC server."""
+  cfg, n, me = config.train, max(1, task.num_workers), task.task_index
+  config.check_cluster(n)
+  exchange = NeighbourExchange(me, n, config.topology, config.mixing)
+  label = f"{APPROACH}/{config.topology}/async"
+  with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:
+    steps_per_epoch = run_.steps_per_epoch(cfg.batch_size * n)
+    batches = iter(data.train_dataset(run_.shard(me, n), cfg.batch_size, seed=cfg.seed + me))
+    if config.independent_init:
+      tf.keras.utils.set_random_seed(cfg.seed + me)
+    total = steps_per_epoch * cfg.epochs
+    worker = GossipWorker(run_, exchange, total)
+    plan = async_gossip.Plan(me, n, tuple(exchange.neighbours), worker.flat.size)
+    peers = async_gossip.Peers(task, plan, {j: exchange.w[me, j] for j in exchange.neighbours},
+                               mixing_lib.neighbours(n, config.topology))
+    try:
+      run_.start_progress(steps_per_epoch, cfg.batch_size * n)
+      run_.announce(f"{n} worker(s), asynchronous gossip, topology {config.topology} "
+                    f"({config.mixing}), degree {exchange.degree}, every "
+                    f"{config.gossip_every} step(s), {volume.model_bytes(plan.sizes['model'])}"
+                    f" B per model put; {steps_per_epoch} job steps/epoch x {cfg.epochs}, "
+                    f"model {cfg.model}, dataset {cfg.dataset}")
+      clock = async_gossip.train(run_, worker, peers, batches, config.gossip_every, total)
+      fields = async_gossip.finish(run_, worker, peers, clock)
+      if fields is None:  # released by the chief, which wrote the summary
+        return {}
+      test = run_.score(fields.pop("mean_replica"))
+      progress = run_.progress
+      summary = run_.finish(
+          topology=config.topology, mixing=config.mixing, exchange=config.exchange,
+          gossip_mode=config.gossip_mode, gossip_every=config.gossip_every,
+          degree=exchange.degree, spectral_gap=mixing_lib.spectral_gap(exchange.w),
+          epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=clock.step,
+          batch_size_per_worker=cfg.batch_size,
+          test_loss=test[0], test_accuracy=test[1],
+          chief_replica_test_accuracy=progress.last_test[1],
+          examples_processed=sum(fields["worker_steps"]) * cfg.batch_size,
+          notes=f"asynchronous; consensus distance {fields['consensus_distance']:.2e}, "
+                f"staleness mean {fields['staleness_mean'] or 0:.1f} max "
+                f"{fields['staleness_max']} steps",
+          **fields)
+      async_gossip.release(peers)
+      return summary
+    finally:
+      peers.close()
 
 
 def run_main(argv=None) -> int:

@@ -1,0 +1,183 @@
+"""Asynchronous gossip's transport: slots on each worker's own task that its peers write
+into, through TensorFlow's gRPC runtime, without a barrier and without waiting.
+
+Every worker runs a `tf.distribute.Server` for its task of TF_CONFIG's cluster and
+creates resource variables ("slots") on its own device. A peer writes one with an
+`AssignVariableOp` placed on the owner's device (the resource found by its shared
+name), run through a `tf.compat.v1.Session` on the writer's own server: a one-sided
+put, as in BlueFog's window puts. A worker reads only its own slots (local), so a
+slow or stopped peer blocks nothing but the thread that writes to it. An assign
+replaces the slot's tensor under the variable's lock, so a reader sees either the
+old vector or the new one, never a torn mix.
+
+The graph is private (a `tf.Graph`), so the trainer itself stays eager.
+
+Slot kinds (each a float32 vector; names are "<kind>_<owner>_from_<writer>"):
+  model    a neighbour's latest parameters and the step they are from ([P + 1])
+  status   a peer's clock and running statistics ([STATUS])
+  final    a worker's final parameters and figures, written to the chief once ([P + F])
+  control  written by the chief: [stop, release] ([2]), one slot per worker
+
+Writers keep pushing the newest vector they were given; one thread per destination
+and kind (`Pusher`), so one peer's slowness never delays a push to another.
+"""
+
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+MODEL, STATUS, FINAL, CONTROL = "model", "status", "final", "control"
+EMPTY = -1.0  # a slot's last element until first written: "nothing yet"
+
+
+def device(task: int) -> str:
+  return f"/job:worker/replica:0/task:{task}/device:CPU:0"
+
+
+def slot_name(kind: str, owner: int, writer: int) -> str:
+  return f"tfdist_{kind}_{owner}_from_{writer}"
+
+
+class Mailbox:
+  """This worker's slots and its writes into its peers' slots.
+
+  `incoming`: kind -> (writers, size) of the slots on this task;
+  `outgoing`: kind -> (owners, size) of the slots this worker writes.
+  """
+
+  def __init__(self, cluster: dict, me: int, incoming: dict, outgoing: dict,
+               server: tf.distribute.Server | None = None):
+    self.me = me
+    self.server = server or tf.distribute.Server(
+        tf.train.ClusterSpec(cluster), job_name="worker", task_index=me, start=True)
+    # A session sees only the tasks in its device filters (and places its whole
+    # graph on them), and its first run asks each for its devices. So the slots and
+    # reads are a graph and session of their own, needing no peer at all, and the
+    # writes to each peer another: a peer not up yet, or stopped, holds up nothing but
+    # the writes to it.
+    self._reads, self._writes, inits = {}, {}, []
+    local = tf.Graph()
+    with local.as_default(), tf.device(device(me)):
+      for kind, (writers, size) in incoming.items():
+        for w in writers:
+          var = tf.compat.v1.get_variable(
+              slot_name(kind, me, w), shape=[size], dtype=tf.float32, use_resource=True,
+              initializer=tf.constant_initializer(EMPTY), trainable=False)
+          inits.append(var.initializer)
+          self._reads[(kind, w)] = var.read_value()
+    self.local = self._session(local, me)
+    self.local.run(inits)
+    graphs: dict[int, tf.Graph] = {}
+    for kind, (owners, size) in outgoing.items():
+      for o in owners:
+        with graphs.setdefault(o, tf.Graph()).as_default(), tf.device(device(o)):
+          handle = tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[size],
+                                          shared_name=slot_name(kind, o, me))
+          value = tf.compat.v1.placeholder(tf.float32, [size])
+          self._writes[(kind, o)] = (tf.raw_ops.AssignVariableOp(resource=handle,
+                                                                 value=value), value)
+    self._remote = {o: self._session(g, me, o) for o, g in graphs.items()}
+
+  def _session(self, graph: tf.Graph, *tasks: int) -> tf.compat.v1.Session:
+    return tf.compat.v1.Session(self.server.target, graph=graph,
+                                config=tf.compat.v1.ConfigProto(
+                                    device_filters=[f"/job:worker/task:{t}" for t in tasks]))
+
+  def read(self, keys: Sequence[tuple[str, int]]) -> list[np.ndarray]:
+    """This task's slots (kind, writer), in one local run."""
+    return self.local.run([self._reads[k] for k in keys])
+
+  def write(self, kind: str, owner: int, vector: np.ndarray) -> None:
+    """Puts `vector` into `owner`'s slot from this worker; blocks until it is there."""
+    op, value = self._writes[(kind, owner)]
+    self._remote[owner].run(op, {value: vector})
+
+  def close(self) -> None:
+    for s in [self.local, *self._remote.values()]:
+      s.close()
+
+
+class Pusher:
+  """Keeps one peer's slot up to date with the newest vector `offer`ed, from a thread of
+  its own: a push that is slow (thin link, slow peer) skips the vectors offered
+  meanwhile, and delays only itself. Counts the pushes that landed."""
+
+  def __init__(self, write: Callable[[np.ndarray], None], name: str,
+               min_interval_s: float = 0.0, retry_s: float = 0.2):
+    self._write, self._min_interval, self._retry = write, min_interval_s, retry_s
+    self._lock = threading.Condition()
+    self._latest: np.ndarray | None = None
+    self._version = self._sent_version = 0
+    self._stopped = False
+    self.pushes = 0
+    self.errors = 0
+    self.last_error = ""
+    self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+    self._thread.start()
+
+  def offer(self, vector: np.ndarray) -> None:
+    with self._lock:
+      self._latest, self._version = vector, self._version + 1
+      self._lock.notify()
+
+  def _loop(self) -> None:
+    while True:
+      with self._lock:
+        while not self._stopped and self._version == self._sent_version:
+          self._lock.wait()
+        if self._stopped:
+          return
+        vector, version = self._latest, self._version
+      started = time.monotonic()
+      try:
+        self._write(vector)
+      except (tf.errors.OpError, RuntimeError) as e:  # peer not up yet, or gone
+        self.errors += 1
+        self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        time.sleep(self._retry)
+        continue
+      with self._lock:
+        self.pushes += 1
+        self._sent_version = version
+        self._lock.notify_all()
+      pause = self._min_interval - (time.monotonic() - started)
+      if pause > 0:
+        time.sleep(pause)
+
+  def flush(self, deadline_s: float) -> None:
+    """Waits until the newest vector offered has landed; RuntimeError after
+    `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    with self._lock:
+      while self._sent_version != self._version:
+        left = end - time.monotonic()
+        if left <= 0:
+          raise RuntimeError(f"{self._thread.name}: not delivered within {deadline_s:.0f}s"
+                             + (f" ({self.last_error})" if self.last_error else ""))
+        self._lock.wait(min(left, 0.1))
+
+  def stop(self, timeout_s: float = 1.0) -> None:
+    """Stops pushing; a push in flight to a stopped peer is left to the daemon thread."""
+    with self._lock:
+      self._stopped = True
+      self._lock.notify()
+    self._thread.join(timeout_s)
+
+
+def push_until_landed(write: Callable[[], None], deadline_s: float, what: str,
+                      retry_s: float = 0.2) -> None:
+  """One write that must land (the final agreement): retried while the peer comes
+  up, RuntimeError after `deadline_s`."""
+  end = time.monotonic() + deadline_s
+  while True:
+    try:
+      write()
+      return
+    except tf.errors.OpError as e:
+      if time.monotonic() > end:
+        raise RuntimeError(f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                           ) from e
+      time.sleep(retry_s)
