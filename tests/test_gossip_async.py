@@ -43,6 +43,15 @@ def test_async_mix_keeps_a_missing_neighbours_weight_on_its_own_model():
   assert mixing.async_mix(own, {}, {1: 0.5}).tolist() == own.tolist()
 
 
+def test_the_job_clock_and_a_workers_estimate_of_it():
+  empty = np.full(len(ag.STATUS_FIELDS), mb.EMPTY, np.float32)
+  status = {1: np.array([30] + [0] * 5, np.float32), 2: empty,
+            3: np.array([10] + [0] * 5, np.float32)}
+  assert ag.job_step(50, status, 4) == (50 + 30 + 10) // 4  # one not heard from yet: 0
+  assert ag.heard_step(50, status) == (50 + 30 + 10) // 3
+  assert ag.heard_step(7, {}) == 7
+
+
 def test_staleness_counts_the_neighbours_steps_and_never_goes_negative():
   assert mixing.staleness(neighbour_step=40, model_step=31) == 9
   assert mixing.staleness(neighbour_step=30, model_step=31) == 0  # status lags the model

@@ -281,6 +281,13 @@ def job_step(own_step: int, status: dict, n: int) -> int:
   return (own_step + sum(int(v[0]) for v in status.values() if v[0] >= 0)) // n
 
 
+def heard_step(own_step: int, status: dict) -> int:
+  """This worker's estimate of the job's clock: the mean step of itself and the peers
+  it hears from (the chief hears from every worker: exact)."""
+  steps = [own_step] + [int(v[0]) for v in status.values() if v[0] >= 0]
+  return sum(steps) // len(steps)
+
+
 def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: int):
   """One worker's loop; returns its Clock. The chief drives the progress points and
   the stop; the others train until its control slot says stop (or, should the chief
@@ -308,6 +315,9 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
     control = None
     if plan.n > 1 and clock.step % gossip_every == 0:
       models, status, control = peers.read()
+      # The learning-rate schedule spans the job's steps: it follows the job's clock,
+      # not this worker's own count (a fast worker would run past its end, at rate 0).
+      worker.optimizer.iterations.assign(heard_step(clock.step, status))
       fresh = {j: v for j, v in models.items() if v[-1] > last_mixed[j]}
       if fresh:
         for j, v in fresh.items():
