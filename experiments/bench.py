@@ -207,26 +207,23 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
   # The same CPU budget rules for every run, the single-process baselines included.
   budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
 
-  def baseline(name: str, batch: int, extra: list[str], env: dict | None = None) -> dict:
-    # The same trainer code as all-reduce, one process, plain Keras (no strategy).
-    plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, fv.budget_examples, num_train,
-                                  1, batch)
+  def baseline(name: str, batch: int, extra, env: dict | None = None) -> dict:
     run_dir = os.path.join(root, model, name)
+    argv, plan = compare.plain_keras_argv(model, fv.dataset, fv.data_dir, num_train, batch,
+                                          fv.budget_examples, run_dir, extra, budget_flag)
     print(f"bench: {model}: single-process Keras fit, batch {batch} ({plan.description})",
           flush=True)
-    return _measure("keras fit (1 process)", [
-        "launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
-        f"--run_dir={run_dir}", *budget_flag, "--", *common, *plan.trainer_args,
-        "--plain_keras", *extra], run_dir, env)
+    return _measure("keras fit (1 process)", argv, run_dir, env)
 
   base = baseline("baseline", fv.batch_size, [])
   # FedAvg's client work as one plain process does it: batch B=10, plain SGD; and the
   # same with the kernels TFF's worker_binary runs.
   client_base = kernel_base = None
   if approaches.FEDAVG.name in fv.approaches:
-    b10 = ["--optimizer=sgd", "--learning_rate=0.1", "--lr_schedule=constant"]
-    client_base = baseline("baseline_b10", 10, b10)
-    kernel_base = baseline("baseline_b10_onednn_off", 10, b10, SAME_KERNELS_ENV)
+    b10 = compare.CLIENT_ARGS
+    client_base = baseline("baseline_b10", compare.CLIENT_BATCH, b10)
+    kernel_base = baseline("baseline_b10_onednn_off", compare.CLIENT_BATCH, b10,
+                           SAME_KERNELS_ENV)
   rows = []
   for name in fv.approaches:
     for n in counts:

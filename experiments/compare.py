@@ -27,6 +27,7 @@ from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import regimes as regimes_lib
 from experiments import report as report_lib
+from experiments import scaling as scaling_lib
 from launch import links, local, preflight
 from trainers.common.errors import DataError
 from trainers.common import flags as common_flags
@@ -84,6 +85,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "link_10mbit, straggler, shards) and write regimes.md/json/png. "
                     "Unless given, --num_workers becomes 4, --target_accuracy 0.98 and "
                     "--max_examples 60000.", flag_values=fv)
+  flags.DEFINE_list("scaling", [], "The scaling sweep: every approach at each of these "
+                    "worker counts (e.g. 2,4,8), plus the compute of one step without "
+                    "contention; writes scaling.md/json/png (experiments/scaling.py). "
+                    "Unless given, --target_accuracy becomes 0.98 and --max_examples "
+                    "60000.", flag_values=fv)
 
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
@@ -135,6 +141,16 @@ def _parse(argv: list[str]) -> flags.FlagValues:
                         ("max_examples", 60_000)):
       if not fv[name].present:
         fv[name].value = value
+  if fv.scaling:
+    try:
+      scaling_lib.parse_counts(fv.scaling)
+    except ValueError as e:
+      raise flags.Error(str(e)) from e
+    if fv.regimes or fv.preset:
+      raise flags.Error("--scaling is a job of its own; give it without --regimes/--preset")
+    for name, value in (("target_accuracy", 0.98), ("max_examples", 60_000)):
+      if not fv[name].present:
+        fv[name].value = value
   if fv.preset == "fedavg_paper":
     try:
       budget_lib.paper_preset(1, 0.1, tuple(fv.paper_settings) or None,
@@ -144,9 +160,10 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   return fv
 
 
-def plan_runs(fv: flags.FlagValues, num_train: int
+def plan_runs(fv: flags.FlagValues, num_train: int, num_workers: int | None = None
               ) -> list[tuple[str, int, budget_lib.Budget]]:
-  """Pure: (approach name, seed, its launch plan) for every run, approach by approach."""
+  """Pure: (approach name, seed, its launch plan) for every run, approach by approach
+  (with `num_workers` workers; default --num_workers)."""
   fixed = fv.budget_examples is not None
   target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
                               eval_every_examples=fv.eval_every_examples)
@@ -154,7 +171,8 @@ def plan_runs(fv: flags.FlagValues, num_train: int
   runs = []
   for name in fv.approaches:
     plan = budget_lib.plan_budget(
-        name, fv.budget_examples if fixed else fv.max_examples, num_train, fv.num_workers,
+        name, fv.budget_examples if fixed else fv.max_examples, num_train,
+        num_workers or fv.num_workers,
         fv.batch_size, fv.clients_per_round, client_learning_rate=fv.client_learning_rate,
         target=target)
     runs.extend((name, fv.seed + k, plan) for k in range(fv.seeds))
@@ -180,6 +198,9 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   if fv.regimes:
     return run_regimes(fv, num_train, os.path.abspath(
         fv.run_dir or os.path.join("runs", f"regimes-{stamp}")), console)
+  if fv.scaling:
+    return run_scaling(fv, num_train, os.path.abspath(
+        fv.run_dir or os.path.join("runs", f"scaling-{stamp}")), console)
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
   runs = plan_runs(fv, num_train)
   mode = (f"budget {fv.budget_examples} examples each" if fv.budget_examples else
@@ -227,6 +248,70 @@ def run_regimes(fv: flags.FlagValues, num_train: int, root: str, console) -> int
   print(table, file=console)
   print(f"compare: regimes done in {time.time() - started:.0f}s; {root}/regimes.md, "
         "regimes.json, regimes.png", file=console, flush=True)
+  return code
+
+
+def plain_keras_argv(model: str, dataset: str, data_dir: str | None, num_train: int,
+                     batch: int, budget: int, run_dir: str, extra=(), launcher_extra=()
+                     ) -> tuple[list[str], budget_lib.Budget]:
+  """The launcher's argv for one process training `budget` examples with plain Keras
+  (the all-reduce trainer without a strategy: the same code, no collective), and its
+  plan: a step's compute without contention (the bench's baselines, the sweep's)."""
+  plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, budget, num_train, 1, batch)
+  data = [f"--data_dir={data_dir}"] if data_dir else []
+  return (["launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
+           f"--run_dir={run_dir}", *launcher_extra, "--", f"--model={model}",
+           f"--dataset={dataset}", *data, *plan.trainer_args, "--plain_keras", *extra], plan)
+
+
+# FedAvg's client work as one plain process does it: batch 10, plain SGD.
+CLIENT_BATCH, CLIENT_ARGS = 10, ("--optimizer=sgd", "--learning_rate=0.1",
+                                 "--lr_schedule=constant")
+
+
+def measure_compute(fv: flags.FlagValues, num_train: int, root: str, console) -> dict:
+  """Seconds per step at the per-worker batch and per example at FedAvg's client
+  batch, one process alone (its throughput over its training time)."""
+  out = {"batch_size": fv.batch_size, "client_batch_size": CLIENT_BATCH}
+  for key, batch, extra in (("step_s", fv.batch_size, ()),
+                            ("client_example_s", CLIENT_BATCH, CLIENT_ARGS)):
+    run_dir = os.path.join(root, "compute", f"batch_{batch}")
+    print(f"compare: compute without contention: one process, batch {batch}", file=console,
+          flush=True)
+    argv, _ = plain_keras_argv(fv.model, fv.dataset, fv.data_dir, num_train, batch,
+                               300 * batch, run_dir, extra)
+    code = local.main(argv, console=console)
+    if code != 0:
+      out[key] = None
+      continue
+    with open(os.path.join(run_dir, "summary.json")) as f:
+      rate = json.load(f)["examples_per_sec"]
+    out[key] = (batch if key == "step_s" else 1) / rate
+  return out
+
+
+def run_scaling(fv: flags.FlagValues, num_train: int, root: str, console) -> int:
+  """The comparison once per worker count (root/n<N>/<approach>), then the sweep."""
+  counts = scaling_lib.parse_counts(fv.scaling)
+  mode = f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)"
+  print(f"compare: scaling over N = {', '.join(map(str, counts))}, {len(fv.approaches)} "
+        f"approach(es), model {fv.model}, {mode}; in {root}", file=console, flush=True)
+  started, cells, code = time.time(), {}, 0
+  compute = measure_compute(fv, num_train, root, console)
+  for n in counts:
+    runs = plan_runs(fv, num_train, n)
+    done, failed, stopped = _run_all(fv, runs, os.path.join(root, f"n{n}"), console)
+    cells[str(n)] = {name: scaling_lib.cell_of_run(os.path.join(root, f"n{n}", name))
+                     for name, _, _ in runs}
+    code = code or (1 if failed else 0)
+    os.makedirs(root, exist_ok=True)
+    table = scaling_lib.write(root, cells, fv.approaches, counts[:len(cells)], compute,
+                              fv.target_accuracy, _preamble(fv, runs, mode, "N"))
+    if stopped:
+      return stopped
+  print(table, file=console)
+  print(f"compare: scaling done in {time.time() - started:.0f}s; {root}/scaling.md, "
+        "scaling.json, scaling.png", file=console, flush=True)
   return code
 
 
@@ -289,11 +374,12 @@ def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
   return done, failed, 0
 
 
-def _preamble(fv: flags.FlagValues, runs, mode: str) -> str:
+def _preamble(fv: flags.FlagValues, runs, mode: str, workers: str | None = None) -> str:
   seen = {}
   for name, _, plan in runs:
     seen.setdefault(name, plan)
-  return (f"Model `{fv.model}`, dataset `{fv.dataset}`, {fv.num_workers} workers, {mode}, "
+  return (f"Model `{fv.model}`, dataset `{fv.dataset}`, {workers or fv.num_workers} workers, "
+          f"{mode}, "
           f"{fv.seeds} seed(s) from {fv.seed}:\n\n" +
           "\n".join(f"- {n}: {p.description} (at most {p.examples} examples)"
                      for n, p in seen.items()))

@@ -14,11 +14,11 @@ from tests import helpers
 ENTRIES = {"launch.local": "num_workers", "launch.k8s": "image",
            "experiments.compare": "target_accuracy", "experiments.bench": "budget_examples",
            "experiments.report": "out_dir", "experiments.exit_paths": "run_dir",
-           "experiments.data": "idx_dir",
+           "experiments.data": "idx_dir", "experiments.costmodel": "latency_us",
            "trainers.allreduce": "steps_per_execution", "trainers.ps": "ps_mode",
            "trainers.gossip": "topology", "trainers.federated": "clients_per_round"}
 SCRIPTS = ("tfdist-launch", "tfdist-k8s", "tfdist-compare", "tfdist-bench", "tfdist-report",
-           "tfdist-data",
+           "tfdist-data", "tfdist-plan",
            "tfdist-allreduce", "tfdist-ps", "tfdist-gossip", "tfdist-fedavg")
 
 
