@@ -271,7 +271,8 @@ CLIENT_BATCH, CLIENT_ARGS = 10, ("--optimizer=sgd", "--learning_rate=0.1",
 
 def measure_compute(fv: flags.FlagValues, num_train: int, root: str, console) -> dict:
   """Seconds per step at the per-worker batch and per example at FedAvg's client
-  batch, one process alone (its throughput over its training time)."""
+  batch, one process alone (its throughput over its training time, one epoch: a few
+  hundred steps would be mostly warm-up)."""
   out = {"batch_size": fv.batch_size, "client_batch_size": CLIENT_BATCH}
   for key, batch, extra in (("step_s", fv.batch_size, ()),
                             ("client_example_s", CLIENT_BATCH, CLIENT_ARGS)):
@@ -279,7 +280,7 @@ def measure_compute(fv: flags.FlagValues, num_train: int, root: str, console) ->
     print(f"compare: compute without contention: one process, batch {batch}", file=console,
           flush=True)
     argv, _ = plain_keras_argv(fv.model, fv.dataset, fv.data_dir, num_train, batch,
-                               300 * batch, run_dir, extra)
+                               num_train, run_dir, extra)
     code = local.main(argv, console=console)
     if code != 0:
       out[key] = None

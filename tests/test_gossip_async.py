@@ -58,7 +58,8 @@ def test_staleness_counts_the_neighbours_steps_and_never_goes_negative():
 
 
 def test_who_puts_what_where_on_a_ring_of_four():
-  chief, other = ag.Plan(0, 4, (1, 3), 10), ag.Plan(2, 4, (1, 3), 10)
+  chief, other = ag.plan_for(0, 4, "ring", 10), ag.plan_for(2, 4, "ring", 10)
+  assert chief.model_to == chief.model_from == (1, 3) and other.out_peers(7) == (1, 3)
   assert chief.status_from == (1, 2, 3) and other.status_from == (1, 3)
   assert other.status_to == (0, 1, 3) and chief.status_to == (1, 3)
   assert chief.incoming()[mb.FINAL] == ((1, 2, 3), 10 + len(ag.FINAL_FIELDS) + 4 + 1)
@@ -67,6 +68,20 @@ def test_who_puts_what_where_on_a_ring_of_four():
   assert other.incoming()[mb.CONTROL] == ((0,), 2)
   assert mb.CONTROL not in chief.incoming() and mb.FINAL not in other.incoming()
   assert other.incoming()[mb.MODEL] == ((1, 3), 11)
+  w = mixing.mixing_matrix(4, "ring")
+  assert other.weights([3], w) == {3: pytest.approx(1 / 3)}
+
+
+def test_one_peer_exponential_puts_to_one_peer_in_turn_and_averages_with_what_came():
+  p = ag.plan_for(1, 8, "one_peer_exp", 10)
+  assert p.model_to == (2, 3, 5) and p.model_from == (0, 5, 7)  # 1 +- 1, 2, 4 (mod 8)
+  assert [p.out_peers(t) for t in range(4)] == [(2,), (3,), (5,), (2,)]
+  assert p.status_to == (0, 2, 3, 5) and p.status_from == (0, 5, 7)
+  assert p.weights([7], None) == {7: 0.5}  # (x_i + x_j) / 2
+  assert p.weights([0, 5], None) == {0: 0.25, 5: 0.25}  # x_i and the mean of the two
+  own, a, b = np.zeros(2, np.float32), np.ones(2, np.float32), 3 * np.ones(2, np.float32)
+  got = mixing.async_mix(own, {0: a, 5: b}, p.weights([0, 5], None))
+  np.testing.assert_allclose(got, (own + (a + b) / 2) / 2)
 
 
 def test_final_vector_round_trip_and_the_analytic_bytes_of_every_put():
@@ -80,7 +95,7 @@ def test_final_vector_round_trip_and_the_analytic_bytes_of_every_put():
   assert figures["test_accuracy"] == 0.875 and figures["train_seconds"] == 1.5
   # Two workers, 6 parameters: worker 0 (chief) put 4 models and 10 statuses into
   # worker 1 and 1 control; worker 1 put 3 models, 6 statuses and its final into 0.
-  plans = [ag.Plan(0, 2, (1,), 6), ag.Plan(1, 2, (0,), 6)]
+  plans = [ag.plan_for(0, 2, "ring", 6), ag.plan_for(1, 2, "ring", 6)]
   figs = [{"model_pushes": [0, 4], "status_pushes": 10, "control_pushes": 1},
           {"model_pushes": [3, 0], "status_pushes": 6, "control_pushes": 0}]
   sizes = plans[0].sizes
@@ -97,8 +112,6 @@ def test_async_refuses_what_it_cannot_do():
   train = TrainConfig(approach="gossip", run_dir="/tmp/unused")
   with pytest.raises(ConfigError, match="exchange=gradients"):
     Config(train=train, gossip_mode="async", exchange="gradients")
-  with pytest.raises(ConfigError, match="fixed graph"):
-    Config(train=train, gossip_mode="async", topology="one_peer_exp")
   with pytest.raises(ConfigError, match="resume"):
     Config(train=TrainConfig(approach="gossip", run_dir="/tmp/unused", resume=True),
            gossip_mode="async")

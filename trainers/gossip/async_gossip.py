@@ -24,6 +24,7 @@ the workers.
 
 import dataclasses
 import time
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -81,15 +82,34 @@ def status_dict(vector: np.ndarray) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """Who puts what where (pure): worker `me` of `n` with `neighbours`."""
+  """Who puts what where (pure): worker `me` of `n` puts its model to `model_to` and
+  mixes the models of `model_from` (the same neighbours on a fixed graph; on the
+  one-peer exponential graph, i + 2^k and i - 2^k, one a time in turn)."""
   me: int
   n: int
-  neighbours: tuple[int, ...]
+  model_to: tuple[int, ...]
+  model_from: tuple[int, ...]
   num_params: int
+  one_peer: bool = False
 
   @property
   def chief(self) -> bool:
     return self.me == 0
+
+  def out_peers(self, exchange_num: int) -> tuple[int, ...]:
+    """Who gets this worker's model at its exchange `exchange_num`: every neighbour,
+    or (one-peer) the peer i + 2^(t mod log2 n)."""
+    if not self.one_peer:
+      return self.model_to
+    return ((self.me + mixing_lib.one_peer_shift(self.n, exchange_num)) % self.n,)
+
+  def weights(self, fresh: Sequence[int], w: np.ndarray) -> dict[int, float]:
+    """The mixing weight of each neighbour whose newer model arrived: W_ij on a fixed
+    graph; one-peer, the plain average of this model and the mean of those arrived,
+    (x_i + x_j) / 2 for one."""
+    if self.one_peer:
+      return {j: 0.5 / len(fresh) for j in fresh}
+    return {j: float(w[self.me, j]) for j in fresh}
 
   @property
   def sizes(self) -> dict[str, int]:
@@ -98,16 +118,18 @@ class Plan:
 
   @property
   def status_to(self) -> tuple[int, ...]:
-    return tuple(sorted((set(self.neighbours) | {0}) - {self.me}))
+    """Whoever mixes this worker's models (their staleness is counted in its steps),
+    and the chief (the job's clock)."""
+    return tuple(sorted((set(self.model_to) | {0}) - {self.me}))
 
   @property
   def status_from(self) -> tuple[int, ...]:
     others = set(range(self.n)) - {self.me}
-    return tuple(sorted(others if self.chief else set(self.neighbours)))
+    return tuple(sorted(others if self.chief else set(self.model_from)))
 
   def incoming(self) -> dict:
     s = self.sizes
-    out = {mb.MODEL: (self.neighbours, s[mb.MODEL]), mb.STATUS: (self.status_from,
+    out = {mb.MODEL: (self.model_from, s[mb.MODEL]), mb.STATUS: (self.status_from,
                                                                  s[mb.STATUS])}
     if self.chief:
       out[mb.FINAL] = (tuple(range(1, self.n)), s[mb.FINAL])
@@ -117,13 +139,24 @@ class Plan:
 
   def outgoing(self) -> dict:
     s = self.sizes
-    out = {mb.MODEL: (self.neighbours, s[mb.MODEL]), mb.STATUS: (self.status_to,
-                                                                 s[mb.STATUS])}
+    out = {mb.MODEL: (self.model_to, s[mb.MODEL]), mb.STATUS: (self.status_to,
+                                                               s[mb.STATUS])}
     if self.chief:
       out[mb.CONTROL] = (tuple(range(1, self.n)), s[mb.CONTROL])
     else:
       out[mb.FINAL] = ((0,), s[mb.FINAL])
     return out
+
+
+def plan_for(me: int, n: int, topology: str, num_params: int) -> Plan:
+  """Worker `me`'s Plan on `topology` (pure)."""
+  if topology == mixing_lib.ONE_PEER_EXP:
+    shifts = {mixing_lib.one_peer_shift(n, p) for p in range(mixing_lib.one_peer_phases(n))}
+    to = tuple(sorted({(me + s) % n for s in shifts} - {me})) if n > 1 else ()
+    frm = tuple(sorted({(me - s) % n for s in shifts} - {me})) if n > 1 else ()
+    return Plan(me, n, to, frm, num_params, one_peer=True)
+  nbrs = tuple(mixing_lib.neighbours(n, topology)[me])
+  return Plan(me, n, nbrs, nbrs, num_params)
 
 
 def final_vector(params: np.ndarray, test: tuple[float, float], clock: Clock,
@@ -147,7 +180,7 @@ def analytic_tasks(plan_sizes: dict[str, int], figures: list[dict], plans: list[
   """Every put the workers counted, as bytes per task (volume.pushes_tasks)."""
   pushes = []
   for w, (fig, p) in enumerate(zip(figures, plans)):
-    pushes += [(mb.MODEL, w, j, fig["model_pushes"][j]) for j in p.neighbours]
+    pushes += [(mb.MODEL, w, j, fig["model_pushes"][j]) for j in p.model_to]
     # Status puts are counted per worker in all; each went to one of status_to.
     per = fig["status_pushes"] / max(1, len(p.status_to))
     pushes += [(mb.STATUS, w, j, per) for j in p.status_to]
@@ -162,20 +195,19 @@ def analytic_tasks(plan_sizes: dict[str, int], figures: list[dict], plans: list[
 class Peers:
   """This worker's mailbox and its pushers (one per peer and kind)."""
 
-  def __init__(self, task: TaskInfo, plan: Plan, weights: dict[int, float],
-               neighbours_of: list[list[int]]):
-    """`weights`: W_ij of this worker's neighbours; `neighbours_of`: every worker's."""
-    self.plan, self.weights, self.neighbours_of = plan, weights, neighbours_of
+  def __init__(self, task: TaskInfo, plan: Plan, w: np.ndarray, topology: str):
+    """`w`: the topology's mixing matrix."""
+    self.plan, self.w, self.topology = plan, w, topology
     # One worker alone has nobody to put anything to: no server, no slots.
     self.box = (mb.Mailbox({"worker": list(task.cluster["worker"])}, plan.me,
                            plan.incoming(), plan.outgoing()) if plan.n > 1 else None)
     self.models = {j: mb.Pusher(self._writer(mb.MODEL, j), f"model->{j}")
-                   for j in plan.neighbours}
+                   for j in plan.model_to}
     self.status = {j: mb.Pusher(self._writer(mb.STATUS, j), f"status->{j}",
                                 min_interval_s=STATUS_INTERVAL_S) for j in plan.status_to}
     self.control = ({j: mb.Pusher(self._writer(mb.CONTROL, j), f"control->{j}")
                      for j in range(1, plan.n)} if plan.chief else {})
-    self.keys = ([(mb.MODEL, j) for j in plan.neighbours] +
+    self.keys = ([(mb.MODEL, j) for j in plan.model_from] +
                  [(mb.STATUS, j) for j in plan.status_from] +
                  ([] if plan.chief else [(mb.CONTROL, 0)]))
 
@@ -185,7 +217,7 @@ class Peers:
   def read(self) -> tuple[dict, dict, np.ndarray | None]:
     """(neighbour -> its newest [params, step]; peer -> status; control or None)."""
     values = dict(zip(self.keys, self.box.read(self.keys)))
-    models = {j: values[(mb.MODEL, j)] for j in self.plan.neighbours}
+    models = {j: values[(mb.MODEL, j)] for j in self.plan.model_from}
     status = {j: values[(mb.STATUS, j)] for j in self.plan.status_from}
     return models, status, values.get((mb.CONTROL, 0))
 
@@ -293,8 +325,7 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
   the stop; the others train until its control slot says stop (or, should the chief
   never say, the whole job's steps)."""
   plan, clock = peers.plan, Clock()
-  weights = {j: float(w) for j, w in peers.weights.items()}
-  last_mixed = {j: -1.0 for j in plan.neighbours}
+  last_mixed = {j: -1.0 for j in plan.model_from}
   progress = run_.progress if plan.chief else None
   chunks = iter(run_.schedule(0)) if plan.chief else None
   chunk = next(chunks, None) if chunks else None
@@ -324,10 +355,11 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
           clock.mixed(mixing_lib.staleness(status[j][0], v[-1]))
           last_mixed[j] = v[-1]
         worker.set_flat(mixing_lib.async_mix(worker.get_flat(),
-                                             {j: v[:-1] for j, v in fresh.items()}, weights))
+                                             {j: v[:-1] for j, v in fresh.items()},
+                                             plan.weights(sorted(fresh), peers.w)))
       own = np.append(worker.get_flat(), np.float32(clock.step))
-      for p in peers.models.values():
-        p.offer(own)
+      for j in plan.out_peers(clock.step // gossip_every):
+        peers.models[j].offer(own)
     clock.train_seconds = time.perf_counter() - started
     run_.maybe_fail(clock.step)
     for p in peers.status.values():
@@ -399,8 +431,7 @@ def finish(run_, worker, peers: Peers, clock: Clock) -> dict | None:
   parsed = [parse_final(v, plan.num_params, plan.n) for v in finals]
   replicas = np.stack([p for p, _ in parsed]).astype(np.float64)
   figures = [f for _, f in parsed]
-  plans = [Plan(w, plan.n, tuple(peers.neighbours_of[w]), plan.num_params)
-           for w in range(plan.n)]
+  plans = [plan_for(w, plan.n, peers.topology, plan.num_params) for w in range(plan.n)]
   by_task = analytic_tasks(plan.sizes, figures, plans)
   mixes = sum(f["mixes"] for f in figures)
   return {

@@ -57,10 +57,6 @@ class Config(config_lib.ApproachConfig):
       if self.exchange != "params":
         raise ConfigError("--gossip_mode=async mixes parameters; --exchange=gradients is "
                           "synchronous only")
-      if self.topology == mixing_lib.ONE_PEER_EXP:
-        raise ConfigError(f"--gossip_mode=async needs a fixed graph; --topology="
-                          f"{self.topology} changes its peer in lockstep (use ring, torus, "
-                          "exponential or full)")
       if self.train.resume:
         raise ConfigError("--gossip_mode=async does not resume (its workers stop at "
                           "different steps); start it afresh")

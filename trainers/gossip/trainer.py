@@ -279,9 +279,10 @@ def run_async(config: GossipConfig, task: TaskInfo, flag_values: dict | None = N
       tf.keras.utils.set_random_seed(cfg.seed + me)
     total = steps_per_epoch * cfg.epochs
     worker = GossipWorker(run_, exchange, total)
-    plan = async_gossip.Plan(me, n, tuple(exchange.neighbours), worker.flat.size)
-    peers = async_gossip.Peers(task, plan, {j: exchange.w[me, j] for j in exchange.neighbours},
-                               mixing_lib.neighbours(n, config.topology))
+    plan = async_gossip.plan_for(me, n, config.topology, worker.flat.size)
+    # W of a fixed graph (one-peer mixes by its own rule: Plan.weights).
+    w = mixing_lib.mixing_matrix(n, config.topology, config.mixing)
+    peers = async_gossip.Peers(task, plan, w, config.topology)
     try:
       run_.start_progress(steps_per_epoch, cfg.batch_size * n)
       run_.announce(f"{n} worker(s), asynchronous gossip, topology {config.topology} "
