@@ -11,7 +11,7 @@ export TFDS_DATA_DIR
 # Keep TF's C++ INFO chatter out of logs; warnings and errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: venv data run test test-fast bench clean-venv
+.PHONY: venv data run test test-fast bench plan clean-venv
 
 venv: $(STAMP)
 
@@ -30,7 +30,7 @@ $(STAMP): requirements.lock setup.cfg setup.py launch/task_shim.c
 data: venv
 	$(PY) -m experiments.data $(if $(IDX),--idx_dir=$(IDX))
 
-# The main job: all four approaches (PS async and sync) on MNIST, same model, each trained
+# The main job: all four approaches (PS async and sync, gossip sync and async) on MNIST, same model, each trained
 # to 99 % test accuracy (time, examples, measured bytes on the wire), then report.md /
 # report.json / report.png in runs/compare-<time>/. About 4 minutes on 2 cores.
 run: venv data
@@ -39,6 +39,11 @@ run: venv data
 # Throughput at N = 1, 2, 4 against a single-process Keras fit; rewrites BENCHMARKS.md.
 bench: venv data
 	$(PY) -m experiments.bench
+
+# The cost model: the regime grid's capped cells predicted from its uncapped runs, then the
+# planning table and heatmaps for N = 8, 64, 512 at 1-100 Gbit/s (runs/plan/). Seconds.
+plan: venv
+	$(PY) -m experiments.costmodel --validate --predict
 
 # The whole test suite (what .ci/run calls).
 test: venv data

@@ -27,14 +27,21 @@ TF_NOISE = ("Unable to register cuDNN factory", "Unable to register cuFFT factor
             # TFDS's as_dataset traced by AutoGraph (PS workers read their shard locally)
             "appears to be decorated by wrapt, which is not yet supported by AutoGraph",
             # a PS server task's last line when the chief ends the job: success
-            "Exiting the process: training finished")
+            "Exiting the process: training finished",
+            # async gossip's first puts to a peer whose server is not up yet (retried)
+            "CreateSession failed because worker",
+            "while calling /tensorflow.WorkerService/GetStatus")
+# The detail line under such a message: gRPC's JSON, the peer not up yet.
+_RESET = re.compile(r'^:\{"created".*"grpc_message":"(Connection reset by peer|failed to '
+                    r'connect to all addresses)"')
 # TF's C++ informational lines (grappler, thread pools, ...): the log keeps them.
 _CPP_INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I ")
 
 
 def is_tf_noise(line: str) -> bool:
   """A TF/TFF start-up or informational line that says nothing about this run."""
-  return any(h in line for h in TF_NOISE) or bool(_CPP_INFO.match(line))
+  return (any(h in line for h in TF_NOISE) or bool(_CPP_INFO.match(line))
+          or bool(_RESET.match(line)))
 
 
 @contextlib.contextmanager

@@ -88,8 +88,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("scaling", [], "The scaling sweep: every approach at each of these "
                     "worker counts (e.g. 2,4,8), plus the compute of one step without "
                     "contention; writes scaling.md/json/png (experiments/scaling.py). "
-                    "Unless given, --target_accuracy becomes 0.98 and --max_examples "
-                    "60000.", flag_values=fv)
+                    "Unless given, --target_accuracy becomes 0.98, --max_examples 180000 "
+                    "and --eval_every_examples 7500.", flag_values=fv)
 
 
 def num_train_examples(dataset: str, data_dir: str | None, synthetic_examples: int) -> int:
@@ -148,7 +148,10 @@ def _parse(argv: list[str]) -> flags.FlagValues:
       raise flags.Error(str(e)) from e
     if fv.regimes or fv.preset:
       raise flags.Error("--scaling is a job of its own; give it without --regimes/--preset")
-    for name, value in (("target_accuracy", 0.98), ("max_examples", 60_000)):
+    # N = 8 x 64 examples a step needs more than one epoch to reach 98 %; evaluating
+    # every 7,500 examples gives the examples to target a finer grain.
+    for name, value in (("target_accuracy", 0.98), ("max_examples", 180_000),
+                        ("eval_every_examples", 7_500)):
       if not fv[name].present:
         fv[name].value = value
   if fv.preset == "fedavg_paper":
@@ -301,7 +304,10 @@ def run_scaling(fv: flags.FlagValues, num_train: int, root: str, console) -> int
   compute = measure_compute(fv, num_train, root, console)
   for n in counts:
     runs = plan_runs(fv, num_train, n)
-    done, failed, stopped = _run_all(fv, runs, os.path.join(root, f"n{n}"), console)
+    # Large N on a small host oversubscribes it by design: the sweep measures examples
+    # and bytes there, and shows (does not rank) the contended wall time.
+    done, failed, stopped = _run_all(fv, runs, os.path.join(root, f"n{n}"), console,
+                                     ("--allow_oversubscribe",))
     cells[str(n)] = {name: scaling_lib.cell_of_run(os.path.join(root, f"n{n}", name))
                      for name, _, _ in runs}
     code = code or (1 if failed else 0)

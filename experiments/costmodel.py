@@ -23,9 +23,10 @@ the bytes on the busiest task's link over the link's rate, in the approach's pat
   gossip, sync       degree x model each way per worker, both at once;
   gossip, async      the same puts, made beside the compute: a step costs the larger
                      of the two (a slow link means fewer, staler mixes, not waits);
-  FedAvg             per round, the model to each of S services and one aggregate
-                     back from each, on the chief's link, in turn; the clients'
-                     compute runs on the services in parallel: ceil(C/S) clients each.
+  FedAvg             per round, the model to each service that hosts a sampled client
+                     (S = min(N, C)) and one aggregate back from each, on the chief's
+                     link, in turn; the clients' compute runs on those services in
+                     parallel: ceil(C/S) clients each.
 
 Latency (per message in sequence) is a parameter: this kernel has no netem, so no
 run here measured it. Steps to target at N beyond the sweep come from the sweep's
@@ -105,8 +106,9 @@ def unit_traffic(approach: str, c: Cluster) -> tuple[float, float, int]:
   if approach in ("gossip", "gossip_async"):
     d = min(c.degree, n - 1)
     return d * m, d * m, d
-  if approach == "fedavg":
-    return n * m, n * m, 2
+  if approach == "fedavg":  # only the services that host a sampled client take part
+    s = min(n, c.clients_per_round)
+    return s * m, s * m, 2
   raise ValueError(f"unknown approach {approach!r}; valid: {', '.join(PATTERNS)}")
 
 

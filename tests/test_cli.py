@@ -59,3 +59,21 @@ def test_a_console_script_names_itself_in_errors():
     pytest.skip("tfdist-launch not installed")
   proc = _run([path, "--num_workers=0"])
   assert proc.returncode == 2 and proc.stderr.startswith("tfdist-launch: error: ")
+
+
+def test_tf_start_up_noise_is_kept_off_the_console_and_real_errors_are_not():
+  noise = [
+      "2026-12-02 17:10:31.037375: E tensorflow/core/distributed_runtime/master.cc:323] "
+      "CreateSession failed because worker /job:worker/replica:0/task:0 returned error: "
+      "UNAVAILABLE: Connection reset by peer",
+      "Additional GRPC error information from remote target /job:worker/replica:0/task:0 "
+      "while calling /tensorflow.WorkerService/GetStatus:",
+      ':{"created":"@1796231431.03","description":"Error received from peer ipv4:127.0.0.1:1",'
+      '"grpc_message":"Connection reset by peer","grpc_status":14}',
+      "2026-12-02 17:10:30.9: I tensorflow/core/distributed_runtime/master.cc:240] Scanning"]
+  assert all(cli.is_tf_noise(line) for line in noise)
+  real = ["error: diverged: loss is nan at step 40; lower --learning_rate or check the data",
+          "2026-12-02 17:10:31.0: E tensorflow/core/common_runtime/executor.cc] OOM",
+          "Additional GRPC error information from remote target /job:worker/replica:0/task:1 "
+          "while calling /tensorflow.CoordinationService/Heartbeat:"]
+  assert not any(cli.is_tf_noise(line) for line in real)

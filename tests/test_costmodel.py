@@ -68,6 +68,8 @@ def test_gossip_sends_degree_models_and_async_hides_them_behind_compute():
 
 def test_fedavg_rounds_broadcast_and_upload_on_the_chief_and_clients_in_parallel():
   assert cm.unit_traffic("fedavg", _c(4))[:2] == (4 * MB, 4 * MB)
+  # 16 services, 10 clients a round: at most 10 services take part.
+  assert cm.unit_traffic("fedavg", _c(16))[:2] == (10 * MB, 10 * MB)
   # 10 clients of 600 examples over 4 services: 3 clients on the busiest service,
   # 1 ms an example: 1.8 s; the chief's link 4 MB out then 4 MB in: 8 s.
   got = cm.predict("fedavg", _c(4), cm.Work(units=20, step_compute_s=0.0,

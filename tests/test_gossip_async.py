@@ -63,9 +63,9 @@ def test_who_puts_what_where_on_a_ring_of_four():
   assert chief.status_from == (1, 2, 3) and other.status_from == (1, 3)
   assert other.status_to == (0, 1, 3) and chief.status_to == (1, 3)
   assert chief.incoming()[mb.FINAL] == ((1, 2, 3), 10 + len(ag.FINAL_FIELDS) + 4 + 1)
-  assert chief.outgoing()[mb.CONTROL] == ((1, 2, 3), 2)
+  assert chief.outgoing()[mb.CONTROL] == ((1, 2, 3), 3)
   assert other.outgoing()[mb.FINAL] == ((0,), chief.sizes[mb.FINAL])
-  assert other.incoming()[mb.CONTROL] == ((0,), 2)
+  assert other.incoming()[mb.CONTROL] == ((0,), 3)
   assert mb.CONTROL not in chief.incoming() and mb.FINAL not in other.incoming()
   assert other.incoming()[mb.MODEL] == ((1, 3), 11)
   w = mixing.mixing_matrix(4, "ring")
@@ -100,7 +100,7 @@ def test_final_vector_round_trip_and_the_analytic_bytes_of_every_put():
           {"model_pushes": [3, 0], "status_pushes": 6, "control_pushes": 0}]
   sizes = plans[0].sizes
   got = ag.analytic_tasks(sizes, figs, plans)
-  w0 = 4 * 4 * 7 + 10 * 4 * len(ag.STATUS_FIELDS) + 1 * 4 * 2
+  w0 = 4 * 4 * 7 + 10 * 4 * len(ag.STATUS_FIELDS) + 1 * 4 * 3
   w1 = 3 * 4 * 7 + 6 * 4 * len(ag.STATUS_FIELDS) + 4 * sizes[mb.FINAL]
   assert got == {"worker:0": {"sent": w0, "received": w1},
                  "worker:1": {"sent": w1, "received": w0}}

@@ -39,6 +39,9 @@ STATUS_FIELDS = ("step", "mixes", "staleness_sum", "staleness_max", "loss", "acc
 # then a 1 that says the slot was written.
 FINAL_FIELDS = ("test_loss", "test_accuracy", "step", "mixes", "staleness_sum",
                 "staleness_max", "status_pushes", "control_pushes", "train_seconds")
+# What the chief puts into every worker's control slot.
+CONTROL_FIELDS = ("stop", "release", "go")
+STOP, RELEASE, GO = range(3)
 STATUS_INTERVAL_S = 0.02  # at most 50 status puts a second per peer
 EMA = 0.05                 # the running loss/accuracy's smoothing
 FINAL_TIMEOUT_S = 600.0
@@ -114,7 +117,8 @@ class Plan:
   @property
   def sizes(self) -> dict[str, int]:
     return {mb.MODEL: self.num_params + 1, mb.STATUS: len(STATUS_FIELDS),
-            mb.FINAL: self.num_params + len(FINAL_FIELDS) + self.n + 1, mb.CONTROL: 2}
+            mb.FINAL: self.num_params + len(FINAL_FIELDS) + self.n + 1,
+            mb.CONTROL: len(CONTROL_FIELDS)}
 
   @property
   def status_to(self) -> tuple[int, ...]:
@@ -227,22 +231,31 @@ class Peers:
     return (models, sum(p.pushes for p in self.status.values()),
             sum(p.pushes for p in self.control.values()))
 
-  def wait_for_neighbours(self, clock: "Clock", deadline_s: float = START_TIMEOUT_S) -> None:
-    """The one start-up agreement: announce step 0, then wait until every peer whose
-    status this worker reads has announced its own (the chief: every worker), so no
-    worker trains ahead while its neighbours are still building their models."""
+  def start_together(self, clock: "Clock", deadline_s: float = START_TIMEOUT_S) -> None:
+    """The one start-up agreement: every worker announces step 0; the chief waits
+    until every worker has, then puts "go" into every control slot; the others wait
+    for it (and for their neighbours' announcements). Nobody trains while another is
+    still building its model (on a busy host that can take many of the others' steps)."""
     for p in self.status.values():
       p.offer(clock.vector())
     if self.box is None:
       return
     keys = [(mb.STATUS, j) for j in self.plan.status_from]
+    self._wait(lambda: [j for (_, j), v in zip(keys, self.box.read(keys)) if v[0] < 0],
+               deadline_s, "did not start")
+    if self.plan.chief:
+      self.signal(stop=False, release=False)
+    else:
+      self._wait(lambda: [0] if self.box.read([(mb.CONTROL, 0)])[0][GO] < 1 else [],
+                 deadline_s, "did not say go")
+
+  @staticmethod
+  def _wait(waiting, deadline_s: float, what: str) -> None:
+    """Polls `waiting()` (the workers still awaited) until it is empty."""
     end = time.monotonic() + deadline_s
-    while True:
-      waiting = [j for (_, j), v in zip(keys, self.box.read(keys)) if v[0] < 0]
-      if not waiting:
-        return
+    while left := waiting():
       if time.monotonic() > end:
-        raise RuntimeError(f"asynchronous gossip: worker(s) {waiting} did not start within "
+        raise RuntimeError(f"asynchronous gossip: worker(s) {left} {what} within "
                            f"{deadline_s:.0f}s")
       time.sleep(0.02)
 
@@ -269,21 +282,17 @@ class Peers:
                          "asynchronous gossip: final model to the chief")
 
   def signal(self, stop: bool, release: bool) -> None:
-    """The chief: puts [stop, release] into every worker's control slot."""
+    """The chief: puts [stop, release, go] into every worker's control slot."""
     for p in self.control.values():
-      p.offer(np.array([float(stop), float(release)], np.float32))
+      p.offer(np.array([float(stop), float(release), 1.0], np.float32))
 
   def flush_control(self, deadline_s: float = FINAL_TIMEOUT_S) -> None:
     for p in self.control.values():
       p.flush(deadline_s)
 
   def wait_release(self, deadline_s: float = FINAL_TIMEOUT_S) -> None:
-    end = time.monotonic() + deadline_s
-    while self.box.read([(mb.CONTROL, 0)])[0][1] < 1.0:
-      if time.monotonic() > end:
-        raise RuntimeError(f"asynchronous gossip: the chief did not release this worker "
-                           f"within {deadline_s:.0f}s")
-      time.sleep(0.02)
+    self._wait(lambda: [0] if self.box.read([(mb.CONTROL, 0)])[0][RELEASE] < 1 else [],
+               deadline_s, "did not release this worker")
 
   def close(self) -> None:
     for p in self.control.values():
@@ -331,7 +340,7 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
   chunk = next(chunks, None) if chunks else None
   window, last = _Window(), (float("nan"), float("nan"))
   status: dict = {}
-  peers.wait_for_neighbours(clock)
+  peers.start_together(clock)
   if progress:
     progress.start_epoch()
   started = time.perf_counter()
@@ -365,7 +374,7 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
     for p in peers.status.values():
       p.offer(clock.vector())
     if not plan.chief:
-      if (control is not None and control[0] >= 1) or clock.step >= total_steps * plan.n:
+      if (control is not None and control[STOP] >= 1) or clock.step >= total_steps * plan.n:
         return clock
       continue
     # The chief: progress points on the job's clock, the stop for everyone.
