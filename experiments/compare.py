@@ -284,7 +284,8 @@ def measure_compute(fv: flags.FlagValues, num_train: int, root: str, console) ->
           flush=True)
     argv, _ = plain_keras_argv(fv.model, fv.dataset, fv.data_dir, num_train, batch,
                                num_train, run_dir, extra)
-    code = local.main(argv, console=console)
+    reused = fv.reuse and os.path.exists(os.path.join(run_dir, "summary.json"))
+    code = 0 if reused else local.main(argv, console=console)
     if code != 0:
       out[key] = None
       continue

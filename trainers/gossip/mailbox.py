@@ -22,6 +22,7 @@ Writers keep pushing the newest vector they were given; one thread per destinati
 and kind (`Pusher`), so one peer's slowness never delays a push to another.
 """
 
+import socket
 import threading
 import time
 from typing import Callable, Sequence
@@ -51,6 +52,8 @@ class Mailbox:
   def __init__(self, cluster: dict, me: int, incoming: dict, outgoing: dict,
                server: tf.distribute.Server | None = None):
     self.me = me
+    self.addresses = list(cluster["worker"])
+    self._listening: set[int] = set()
     self.server = server or tf.distribute.Server(
         tf.train.ClusterSpec(cluster), job_name="worker", task_index=me, start=True)
     # A session sees only the tasks in its device filters (and places its whole
@@ -86,14 +89,47 @@ class Mailbox:
                                 config=tf.compat.v1.ConfigProto(
                                     device_filters=[f"/job:worker/task:{t}" for t in tasks]))
 
-  def read(self, keys: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-    """This task's slots (kind, writer), in one local run."""
-    return self.local.run([self._reads[k] for k in keys])
+  def read(self, keys: Sequence[tuple[str, int]], attempts: int = 10) -> list[np.ndarray]:
+    """This task's slots (kind, writer), in one local run. The run goes through the
+    task's own gRPC master; on a crowded host its call to the local worker can time
+    out and be retried by gRPC, which TF refuses as a duplicate (AbortedError "The same
+    RunGraph request was received twice", seen with 8 workers on 2 cores). A read
+    changes nothing, so it is simply made again."""
+    fetches = [self._reads[k] for k in keys]
+    for attempt in range(attempts):
+      try:
+        return self.local.run(fetches)
+      except (tf.errors.AbortedError, tf.errors.UnavailableError):
+        if attempt == attempts - 1:
+          raise
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
   def write(self, kind: str, owner: int, vector: np.ndarray) -> None:
     """Puts `vector` into `owner`'s slot from this worker; blocks until it is there."""
+    self._await_listening(owner)
     op, value = self._writes[(kind, owner)]
     self._remote[owner].run(op, {value: vector})
+
+  def _await_listening(self, owner: int, deadline_s: float = 600.0) -> None:
+    """Before the first put to a peer: wait until its server accepts connections. A
+    gRPC channel whose first attempts fail backs off (to minutes), so a put tried
+    while the peer is still importing TF could stall long after the peer is up (seen
+    with 8 workers starting on 2 cores)."""
+    if owner in self._listening:
+      return
+    host, port = self.addresses[owner].rsplit(":", 1)
+    end = time.monotonic() + deadline_s
+    while True:
+      try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+        self._listening.add(owner)
+        return
+      except OSError:
+        if time.monotonic() > end:
+          raise RuntimeError(f"worker {owner} ({self.addresses[owner]}) not listening "
+                             f"within {deadline_s:.0f}s") from None
+        time.sleep(0.1)
 
   def close(self) -> None:
     for s in [self.local, *self._remote.values()]:
