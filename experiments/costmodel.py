@@ -213,7 +213,7 @@ class Calibration:
   client_example_s: float
   examples_fit: dict           # approach -> (a, b): examples to target = a N^b
   rounds: float                # FedAvg rounds to target (mean over N)
-  startup_s: dict              # approach -> seconds (mean over N)
+  startup_s: dict              # approach -> seconds (at the sweep's smallest N)
   train_flops_per_example: float
 
 
@@ -234,8 +234,8 @@ def calibrate(sweep: dict, model: str, num_params: int, flops_per_example: float
           rounds.append(c["steps_to_target"])
     if pts:
       fits[approach] = scaling.power_law(pts)
-    if ups:
-      startups[approach] = sum(ups) / len(ups)
+    if ups:  # the smallest N's: the least contended start-up this host measured
+      startups[approach] = ups[0]
   compute = sweep["compute"]
   return Calibration(model, num_params, compute["batch_size"], compute["step_s"],
                      compute["client_example_s"], fits,

@@ -116,7 +116,7 @@ def test_power_law_fit_and_the_sweeps_trend():
                                       60_000, "steps_to_target": 12, "startup_s": 20}}}}
   cal = cm.calibrate(sweep, "m", 1000, 1e6)
   assert cal.examples_fit["allreduce"][1] == pytest.approx(1.0)
-  assert cal.rounds == 11 and cal.startup_s["allreduce"] == 11
+  assert cal.rounds == 11 and cal.startup_s["allreduce"] == 10
   w = cm.work_for("allreduce", cal, 8)
   assert w.units == pytest.approx(128_000 / (64 * 8)) and w.step_compute_s == 0.02
   assert cm.work_for("fedavg", cal, 64, flops_scale=2.0).client_example_s == 2e-3

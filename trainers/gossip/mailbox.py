@@ -32,6 +32,7 @@ import tensorflow as tf
 
 MODEL, STATUS, FINAL, CONTROL = "model", "status", "final", "control"
 EMPTY = -1.0  # a slot's last element until first written: "nothing yet"
+WRITE_TIMEOUT_S = 20.0  # one put, even a model over a thin link (0.74 MB at 10 Mbit/s: 0.6 s)
 
 
 def device(task: int) -> str:
@@ -109,7 +110,10 @@ class Mailbox:
     """Puts `vector` into `owner`'s slot from this worker; blocks until it is there."""
     self._await_listening(owner)
     op, value = self._writes[(kind, owner)]
-    self._remote[owner].run(op, {value: vector})
+    # A put that never returns (seen: a first put to a peer busy loading, 8 workers on
+    # 2 cores) fails after WRITE_TIMEOUT_S instead, and its pusher tries again.
+    self._remote[owner].run(op, {value: vector}, options=tf.compat.v1.RunOptions(
+        timeout_in_ms=int(1000 * WRITE_TIMEOUT_S)))
 
   def _await_listening(self, owner: int, deadline_s: float = 600.0) -> None:
     """Before the first put to a peer: wait until its server accepts connections. A
