@@ -49,17 +49,19 @@ from typing import Sequence
 
 from absl import flags
 
-from cluster import cli
+from cluster import approaches, cli
 
 FLOAT32 = 4
+# The comparison's variants, in cluster.approaches' order (the only place they are named).
+ALLREDUCE, PS_ASYNC, PS_SYNC, GOSSIP, GOSSIP_ASYNC, FEDAVG = approaches.VARIANTS
 LINK_RE_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 # Which way a task's link is used per unit: at once (max of the two directions) or
 # in turn (their sum).
 AT_ONCE, IN_TURN = "at once", "in turn"
-PATTERNS = {"allreduce": AT_ONCE, "ps_sync": IN_TURN, "ps_async": AT_ONCE,
-            "gossip": AT_ONCE, "gossip_async": AT_ONCE, "fedavg": IN_TURN}
-UNITS = {"allreduce": "step", "ps_sync": "step", "ps_async": "worker step",
-         "gossip": "step", "gossip_async": "job step", "fedavg": "round"}
+PATTERNS = {ALLREDUCE: AT_ONCE, PS_SYNC: IN_TURN, PS_ASYNC: AT_ONCE,
+            GOSSIP: AT_ONCE, GOSSIP_ASYNC: AT_ONCE, FEDAVG: IN_TURN}
+UNITS = {ALLREDUCE: "step", PS_SYNC: "step", PS_ASYNC: "worker step",
+         GOSSIP: "step", GOSSIP_ASYNC: "job step", FEDAVG: "round"}
 
 
 def link_seconds(sent: float, received: float, bytes_per_s: float, pattern: str) -> float:
@@ -96,17 +98,17 @@ def unit_traffic(approach: str, c: Cluster) -> tuple[float, float, int]:
   """(bytes sent, bytes received, messages in sequence) per unit on the busiest
   task's link (the analytic side; volume.py's formulas at cluster scale)."""
   m, n = c.model_bytes, c.n
-  if approach == "allreduce":
+  if approach == ALLREDUCE:
     b = 2 * (n - 1) / n * m if n > 1 else 0.0
     return b, b, 2 * (n - 1)
-  if approach == "ps_sync":
+  if approach == PS_SYNC:
     return n * m / c.num_ps, n * m / c.num_ps, 2
-  if approach == "ps_async":  # per worker step, on a ps
+  if approach == PS_ASYNC:  # per worker step, on a ps
     return m / c.num_ps, m / c.num_ps, 2
-  if approach in ("gossip", "gossip_async"):
+  if approach in (GOSSIP, GOSSIP_ASYNC):
     d = min(c.degree, n - 1)
     return d * m, d * m, d
-  if approach == "fedavg":  # only the services that host a sampled client take part
+  if approach == FEDAVG:  # only the services that host a sampled client take part
     s = min(n, c.clients_per_round)
     return s * m, s * m, 2
   raise ValueError(f"unknown approach {approach!r}; valid: {', '.join(PATTERNS)}")
@@ -126,18 +128,18 @@ def predict(approach: str, c: Cluster, w: Work) -> dict:
   sent, received, messages = unit_traffic(approach, c)
   comm = link_seconds(sent, received, c.bytes_per_s, PATTERNS[approach]) + \
       messages * c.latency_s
-  if approach == "fedavg":
+  if approach == FEDAVG:
     per_service = math.ceil(c.clients_per_round / max(1, min(c.n, c.clients_per_round)))
     compute = per_service * c.examples_per_client * c.local_epochs * w.client_example_s
     per_unit = compute + comm
-  elif approach == "ps_async":
+  elif approach == PS_ASYNC:
     # Worker steps: N workers each at (compute + its own pull then push), or the ps
     # link's rate, whichever is slower.
     own = w.step_compute_s + link_seconds(c.model_bytes, c.model_bytes, c.bytes_per_s,
                                           IN_TURN) + 2 * c.latency_s
     per_unit = max(own / c.n, comm)
     compute = w.step_compute_s / c.n
-  elif approach == "gossip_async":
+  elif approach == GOSSIP_ASYNC:
     compute = w.step_compute_s
     per_unit = max(compute, comm)
   else:
@@ -230,7 +232,7 @@ def calibrate(sweep: dict, model: str, num_params: int, flops_per_example: float
         pts.append((n, c["examples_to_target"]))
         if c.get("startup_s") is not None:
           ups.append(c["startup_s"])
-        if approach == "fedavg":
+        if approach == FEDAVG:
           rounds.append(c["steps_to_target"])
     if pts:
       fits[approach] = scaling.power_law(pts)
@@ -247,11 +249,11 @@ def work_for(approach: str, cal: Calibration, n: int, flops_scale: float = 1.0) 
   """Units to target at N (the sweep's trend) and the compute per unit (scaled by the
   model's FLOPs against the calibrated model's)."""
   startup = cal.startup_s.get(approach, 0.0)
-  if approach == "fedavg":
+  if approach == FEDAVG:
     return Work(cal.rounds, 0.0, cal.client_example_s * flops_scale, startup)
   a, b = cal.examples_fit[approach]
   examples = a * n ** b
-  per_unit = cal.batch_size * (1 if approach == "ps_async" else n)
+  per_unit = cal.batch_size * (1 if approach == PS_ASYNC else n)
   return Work(examples / per_unit, cal.step_compute_s * flops_scale, 0.0, startup)
 
 
@@ -267,7 +269,7 @@ def plan_table(cal: Calibration, models: dict, counts: Sequence[int],
       for rate in rates_bits:
         c = Cluster(n, params, rate, latency_s)
         times = {a: predict(a, c, work_for(a, cal, n, scale))["seconds"]
-                 for a in approaches if a == "fedavg" or a in cal.examples_fit}
+                 for a in approaches if a == FEDAVG or a in cal.examples_fit}
         order = sorted(times, key=times.get)
         out.append({"model": name, "n": n, "link_bits_per_s": rate, "seconds": times,
                     "first": order[0], "margin": (times[order[1]] / times[order[0]]

@@ -338,8 +338,7 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
   progress = run_.progress if plan.chief else None
   chunks = iter(run_.schedule(0)) if plan.chief else None
   chunk = next(chunks, None) if chunks else None
-  window, last = _Window(), (float("nan"), float("nan"))
-  status: dict = {}
+  window, last, status = _Window(), (float("nan"), float("nan")), {}
   peers.start_together(clock)
   if progress:
     progress.start_epoch()
@@ -348,8 +347,7 @@ def train(run_, worker, peers: Peers, batches, gossip_every: int, total_steps: i
     x, y = next(batches)
     loss, acc = (float(v) for v in worker.local_step(x, y))
     clock.step += 1
-    clock.observe(loss, acc)
-    window.add(loss, acc)
+    clock.observe(loss, acc), window.add(loss, acc)
     if clock.step == 1 and progress:
       progress.first_step(1)
     control = None
