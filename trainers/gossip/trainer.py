@@ -225,12 +225,7 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
   exchange = NeighbourExchange(me, n, config.topology, config.mixing)
   label = f"{APPROACH}/{config.topology}"
   with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:
-    steps_per_epoch = run_.steps_per_epoch(cfg.batch_size * n)
-    batches = iter(data.train_dataset(run_.shard(me, n), cfg.batch_size, seed=cfg.seed + me))
-    # Identical initial replicas (D-PSGD's usual start) unless asked otherwise.
-    if config.independent_init:
-      tf.keras.utils.set_random_seed(cfg.seed + me)
-    worker = GossipWorker(run_, exchange, steps_per_epoch * cfg.epochs)
+    steps_per_epoch, batches, worker = _replica(run_, config, exchange)
     manager = run_.checkpoint_manager(worker.checkpoint, f"worker_{me}")
     run_.resume(lambda: worker.restore_common(manager, task.name), manager.directory,
                 every_task=True)
@@ -264,6 +259,17 @@ def run(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
     return summary
 
 
+def _replica(run_: session.Run, config: GossipConfig, exchange: NeighbourExchange):
+  """(steps per epoch, this worker's batches, its GossipWorker): what both modes
+  train with. Identical initial replicas (D-PSGD's usual start) unless asked otherwise."""
+  cfg, me, n = config.train, exchange.me, exchange.n
+  steps_per_epoch = run_.steps_per_epoch(cfg.batch_size * n)
+  batches = iter(data.train_dataset(run_.shard(me, n), cfg.batch_size, seed=cfg.seed + me))
+  if config.independent_init:
+    tf.keras.utils.set_random_seed(cfg.seed + me)
+  return steps_per_epoch, batches, GossipWorker(run_, exchange, steps_per_epoch * cfg.epochs)
+
+
 def run_async(config: GossipConfig, task: TaskInfo, flag_values: dict | None = None,
               datasets=None) -> dict:
   """--gossip_mode=async (async_gossip.py): no collective, no barrier per step; the
@@ -273,16 +279,11 @@ def run_async(config: GossipConfig, task: TaskInfo, flag_values: dict | None = N
   exchange = NeighbourExchange(me, n, config.topology, config.mixing)
   label = f"{APPROACH}/{config.topology}/async"
   with session.open_run(cfg, task, label, n, flag_values, datasets) as run_:
-    steps_per_epoch = run_.steps_per_epoch(cfg.batch_size * n)
-    batches = iter(data.train_dataset(run_.shard(me, n), cfg.batch_size, seed=cfg.seed + me))
-    if config.independent_init:
-      tf.keras.utils.set_random_seed(cfg.seed + me)
+    steps_per_epoch, batches, worker = _replica(run_, config, exchange)
     total = steps_per_epoch * cfg.epochs
-    worker = GossipWorker(run_, exchange, total)
     plan = async_gossip.plan_for(me, n, config.topology, worker.flat.size)
     # W of a fixed graph (one-peer mixes by its own rule: Plan.weights).
-    w = mixing_lib.mixing_matrix(n, config.topology, config.mixing)
-    peers = async_gossip.Peers(task, plan, w, config.topology)
+    peers = async_gossip.Peers(task, plan, exchange.w, config.topology)
     try:
       run_.start_progress(steps_per_epoch, cfg.batch_size * n)
       run_.announce(f"{n} worker(s), asynchronous gossip, topology {config.topology} "
