@@ -27,7 +27,8 @@ from absl import flags
 from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import compare
-from launch import local
+from experiments import outcome
+from experiments import runspec
 
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
 
@@ -72,22 +73,16 @@ def machine() -> str:
 SAME_KERNELS_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
-def _measure(name: str, argv: list[str], run_dir: str, env: dict | None = None) -> dict:
+def _measure(spec: runspec.RunSpec) -> dict:
+  """Launches `spec` (its environment goes to its tasks; this process's stays as it
+  is) and returns its bench row."""
   launched = time.time()
-  saved = {k: os.environ.get(k) for k in env or {}}
-  os.environ.update(env or {})  # the launcher's tasks inherit it
-  try:
-    code = local.main(argv)
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
-  row = {"approach": name, "exit_code": code, "run_dir": run_dir}
-  if code == 0:
-    with open(os.path.join(run_dir, "summary.json")) as f:
-      s = json.load(f)
+  code = runspec.launch(spec)
+  ended = outcome.of_run(spec.run_dir)
+  row = {"approach": spec.name, "exit_code": code if code or ended.ok else 1,
+         "run_dir": spec.run_dir}
+  if code == 0 and ended.ok:
+    s = ended.summary
     row.update(examples_per_sec=s["examples_per_sec"], test_accuracy=s["test_accuracy"],
                wall_time_s=s["wall_time_s"], examples=s.get("examples_processed"),
                # The launcher passes its start to the trainer (TFDIST_LAUNCH_TIME).
@@ -202,38 +197,33 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
                 num_train: int) -> dict | int:
   """Every row for one model: the single-process baselines, then each approach at each
   N. Returns the model's results, or the exit code of a launcher stopped by a signal."""
-  common = [f"--model={model}", f"--dataset={fv.dataset}"] + (
-      [f"--data_dir={fv.data_dir}"] if fv.data_dir else [])
+  data = runspec.Data(model, fv.dataset, fv.data_dir)
   # The same CPU budget rules for every run, the single-process baselines included.
-  budget_flag = [] if fv.cpu_budget else ["--nocpu_budget"]
+  budget_flag = () if fv.cpu_budget else ("--nocpu_budget",)
 
   def baseline(name: str, batch: int, extra, env: dict | None = None) -> dict:
-    run_dir = os.path.join(root, model, name)
-    argv, plan = compare.plain_keras_argv(model, fv.dataset, fv.data_dir, num_train, batch,
-                                          fv.budget_examples, run_dir, extra, budget_flag)
-    print(f"bench: {model}: single-process Keras fit, batch {batch} ({plan.description})",
+    spec = compare.plain_keras_spec(data, num_train, batch, fv.budget_examples,
+                                    os.path.join(root, model, name), extra, budget_flag, env)
+    print(f"bench: {model}: single-process Keras fit, batch {batch} ({spec.description})",
           flush=True)
-    return _measure("keras fit (1 process)", argv, run_dir, env)
+    return _measure(spec)
 
   base = baseline("baseline", fv.batch_size, [])
   # FedAvg's client work as one plain process does it: batch B=10, plain SGD; and the
   # same with the kernels TFF's worker_binary runs.
   client_base = kernel_base = None
   if approaches.FEDAVG.name in fv.approaches:
-    b10 = compare.CLIENT_ARGS
-    client_base = baseline("baseline_b10", compare.CLIENT_BATCH, b10)
-    kernel_base = baseline("baseline_b10_onednn_off", compare.CLIENT_BATCH, b10,
-                           SAME_KERNELS_ENV)
+    recipe = budget_lib.FEDAVG_DEFAULT
+    client_base = baseline("baseline_b10", recipe.local_batch_size, recipe.plain_args())
+    kernel_base = baseline("baseline_b10_onednn_off", recipe.local_batch_size,
+                           recipe.plain_args(), SAME_KERNELS_ENV)
   rows = []
   for name in fv.approaches:
     for n in counts:
       plan = budget_lib.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
       run_dir = os.path.join(root, model, f"{name}-n{n}")
       print(f"bench: {model}: {name} N={n} ({plan.description})", flush=True)
-      row = _measure(name, ["launch", f"--approach={plan.approach}", *plan.launcher_args,
-                            f"--run_dir={run_dir}", *budget_flag, "--", *common,
-                            *plan.trainer_args],
-                     run_dir)
+      row = _measure(runspec.of_budget(name, plan, run_dir, data).with_args(budget_flag))
       row["n"] = n
       if name == approaches.FEDAVG.name:
         row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)

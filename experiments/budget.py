@@ -36,49 +36,82 @@ class Target:
                                                        else ()), *every)
 
 
+@dataclasses.dataclass(frozen=True)
+class FedAvgRecipe:
+  """The suite's FedAvg defaults (McMahan et al.'s MNIST setting): K clients, C*K a
+  round, E local epochs of batch B, client SGD at `client_learning_rate`. Written here
+  once: the FedAvg row, its one-process baseline and the Flower peer read it."""
+  num_clients: int = 100
+  clients_per_round: int = 10
+  local_epochs: int = 1
+  local_batch_size: int = 10
+  client_learning_rate: float = 0.1
+
+  def examples_per_round(self, num_train: int) -> int:
+    return self.clients_per_round * (num_train // self.num_clients) * self.local_epochs
+
+  def trainer_args(self) -> tuple[str, ...]:
+    return (f"--num_clients={self.num_clients}",
+            f"--clients_per_round={self.clients_per_round}",
+            f"--local_epochs={self.local_epochs}",
+            f"--local_batch_size={self.local_batch_size}",
+            f"--client_learning_rate={self.client_learning_rate:g}")
+
+  def plain_args(self) -> tuple[str, ...]:
+    """The client work as one plain process trains: plain SGD at the client rate."""
+    return ("--optimizer=sgd", f"--learning_rate={self.client_learning_rate:g}",
+            "--lr_schedule=constant")
+
+
+FEDAVG_DEFAULT = FedAvgRecipe()
+
+
 def plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
-                clients_per_round: int = 10, num_clients: int = 100,
-                local_epochs: int = 1, local_batch_size: int = 10,
-                client_learning_rate: float | None = None,
+                fedavg: FedAvgRecipe = FEDAVG_DEFAULT,
                 target: Target | None = None) -> Budget:
   """Pure: the flags that make variant `name` process `budget` examples (with a
-  stopping `target`: at most that many)."""
-  plan = _plan_budget(name, budget, num_train, num_workers, batch_size, clients_per_round,
-                      num_clients, local_epochs, local_batch_size, client_learning_rate)
+  stopping `target`: at most that many); FedAvg variants follow `fedavg`."""
+  variant = approaches.variant(name)
+  plan = (_plan_rounds(variant, budget, num_train, num_workers, fedavg)
+          if variant.approach is approaches.FEDAVG else
+          _plan_steps(variant, budget, num_train, num_workers, batch_size))
   if target is None:
     return plan
-  per_round = approaches.variant(name).approach is approaches.FEDAVG
+  per_round = variant.approach is approaches.FEDAVG
   return dataclasses.replace(plan, trainer_args=plan.trainer_args +
                              target.trainer_args(per_round))
 
 
-def _plan_budget(name: str, budget: int, num_train: int, num_workers: int, batch_size: int,
-                 clients_per_round: int, num_clients: int, local_epochs: int,
-                 local_batch_size: int, client_learning_rate: float | None) -> Budget:
-  variant = approaches.variant(name)
-  launcher = (f"--num_workers={num_workers}",) + (
+def _launcher_args(variant: approaches.Variant, num_workers: int) -> tuple[str, ...]:
+  return (f"--num_workers={num_workers}",) + (
       ("--num_ps=1",) if variant.approach.has_ps else ())
-  if variant.approach is approaches.FEDAVG:
-    per_round = clients_per_round * (num_train // num_clients) * local_epochs
-    rounds = max(1, budget // per_round)
-    return Budget(variant.approach.name, launcher,
-                  (f"--rounds={rounds}", f"--num_clients={num_clients}",
-                   f"--clients_per_round={clients_per_round}", f"--local_epochs={local_epochs}",
-                   f"--local_batch_size={local_batch_size}", "--eval_every=1",
-                   *([f"--client_learning_rate={client_learning_rate}"]
-                     if client_learning_rate else []), *variant.trainer_args),
-                  rounds * per_round, f"{rounds} rounds x {per_round} examples")
+
+
+def _plan_rounds(variant: approaches.Variant, budget: int, num_train: int, num_workers: int,
+                 fedavg: FedAvgRecipe) -> Budget:
+  per_round = fedavg.examples_per_round(num_train)
+  rounds = max(1, budget // per_round)
+  return Budget(variant.approach.name, _launcher_args(variant, num_workers),
+                (f"--rounds={rounds}", *fedavg.trainer_args(), "--eval_every=1",
+                 *variant.trainer_args),
+                rounds * per_round, f"{rounds} rounds x {per_round} examples")
+
+
+def _plan_steps(variant: approaches.Variant, budget: int, num_train: int, num_workers: int,
+                batch_size: int) -> Budget:
   per_step = batch_size * (1 if variant.examples_per_step_is_per_worker else num_workers)
   steps = max(1, budget // per_step)
   epochs = max(1, min(steps, round(budget / num_train)))
   steps_per_epoch = max(1, steps // epochs)
   trainer = (f"--batch_size={batch_size}", f"--epochs={epochs}",
              f"--steps_per_epoch={steps_per_epoch}", *variant.trainer_args)
-  return Budget(variant.approach.name, launcher, trainer, epochs * steps_per_epoch * per_step,
+  return Budget(variant.approach.name, _launcher_args(variant, num_workers), trainer,
+                epochs * steps_per_epoch * per_step,
                 f"{epochs} epoch(s) x {steps_per_epoch} steps x {per_step} examples")
 
 
 # McMahan et al. 2017, Table 2 (CNN, MNIST, C=0.1, B=10): rounds to reach 99 % test accuracy.
+PAPER_MODEL = "fedavg_cnn"
 PAPER_ROUNDS_TO_99 = {("iid", 5): 20, ("shards", 5): 229, ("iid", 1): 34, ("shards", 1): 350}
 
 
@@ -96,7 +129,8 @@ def paper_preset(max_rounds: int, client_learning_rate: float,
                  settings: tuple[str, ...] | None = None,
                  algorithms: tuple[str, ...] = (approaches.FEDAVG.name,)
                  ) -> list[tuple[str, list[str], int]]:
-  """Pure: (run name, FedAvg trainer flags, the paper's rounds to 99 %) for each Table 2
+  """Pure: (run name, FedAvg trainer flags for PAPER_MODEL, the paper's rounds to 99 %)
+  for each Table 2
   CNN setting (`settings`: e.g. ("iid_E5", "shards_E1"); None: all four) and each of
   `algorithms` (PAPER_ALGORITHMS); every run stops at 99 % or after `max_rounds`, and
   resumes from its own checkpoint when the preset is run again."""
@@ -114,9 +148,9 @@ def paper_preset(max_rounds: int, client_learning_rate: float,
       continue
     for algorithm in algorithms:
       runs.append((f"{algorithm}_{partition}_E{epochs}", [
-          "--model=fedavg_cnn", f"--partition={partition}", "--num_clients=100",
-          "--clients_per_round=10", f"--local_epochs={epochs}", "--local_batch_size=10",
-          f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target",
-          f"--client_learning_rate={client_learning_rate}", "--resume",
+          f"--partition={partition}", *dataclasses.replace(
+              FEDAVG_DEFAULT, local_epochs=epochs,
+              client_learning_rate=client_learning_rate).trainer_args(),
+          f"--rounds={max_rounds}", "--target_accuracy=0.99", "--stop_at_target", "--resume",
           *PAPER_ALGORITHMS[algorithm]], paper))
   return runs

@@ -15,20 +15,24 @@ steps). With --budget_examples every approach processes exactly that many exampl
 per approach (and seed) beside it.
 """
 
+import dataclasses
 import datetime
-import json
 import os
 import sys
 import time
+from typing import Sequence
 
 from absl import flags
 
 from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
+from experiments import grid
+from experiments import outcome as outcome_lib
 from experiments import regimes as regimes_lib
 from experiments import report as report_lib
+from experiments import runspec
 from experiments import scaling as scaling_lib
-from launch import links, local, preflight
+from launch import links, preflight
 from trainers.common.errors import DataError
 from trainers.common import flags as common_flags
 from trainers.common.flags import SYNTHETIC
@@ -163,10 +167,19 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   return fv
 
 
-def plan_runs(fv: flags.FlagValues, num_train: int, num_workers: int | None = None
-              ) -> list[tuple[str, int, budget_lib.Budget]]:
-  """Pure: (approach name, seed, its launch plan) for every run, approach by approach
-  (with `num_workers` workers; default --num_workers)."""
+def data_of(fv: flags.FlagValues) -> runspec.Data:
+  return runspec.Data(fv.model, fv.dataset, fv.data_dir, fv.synthetic_examples)
+
+
+def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
+  return dataclasses.replace(budget_lib.FEDAVG_DEFAULT, clients_per_round=fv.clients_per_round,
+                             client_learning_rate=fv.client_learning_rate)
+
+
+def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
+              num_workers: int | None = None) -> list[runspec.RunSpec]:
+  """Pure: every run, approach by approach (with `num_workers` workers; default
+  --num_workers), each in root/<approach>[/seed_<k>]."""
   fixed = fv.budget_examples is not None
   target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
                               eval_every_examples=fv.eval_every_examples)
@@ -176,9 +189,13 @@ def plan_runs(fv: flags.FlagValues, num_train: int, num_workers: int | None = No
     plan = budget_lib.plan_budget(
         name, fv.budget_examples if fixed else fv.max_examples, num_train,
         num_workers or fv.num_workers,
-        fv.batch_size, fv.clients_per_round, client_learning_rate=fv.client_learning_rate,
-        target=target)
-    runs.extend((name, fv.seed + k, plan) for k in range(fv.seeds))
+        fv.batch_size, fedavg_recipe(fv), target=target)
+    for seed in range(fv.seed, fv.seed + fv.seeds):
+      run_dir = os.path.join(root, name, f"seed_{seed}") if fv.seeds > 1 else os.path.join(
+          root, name)
+      runs.append(runspec.of_budget(
+          name, plan, run_dir, data_of(fv), (f"--seed={seed}",),
+          seed=seed if fv.seeds > 1 else None).with_args((f"--timeout={fv.timeout}",)))
   return runs
 
 
@@ -199,207 +216,99 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
     return exits.DATA
   if fv.regimes:
-    return run_regimes(fv, num_train, os.path.abspath(
-        fv.run_dir or os.path.join("runs", f"regimes-{stamp}")), console)
+    root = os.path.abspath(fv.run_dir or os.path.join("runs", f"regimes-{stamp}"))
+    chosen = regimes_lib.parse(fv.regimes)
+    print(f"compare: {len(chosen)} regime(s) x {len(fv.approaches)} approach(es), model "
+          f"{fv.model}, {fv.num_workers} workers, {_mode(fv)}; in {root}", file=console,
+          flush=True)
+    return grid.run_regimes(chosen, lambda r, n: plan_runs(fv, num_train, r, n), root,
+                            fv.approaches, fv.target_accuracy,
+                            _preamble(fv, plan_runs(fv, num_train, root)), console, fv.reuse)
   if fv.scaling:
-    return run_scaling(fv, num_train, os.path.abspath(
-        fv.run_dir or os.path.join("runs", f"scaling-{stamp}")), console)
+    root = os.path.abspath(fv.run_dir or os.path.join("runs", f"scaling-{stamp}"))
+    counts = scaling_lib.parse_counts(fv.scaling)
+    print(f"compare: scaling over N = {', '.join(map(str, counts))}, {len(fv.approaches)} "
+          f"approach(es), model {fv.model}, {_mode(fv)}; in {root}", file=console, flush=True)
+    return grid.run_scaling(
+        counts, lambda r, n: plan_runs(fv, num_train, r, n),
+        lambda: measure_compute(fv, num_train, root, console), root, fv.approaches,
+        fv.target_accuracy, _preamble(fv, plan_runs(fv, num_train, root), "N"), console,
+        fv.reuse)
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
-  runs = plan_runs(fv, num_train)
-  mode = (f"budget {fv.budget_examples} examples each" if fv.budget_examples else
-          f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)")
+  runs = plan_runs(fv, num_train, root)
   print(f"compare: {len(fv.approaches)} approach(es) x {fv.seeds} seed(s), model {fv.model}, "
-        f"dataset {fv.dataset}, {fv.num_workers} workers, {mode}; in {root}",
+        f"dataset {fv.dataset}, {fv.num_workers} workers, {_mode(fv)}; in {root}",
         file=console, flush=True)
   started = time.time()
-  done, failed, _ = _run_all(fv, runs, root, console)
-  if done:
+  ran = grid.run_all(runs, console, fv.reuse)
+  if ran.done:
     rows = report_lib.build_report(
-        done, root, title="Four ways to distribute MNIST training", preamble=_preamble(
-            fv, runs, mode), seeds=fv.seeds)
+        ran.done, root, title="Four ways to distribute MNIST training",
+        preamble=_preamble(fv, runs), seeds=fv.seeds)
     print(report_lib.markdown(rows, "Comparison"), file=console)
-    print(f"compare: {len(done)} run(s) in {time.time() - started:.0f}s; report in "
+    print(f"compare: {len(ran.done)} run(s) in {time.time() - started:.0f}s; report in "
           f"{root}/report.md, report.json, report.png", file=console, flush=True)
-  if failed:
-    print(f"compare: failed: {', '.join(failed)}", file=console, flush=True)
-    return 1
+  if ran.failed:
+    print(f"compare: failed: {', '.join(ran.failed)}", file=console, flush=True)
+    return ran.stopped or 1
   return 0
 
 
-def run_regimes(fv: flags.FlagValues, num_train: int, root: str, console) -> int:
-  """The comparison once per regime (root/<regime>/<approach>), then the grid."""
-  chosen = regimes_lib.parse(fv.regimes)
-  runs = plan_runs(fv, num_train)
-  mode = f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)"
-  print(f"compare: {len(chosen)} regime(s) x {len(fv.approaches)} approach(es), model "
-        f"{fv.model}, {fv.num_workers} workers, {mode}; in {root}", file=console, flush=True)
-  started, cells, code = time.time(), {}, 0
-  for regime in chosen:
-    print(f"compare: regime {regime.name}: {regime.what}", file=console, flush=True)
-    done, failed, stopped = _run_all(fv, runs, os.path.join(root, regime.name), console,
-                                     regime.launcher_args, regime.trainer_args)
-    cells[regime.name] = {}
-    for name, _, _ in runs:
-      cells[regime.name][name] = regimes_lib.cell_of_run(os.path.join(root, regime.name,
-                                                                      name))
-    code = code or (1 if failed else 0)
-    os.makedirs(root, exist_ok=True)
-    table = regimes_lib.write(root, cells, fv.approaches, chosen[:len(cells)],
-                              fv.target_accuracy, _preamble(fv, runs, mode))
-    if stopped:
-      return stopped
-  print(table, file=console)
-  print(f"compare: regimes done in {time.time() - started:.0f}s; {root}/regimes.md, "
-        "regimes.json, regimes.png", file=console, flush=True)
-  return code
+def _mode(fv: flags.FlagValues) -> str:
+  return (f"budget {fv.budget_examples} examples each" if fv.budget_examples else
+          f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)")
 
 
-def plain_keras_argv(model: str, dataset: str, data_dir: str | None, num_train: int,
-                     batch: int, budget: int, run_dir: str, extra=(), launcher_extra=()
-                     ) -> tuple[list[str], budget_lib.Budget]:
-  """The launcher's argv for one process training `budget` examples with plain Keras
-  (the all-reduce trainer without a strategy: the same code, no collective), and its
-  plan: a step's compute without contention (the bench's baselines, the sweep's)."""
+def plain_keras_spec(data: runspec.Data, num_train: int, batch: int, budget: int,
+                     run_dir: str, extra=(), launcher_extra=(), env=None,
+                     name: str = "keras fit (1 process)") -> runspec.RunSpec:
+  """One process training `budget` examples with plain Keras (the all-reduce trainer
+  without a strategy: the same code, no collective): a step's compute without
+  contention (the bench's baselines, the sweep's)."""
   plan = budget_lib.plan_budget(approaches.ALLREDUCE.name, budget, num_train, 1, batch)
-  data = [f"--data_dir={data_dir}"] if data_dir else []
-  return (["launch", f"--approach={approaches.ALLREDUCE.name}", "--num_workers=1",
-           f"--run_dir={run_dir}", *launcher_extra, "--", f"--model={model}",
-           f"--dataset={dataset}", *data, *plan.trainer_args, "--plain_keras", *extra], plan)
-
-
-# FedAvg's client work as one plain process does it: batch 10, plain SGD.
-CLIENT_BATCH, CLIENT_ARGS = 10, ("--optimizer=sgd", "--learning_rate=0.1",
-                                 "--lr_schedule=constant")
+  return runspec.of_budget(name, plan, run_dir, data, (*extra, "--plain_keras"),
+                           env=tuple((env or {}).items())).with_args(launcher_extra)
 
 
 def measure_compute(fv: flags.FlagValues, num_train: int, root: str, console) -> dict:
   """Seconds per step at the per-worker batch and per example at FedAvg's client
   batch, one process alone (its throughput over its training time, one epoch: a few
   hundred steps would be mostly warm-up)."""
-  out = {"batch_size": fv.batch_size, "client_batch_size": CLIENT_BATCH}
+  recipe = budget_lib.FEDAVG_DEFAULT
+  out = {"batch_size": fv.batch_size, "client_batch_size": recipe.local_batch_size}
   for key, batch, extra in (("step_s", fv.batch_size, ()),
-                            ("client_example_s", CLIENT_BATCH, CLIENT_ARGS)):
-    run_dir = os.path.join(root, "compute", f"batch_{batch}")
+                            ("client_example_s", recipe.local_batch_size,
+                             recipe.plain_args())):
     print(f"compare: compute without contention: one process, batch {batch}", file=console,
           flush=True)
-    argv, _ = plain_keras_argv(fv.model, fv.dataset, fv.data_dir, num_train, batch,
-                               num_train, run_dir, extra)
-    reused = fv.reuse and os.path.exists(os.path.join(run_dir, "summary.json"))
-    code = 0 if reused else local.main(argv, console=console)
-    if code != 0:
+    spec = plain_keras_spec(data_of(fv), num_train, batch, num_train,
+                            os.path.join(root, "compute", f"batch_{batch}"), extra)
+    ran = grid.run_all([spec], console, fv.reuse)
+    if not ran.done:
       out[key] = None
       continue
-    with open(os.path.join(run_dir, "summary.json")) as f:
-      rate = json.load(f)["examples_per_sec"]
+    rate = outcome_lib.of_run(spec.run_dir).summary["examples_per_sec"]
     out[key] = (batch if key == "step_s" else 1) / rate
   return out
 
 
-def run_scaling(fv: flags.FlagValues, num_train: int, root: str, console) -> int:
-  """The comparison once per worker count (root/n<N>/<approach>), then the sweep."""
-  counts = scaling_lib.parse_counts(fv.scaling)
-  mode = f"to {fv.target_accuracy:.2%} test accuracy (cap {fv.max_examples} examples)"
-  print(f"compare: scaling over N = {', '.join(map(str, counts))}, {len(fv.approaches)} "
-        f"approach(es), model {fv.model}, {mode}; in {root}", file=console, flush=True)
-  started, cells, code = time.time(), {}, 0
-  compute = measure_compute(fv, num_train, root, console)
-  for n in counts:
-    runs = plan_runs(fv, num_train, n)
-    # Large N on a small host oversubscribes it by design: the sweep measures examples
-    # and bytes there, and shows (does not rank) the contended wall time.
-    done, failed, stopped = _run_all(fv, runs, os.path.join(root, f"n{n}"), console,
-                                     ("--allow_oversubscribe",))
-    cells[str(n)] = {name: scaling_lib.cell_of_run(os.path.join(root, f"n{n}", name))
-                     for name, _, _ in runs}
-    code = code or (1 if failed else 0)
-    os.makedirs(root, exist_ok=True)
-    table = scaling_lib.write(root, cells, fv.approaches, counts[:len(cells)], compute,
-                              fv.target_accuracy, _preamble(fv, runs, mode, "N"))
-    if stopped:
-      return stopped
-  print(table, file=console)
-  print(f"compare: scaling done in {time.time() - started:.0f}s; {root}/scaling.md, "
-        "scaling.json, scaling.png", file=console, flush=True)
-  return code
-
-
-EXIT_FILE = "compare_exit.json"
-
-
-def _finished(run_dir: str) -> bool:
-  """--reuse: the run left a summary, or it ran into --timeout (it would again)."""
-  if os.path.exists(os.path.join(run_dir, "summary.json")):
-    return True
-  try:
-    with open(os.path.join(run_dir, EXIT_FILE)) as f:
-      return json.load(f).get("exit_code") == exits.TIMEOUT
-  except (OSError, ValueError):
-    return False
-
-
-def _run_all(fv: flags.FlagValues, runs, root: str, console, launcher_args=(),
-             trainer_args=()) -> tuple[list[str], list[str], int]:
-  """Launches every run in turn, with `launcher_args` / `trainer_args` added to each;
-  (run dirs that succeeded, names that failed, the exit code of a launcher stopped by
-  a signal or 0)."""
-  common = [f"--model={fv.model}", f"--dataset={fv.dataset}",
-            f"--synthetic_examples={fv.synthetic_examples}"]
-  if fv.data_dir:
-    common.append(f"--data_dir={fv.data_dir}")
-  done, failed = [], []
-  for i, (name, seed, plan) in enumerate(runs, 1):
-    run_dir = os.path.join(root, name, f"seed_{seed}") if fv.seeds > 1 else os.path.join(
-        root, name)
-    what = f"{name}{f' seed {seed}' if fv.seeds > 1 else ''}"
-    argv = ["launch", f"--approach={plan.approach}", *plan.launcher_args, *launcher_args,
-            f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *common,
-            f"--seed={seed}", *plan.trainer_args, *trainer_args]
-    if fv.reuse and _finished(run_dir):
-      print(f"compare: [{i}/{len(runs)}] {what}: reused {run_dir}", file=console, flush=True)
-      if os.path.exists(os.path.join(run_dir, "summary.json")):
-        done.append(run_dir)
-      else:
-        failed.append(f"{what} (timed out before)")
-      continue
-    print(f"compare: [{i}/{len(runs)}] {what}: {plan.description} "
-          f"(at most {plan.examples} examples) ...", file=console, flush=True)
-    t = time.time()
-    code = local.main(argv, console=console)
-    if os.path.isdir(run_dir):  # how it ended, for --reuse and the regime grid
-      with open(os.path.join(run_dir, EXIT_FILE), "w") as f:
-        json.dump({"exit_code": code, "seconds": time.time() - t}, f)
-    status = "ok" if code == 0 else f"FAILED (exit {code})"
-    print(f"compare: [{i}/{len(runs)}] {what}: {status} in {time.time() - t:.0f}s",
-          file=console, flush=True)
-    if code == 0:
-      done.append(run_dir)
-    else:
-      failed.append(f"{what} (exit {code})")
-    if code in exits.STOPPED_BY_SIGNAL:  # the user stopped it: not the next run either
-      print(f"compare: stopped (exit {code}); {len(runs) - i} run(s) not started",
-            file=console, flush=True)
-      return done, failed, code
-  return done, failed, 0
-
-
-def _preamble(fv: flags.FlagValues, runs, mode: str, workers: str | None = None) -> str:
+def _preamble(fv: flags.FlagValues, runs: Sequence[runspec.RunSpec],
+              workers: str | None = None) -> str:
   seen = {}
-  for name, _, plan in runs:
-    seen.setdefault(name, plan)
+  for spec in runs:
+    seen.setdefault(spec.name, spec)
   return (f"Model `{fv.model}`, dataset `{fv.dataset}`, {workers or fv.num_workers} workers, "
-          f"{mode}, "
-          f"{fv.seeds} seed(s) from {fv.seed}:\n\n" +
+          f"{_mode(fv)}, {fv.seeds} seed(s) from {fv.seed}:\n\n" +
           "\n".join(f"- {n}: {p.description} (at most {p.examples} examples)"
                      for n, p in seen.items()))
 
 
 def _paper_run_finished(run_dir: str, max_rounds: int) -> bool:
-  """A setting that reached 99 % or ran all its rounds is not run again."""
-  path = os.path.join(run_dir, "summary.json")
-  if not os.path.exists(path):
-    return False
-  s = report_lib.load_run(run_dir)["summary"]
-  return bool(s.get("rounds_to_target")) or s.get("rounds_run", 0) >= max_rounds
+  """A setting that reached 99 % or ran all its rounds is not run again (a diverged
+  one is)."""
+  ended = outcome_lib.of_run(run_dir)
+  return ended.ok and (bool(ended.summary.get("rounds_to_target")) or
+                       ended.summary.get("rounds_run", 0) >= max_rounds)
 
 
 def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
@@ -407,8 +316,7 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
   runs = budget_lib.paper_preset(fv.paper_max_rounds, fv.client_learning_rate,
                                  tuple(fv.paper_settings) or None,
                                  tuple(fv.paper_algorithms))
-  data_args = [f"--dataset={fv.dataset}"] + ([f"--data_dir={fv.data_dir}"] if fv.data_dir
-                                             else [])
+  data = runspec.Data(budget_lib.PAPER_MODEL, fv.dataset, fv.data_dir)
   lines = ["| setting | rounds to 99 % (here) | paper | final test acc | rounds run | "
            "client lr | wall s (last process) |", "|---|---|---|---|---|---|---|"]
   code_all, finished = 0, {}
@@ -421,10 +329,10 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
     else:  # a fresh start, or (--resume) on from the setting's last checkpoint
       print(f"compare: [{i}/{len(runs)}] {name} (paper: {paper} rounds to 99 %) ...",
             file=console, flush=True)
-      code = local.main(["launch", f"--approach={approaches.FEDAVG.name}",
-                         f"--num_workers={fv.num_workers}",
-                         f"--run_dir={run_dir}", f"--timeout={fv.timeout}", "--", *data_args,
-                         *args], console=console)
+      code = runspec.launch(runspec.RunSpec(
+          name, run_dir, approaches.FEDAVG.name,
+          (f"--num_workers={fv.num_workers}", f"--timeout={fv.timeout}"),
+          (*data.trainer_args(), *args)), console)
     code_all = code_all or code
     if code != 0:
       lines.append(f"| {name} | failed (exit {code}) | {paper} | | | | |")

@@ -17,6 +17,8 @@ import math
 import os
 from typing import Sequence
 
+from experiments import outcome
+
 
 @dataclasses.dataclass(frozen=True)
 class Regime:
@@ -53,34 +55,31 @@ def parse(names: Sequence[str]) -> list[Regime]:
   return [REGIMES[n] for n in names]
 
 
-def cell(summary: dict | None) -> dict:
-  """What one run contributes to the grid."""
-  if summary is None:
-    return {"ok": False}
-  return {"ok": True, "reached": bool(summary.get("reached_target")),
-          "time_to_target_s": summary.get("time_to_target_s"),
-          "test_accuracy": summary.get("test_accuracy"),
-          "since_launch_s": summary.get("since_launch_s"),
-          "examples": summary.get("examples_processed"),
-          "bytes_sent_per_worker": summary.get("bytes_sent_per_worker"),
-          "link_bytes_sent_per_worker": summary.get("link_bytes_sent_per_worker"),
-          "steps": summary.get("steps") or summary.get("rounds_run"),
-          "train_time_s": summary.get("train_time_s")}
+def cell(ended: outcome.Outcome) -> dict:
+  """What one run contributes to the grid: its summary's figures when it finished
+  with results; else how it ended and the last evaluation it logged."""
+  summary = ended.summary or {}
+  if ended.ok:
+    return {"ok": True, "reached": ended.reached,
+            "time_to_target_s": summary.get("time_to_target_s"),
+            "test_accuracy": summary.get("test_accuracy"),
+            "since_launch_s": summary.get("since_launch_s"),
+            "examples": summary.get("examples_processed"),
+            "bytes_sent_per_worker": summary.get("bytes_sent_per_worker"),
+            "link_bytes_sent_per_worker": summary.get("link_bytes_sent_per_worker"),
+            "steps": summary.get("steps") or summary.get("rounds_run"),
+            "train_time_s": summary.get("train_time_s")}
+  return {"ok": False, "status": ended.status, "error": ended.error,
+          **({"exit_code": ended.exit_code} if ended.exit_code is not None else {}),
+          **({"seconds": ended.seconds} if ended.seconds is not None else {})}
 
 
 def cell_of_run(run_dir: str) -> dict:
-  """A run's cell from its directory: its summary; or, for a run that did not finish
-  (a timeout), the last evaluation it logged and how it ended (compare_exit.json)."""
-  path = os.path.join(run_dir, "summary.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return cell(json.load(f))
-  out = {"ok": False}
-  try:
-    with open(os.path.join(run_dir, "compare_exit.json")) as f:
-      out.update(json.load(f))
-  except (OSError, ValueError):
-    pass
+  """A run's cell from its directory; a run that did not finish with results (a
+  timeout, a divergence) shows the last evaluation it logged."""
+  out = cell(outcome.of_run(run_dir))
+  if out["ok"]:
+    return out
   try:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
       evals = [r for r in map(json.loads, f) if r.get("test_accuracy") is not None]
@@ -100,7 +99,8 @@ def _mb(value) -> str:
 
 def cell_text(c: dict) -> str:
   if not c.get("ok"):
-    why = "timed out" if c.get("exit_code") == 124 else "failed"
+    why = {"timeout": "timed out", "diverged": "diverged"}.get(
+        c.get("status"), "timed out" if c.get("exit_code") == 124 else "failed")
     if c.get("test_accuracy") is None:
       return why
     return (f"{why} at {c['seconds']:.0f} s: {100 * c['test_accuracy']:.2f}% at its last "

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from absl import flags
 
 from cluster import cli
+from experiments import outcome
 
 # report.json row fields every run has (None where unknown).
 ROW_KEYS = ("approach", "seed", "workers", "model", "dataset", "test_accuracy", "test_loss",
@@ -75,9 +76,9 @@ def row(run: dict) -> dict[str, Any]:
                 notes=s.get("notes", ""), run_dir=run["run_dir"])
   if fields["reached_target"] is not None:
     fields["reached_target"] = bool(fields["reached_target"])
-  if s.get("status", "ok") != "ok":  # e.g. diverged: shown as failed, never as reached
-    fields.update(reached_target=False,
-                  notes=f"FAILED ({s['status']}): {s.get('error', '')}".strip())
+  ended = outcome.Outcome(s, None)
+  if not ended.ok:  # e.g. diverged: shown as failed, never as reached
+    fields.update(reached_target=False, notes=f"FAILED ({ended.error})")
   return fields
 
 

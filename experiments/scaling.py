@@ -16,6 +16,8 @@ import math
 import os
 from typing import Sequence
 
+from experiments import outcome
+
 
 def parse_counts(text: Sequence[str]) -> list[int]:
   """['2', '4', '8'] -> [2, 4, 8]; ValueError names a bad one."""
@@ -29,16 +31,16 @@ def parse_counts(text: Sequence[str]) -> list[int]:
   return counts
 
 
-def cell(summary: dict | None) -> dict:
+def cell(ended: outcome.Outcome) -> dict:
   """What one run contributes to the sweep."""
-  if summary is None:
-    return {"ok": False}
+  if not ended.ok:
+    return {"ok": False, "status": ended.status, "error": ended.error}
+  summary = ended.summary
   busiest = summary.get("bytes_by_task") or {}
   name = max(busiest, key=lambda t: busiest[t]["sent"] + busiest[t]["received"],
              default=None)
   steps = summary.get("steps_to_target") if summary.get("reached_target") else None
-  return {"ok": summary.get("status", "ok") == "ok",
-          "reached": bool(summary.get("reached_target")),
+  return {"ok": True, "reached": ended.reached,
           "time_to_target_s": summary.get("time_to_target_s"),
           "startup_s": summary.get("first_step_since_launch_s"),
           "train_time_to_target_s": summary.get("train_time_to_target_s"),
@@ -56,11 +58,7 @@ def cell(summary: dict | None) -> dict:
 
 
 def cell_of_run(run_dir: str) -> dict:
-  try:
-    with open(os.path.join(run_dir, "summary.json")) as f:
-      return cell(json.load(f))
-  except (OSError, ValueError):
-    return {"ok": False}
+  return cell(outcome.of_run(run_dir))
 
 
 def _mb(v) -> str:

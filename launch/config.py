@@ -37,11 +37,13 @@ class LaunchConfig:
   straggler: tuple[str, float] | None = None  # --straggler, parsed: (task, factor)
   dry_run: bool = False
   launched: float | None = None     # the launcher's start (time.time()): time to accuracy
+  env: tuple[tuple[str, str], ...] = ()  # variables every task gets (a caller's, not flags)
 
   def __post_init__(self):
     object.__setattr__(self, "trainer_argv", tuple(self.trainer_argv))
     object.__setattr__(self, "program", tuple(self.program))
     object.__setattr__(self, "hosts", tuple(self.hosts))
+    object.__setattr__(self, "env", tuple(sorted(dict(self.env).items())))
     self.record.roles(self.num_workers, self.num_ps)  # ConfigError naming the flag
 
   @property

@@ -302,8 +302,11 @@ def _preflight_machine(plan: planning.Plan, config: LaunchConfig) -> None:
   preflight.check_oversubscription(per_host, os.cpu_count() or 1, config.allow_oversubscribe)
 
 
-def main(argv: list[str] | None = None, console=sys.stdout) -> int:
-  """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit code."""
+def main(argv: list[str] | None = None, console=sys.stdout,
+         env: dict[str, str] | None = None) -> int:
+  """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit
+  code. `env`: variables every task gets on top of the launcher's environment (which
+  stays untouched): how an experiment sets, say, the kernel library of one run."""
   argv = sys.argv if argv is None else argv
   launched = time.time()  # time to accuracy counts from here, start-up included
   fv = flags.FlagValues()
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   if cli.answered(head, fv, cli.prog("launch.local"), __doc__, console):
     return 0
   try:
-    config = config_from_argv(argv, launched)
+    config = dataclasses.replace(config_from_argv(argv, launched), env=tuple((env or {}).items()))
   except ValueError as e:
     return _usage_error(str(e))
   out = spawn.Console(console)  # never blocks, never raises on a closed console

@@ -243,6 +243,7 @@ def _task_env(config: LaunchConfig, machine: Machine, cluster: Mapping[str, Sequ
   role, index = split_task_name(name)
   env = {ENV_LAUNCH_TIME: repr(config.launched)} if config.launched is not None else {}
   env.update(config.record.env)
+  env.update(config.env)  # the caller's (an experiment's kernel setting, say)
   if machine.preload:
     env["LD_PRELOAD"] = " ".join(machine.preload)
     # The shim counts this task's bytes on the wire into the run's traffic/ (see

@@ -6,6 +6,7 @@ import json
 import pytest
 from absl import flags
 
+from experiments import outcome, runspec, scaling
 from experiments import budget, compare, report
 from tests import helpers
 from trainers import flags as trainer_flags
@@ -123,14 +124,19 @@ def test_every_approach_gets_the_same_example_budget(name, expected):
 
 def test_compare_plans_seeds_and_rejects_bad_flags(capsys):
   fv = compare._parse(["compare", "--approaches=allreduce,fedavg", "--seeds=3"])
-  runs = compare.plan_runs(fv, 60_000)
-  assert [(n, s) for n, s, _ in runs] == [("allreduce", 42), ("allreduce", 43),
-                                          ("allreduce", 44), ("fedavg", 42), ("fedavg", 43),
-                                          ("fedavg", 44)]
-  assert "--stop_at_target" in runs[0][2].trainer_args
+  runs = compare.plan_runs(fv, 60_000, "/r")
+  assert [(r.name, r.seed) for r in runs] == [("allreduce", 42), ("allreduce", 43),
+                                              ("allreduce", 44), ("fedavg", 42),
+                                              ("fedavg", 43), ("fedavg", 44)]
+  assert runs[1].run_dir == "/r/allreduce/seed_43" and "--seed=43" in runs[1].trainer_args
+  assert "--stop_at_target" in runs[0].trainer_args
+  # The data flags are written once, by the spec: never twice.
+  assert sum(a.startswith("--model=") for a in runs[0].argv()) == 1
   # A fixed budget records the target but does not stop at it.
-  fixed = compare.plan_runs(compare._parse(["compare", "--budget_examples=60000"]), 60_000)
-  assert all("--stop_at_target" not in p.trainer_args for _, _, p in fixed)
+  fixed = compare.plan_runs(compare._parse(["compare", "--budget_examples=60000"]), 60_000,
+                            "/r")
+  assert all("--stop_at_target" not in r.trainer_args for r in fixed)
+  assert fixed[0].run_dir == "/r/allreduce"
   for bad in ("--target_accuracy=1.5", "--seeds=0", "--approaches=nope", "--max_examples=0"):
     assert compare.main(["compare", bad]) == 2
     err = capsys.readouterr().err
@@ -159,7 +165,7 @@ def test_fedavg_paper_preset_plans_the_four_table_2_settings():
       ("fedavg_iid_E5", 20), ("fedavg_shards_E5", 229), ("fedavg_iid_E1", 34),
       ("fedavg_shards_E1", 350)]
   for _, args, _ in runs:
-    assert {"--model=fedavg_cnn", "--clients_per_round=10", "--local_batch_size=10",
+    assert {"--clients_per_round=10", "--local_batch_size=10", "--client_learning_rate=0.05",
             "--target_accuracy=0.99", "--stop_at_target", "--rounds=400"} <= set(args)
   from trainers import flags as trainer_flags
   for _, args, _ in runs:  # every planned flag is a real FedAvg trainer flag
@@ -169,7 +175,7 @@ def test_fedavg_paper_preset_plans_the_four_table_2_settings():
 def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypatch):
   calls = []
 
-  def fake_launch(argv, console=None):  # stands in for the launcher: records, writes a summary
+  def fake_launch(argv, console=None, env=None):  # the launcher: records, writes a summary
     calls.append(argv)
     run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--run_dir="))
     reached = 25 if "--partition=iid" in argv else None
@@ -179,9 +185,10 @@ def test_fedavg_paper_preset_reports_rounds_beside_the_paper(tmp_path, monkeypat
         "client_learning_rate": 0.1}, [])
     return 0
 
-  monkeypatch.setattr(compare.local, "main", fake_launch)
+  monkeypatch.setattr(runspec.local, "main", fake_launch)
   assert compare.main(["compare", "--preset=fedavg_paper", f"--run_dir={tmp_path}"]) == 0
   assert len(calls) == 4 and all("--approach=fedavg" in c for c in calls)
+  assert all("--model=fedavg_cnn" in c for c in calls)
   md = (tmp_path / "report.md").read_text()
   assert "| fedavg_iid_E5 | 25 | 20 | 99.10% | 25 | 0.1 | 100 |" in md
   assert "| fedavg_shards_E1 | not in 400 | 350 | 98.50% | 400 | 0.1 | 100 |" in md
@@ -210,11 +217,11 @@ def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):
   starts no other approach (it used to go on to the next one)."""
   calls = []
 
-  def stopped(argv, console=None):
+  def stopped(argv, console=None, env=None):
     calls.append(argv)
     return 143
 
-  monkeypatch.setattr(compare.local, "main", stopped)
+  monkeypatch.setattr(runspec.local, "main", stopped)
   out = io.StringIO()
   code = compare.main(["compare", "--approaches=allreduce,gossip", "--dataset=synthetic",
                        f"--run_dir={tmp_path}"], console=out)
@@ -241,12 +248,13 @@ def test_regimes_parse_and_plan_with_the_grid_defaults():
 
 def test_regime_grid_names_the_winner_and_writes_md_json_png(tmp_path):
   from experiments import regimes
-  ok = lambda t, b, reached=True, acc=0.99: regimes.cell({
+  ok = lambda t, b, reached=True, acc=0.99: regimes.cell(outcome.Outcome({
       "reached_target": reached, "time_to_target_s": t, "test_accuracy": acc,
-      "since_launch_s": 100.0, "bytes_sent_per_worker": b, "examples_processed": 1000})
+      "since_launch_s": 100.0, "bytes_sent_per_worker": b, "examples_processed": 1000},
+      None))
   cells = {"baseline": {"allreduce": ok(40.0, 2e8), "gossip": ok(30.0, 3e8)},
            "link_10mbit": {"allreduce": ok(None, 1e8, False, 0.95),
-                           "gossip": regimes.cell(None)}}
+                           "gossip": regimes.cell(outcome.Outcome(None, 1))}}
   chosen = regimes.parse(["baseline", "link_10mbit"])
   table = regimes.write(str(tmp_path), cells, ["allreduce", "gossip"], chosen, 0.98, "x")
   assert "| baseline (one fast host, IID shards) | **40 s**, 200 MB/worker | **30 s**, " \
@@ -265,11 +273,53 @@ def test_a_timed_out_regime_run_shows_its_last_evaluation_and_is_not_rerun(tmp_p
       {"kind": "eval", "step": 59, "test_accuracy": 0.9688, "since_launch_s": 400.0,
        "bytes_sent_per_worker": 5e8, "examples_seen": 15104},
       {"kind": "step", "step": 100, "loss": 0.29}]) + "\n")
-  (run / compare.EXIT_FILE).write_text(json.dumps({"exit_code": 124, "seconds": 1201.0}))
+  (run / outcome.EXIT_FILE).write_text(json.dumps({"exit_code": 124, "seconds": 1201.0}))
   c = regimes.cell_of_run(str(run))
   assert not c["ok"] and c["test_accuracy"] == 0.9688
   assert regimes.cell_text(c) == ("timed out at 1201 s: 96.88% at its last evaluation, "
                                   "500 MB/worker")
-  assert compare._finished(str(run))  # --reuse: a timeout would time out again
-  (run / compare.EXIT_FILE).write_text(json.dumps({"exit_code": 1, "seconds": 3.0}))
-  assert not compare._finished(str(run))  # a failure is run again
+  assert outcome.of_run(str(run)).reusable  # --reuse: a timeout would time out again
+  (run / outcome.EXIT_FILE).write_text(json.dumps({"exit_code": 1, "seconds": 3.0}))
+  assert not outcome.of_run(str(run)).reusable  # a failure is run again
+
+
+def _diverged_run(run) -> None:
+  """What a diverged run leaves: a strict summary.json saying so, exit 65."""
+  run.mkdir(parents=True)
+  (run / "summary.json").write_text(json.dumps({
+      "approach": "gossip", "status": "diverged", "error": "non-finite loss at step 7",
+      "test_accuracy": None, "reached_target": None, "examples_processed": 448}))
+  (run / "metrics.jsonl").write_text(json.dumps(
+      {"kind": "eval", "test_accuracy": 0.31, "examples_seen": 256}) + "\n")
+  (run / outcome.EXIT_FILE).write_text(json.dumps({"exit_code": 65, "seconds": 9.0}))
+
+
+def test_a_diverged_run_is_never_done_reused_or_reached(tmp_path, monkeypatch):
+  """One rule (experiments/outcome.py) for every driver: a diverged run's summary.json
+  does not make it finished (compare --reuse runs it again), its grid cells are not
+  ok, and the report shows it as failed, never as reached."""
+  from experiments import regimes
+  run = tmp_path / "gossip"
+  _diverged_run(run)
+  ended = outcome.of_run(str(run))
+  assert (ended.ok, ended.reached, ended.reusable, ended.status) == (
+      False, False, False, "diverged")
+  assert "non-finite loss" in ended.error
+  cell = regimes.cell_of_run(str(run))
+  assert not cell["ok"] and cell["status"] == "diverged"
+  assert regimes.cell_text(cell).startswith("diverged")
+  assert scaling.cell_of_run(str(run))["ok"] is False
+  assert not report.row(report.load_run(str(run)))["reached_target"]
+  # compare --reuse launches it again (and would report it as failed again).
+  calls = []
+
+  def launcher(argv, console=None, env=None):
+    calls.append(argv)
+    return 65
+
+  monkeypatch.setattr(runspec.local, "main", launcher)
+  out = io.StringIO()
+  code = compare.main(["compare", "--approaches=gossip", "--dataset=synthetic", "--reuse",
+                       f"--run_dir={tmp_path}"], console=out)
+  assert code == 1 and len(calls) == 1, out.getvalue()
+  assert "reused" not in out.getvalue() and "diverged" in out.getvalue()

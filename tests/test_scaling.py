@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import compare, scaling
+from experiments import compare, outcome, scaling
 
 
 def test_counts_parse_and_refuse():
@@ -18,11 +18,13 @@ def test_a_cell_names_the_busiest_task_and_the_steps_to_target():
        "steps": 200, "bytes_sent_per_worker": 5e6, "bytes_busiest_task": 4e7,
        "bytes_by_task": {"worker:0": {"sent": 5e6, "received": 5e6},
                          "ps:0": {"sent": 2e7, "received": 2e7}}}
-  c = scaling.cell(s)
+  c = scaling.cell(outcome.Outcome(s, None))
   assert c["busiest_task"] == "ps:0" and c["steps_to_target"] == 120 and c["reached"]
-  missed = scaling.cell({**s, "reached_target": False, "steps_to_target": None})
+  missed = scaling.cell(outcome.Outcome({**s, "reached_target": False,
+                                         "steps_to_target": None}, 0))
   assert missed["steps_to_target"] == 200 and not missed["reached"]
-  assert scaling.cell(None) == {"ok": False}
+  assert scaling.cell(outcome.Outcome(None, None))["ok"] is False
+  assert scaling.cell(outcome.Outcome({**s, "status": "diverged"}, 65))["ok"] is False
   table = scaling.markdown({"2": {"ps_sync": c}, "4": {}}, ["ps_sync"], [2, 4],
                            {"step_s": 0.02, "batch_size": 64, "client_example_s": 4e-4,
                             "client_batch_size": 10}, 0.98)
