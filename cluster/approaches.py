@@ -69,6 +69,9 @@ def get(name: str) -> Approach:
   return APPROACHES[name]
 
 
+AT_ONCE, IN_TURN = "at once", "in turn"  # how a variant uses its busiest link per unit
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """One entry of the comparison: an approach with the trainer flags that make it so."""
@@ -76,16 +79,23 @@ class Variant:
   approach: Approach
   trainer_args: tuple[str, ...] = ()
   examples_per_step_is_per_worker: bool = False  # one step = one worker's batch (PS async)
+  # How its busiest link is used per unit of work (the cost model): both ways at once,
+  # or in turn (push, then pull); and what a unit is.
+  link_pattern: str = AT_ONCE
+  unit: str = "step"
 
 
+# Each variant a constant, for code that treats one specially (the cost model's
+# formulas): referred to by the object, never by its position or a spelled name.
+ALLREDUCE_V = Variant("allreduce", ALLREDUCE)
+PS_ASYNC_V = Variant("ps_async", PS, ("--ps_mode=async",), examples_per_step_is_per_worker=True,
+                     unit="worker step")
+PS_SYNC_V = Variant("ps_sync", PS, ("--ps_mode=sync",), link_pattern=IN_TURN)
+GOSSIP_V = Variant("gossip", GOSSIP)
+GOSSIP_ASYNC_V = Variant("gossip_async", GOSSIP, ("--gossip_mode=async",), unit="job step")
+FEDAVG_V = Variant("fedavg", FEDAVG, link_pattern=IN_TURN, unit="round")
 VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
-    Variant("allreduce", ALLREDUCE),
-    Variant("ps_async", PS, ("--ps_mode=async",), examples_per_step_is_per_worker=True),
-    Variant("ps_sync", PS, ("--ps_mode=sync",)),
-    Variant("gossip", GOSSIP),
-    Variant("gossip_async", GOSSIP, ("--gossip_mode=async",)),
-    Variant("fedavg", FEDAVG),
-)}
+    ALLREDUCE_V, PS_ASYNC_V, PS_SYNC_V, GOSSIP_V, GOSSIP_ASYNC_V, FEDAVG_V)}
 
 
 def variant(name: str) -> Variant:

@@ -50,18 +50,19 @@ from typing import Sequence
 from absl import flags
 
 from cluster import approaches, cli
+from trainers.common import volume
 
-FLOAT32 = 4
-# The comparison's variants, in cluster.approaches' order (the only place they are named).
-ALLREDUCE, PS_ASYNC, PS_SYNC, GOSSIP, GOSSIP_ASYNC, FEDAVG = approaches.VARIANTS
+# The comparison's variants, each looked up by its own name (a reorder of
+# cluster.approaches.VARIANTS changes nothing here).
+ALLREDUCE, PS_ASYNC, PS_SYNC, GOSSIP, GOSSIP_ASYNC, FEDAVG = (
+    v.name for v in (approaches.ALLREDUCE_V, approaches.PS_ASYNC_V, approaches.PS_SYNC_V,
+                     approaches.GOSSIP_V, approaches.GOSSIP_ASYNC_V, approaches.FEDAVG_V))
 LINK_RE_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 # Which way a task's link is used per unit: at once (max of the two directions) or
-# in turn (their sum).
-AT_ONCE, IN_TURN = "at once", "in turn"
-PATTERNS = {ALLREDUCE: AT_ONCE, PS_SYNC: IN_TURN, PS_ASYNC: AT_ONCE,
-            GOSSIP: AT_ONCE, GOSSIP_ASYNC: AT_ONCE, FEDAVG: IN_TURN}
-UNITS = {ALLREDUCE: "step", PS_SYNC: "step", PS_ASYNC: "worker step",
-         GOSSIP: "step", GOSSIP_ASYNC: "job step", FEDAVG: "round"}
+# in turn (their sum); and what a unit is: the variant records say.
+AT_ONCE, IN_TURN = approaches.AT_ONCE, approaches.IN_TURN
+PATTERNS = {v.name: v.link_pattern for v in approaches.VARIANTS.values()}
+UNITS = {v.name: v.unit for v in approaches.VARIANTS.values()}
 
 
 def link_seconds(sent: float, received: float, bytes_per_s: float, pattern: str) -> float:
@@ -84,10 +85,11 @@ class Cluster:
   clients_per_round: int = 10
   examples_per_client: int = 600
   local_epochs: int = 1
+  messages: int = 1           # model-sized messages each way per exchange (SCAFFOLD: 2)
 
   @property
   def model_bytes(self) -> float:
-    return FLOAT32 * self.num_params
+    return volume.model_bytes(self.num_params)
 
   @property
   def bytes_per_s(self) -> float:
@@ -97,20 +99,24 @@ class Cluster:
 def unit_traffic(approach: str, c: Cluster) -> tuple[float, float, int]:
   """(bytes sent, bytes received, messages in sequence) per unit on the busiest
   task's link (the analytic side; volume.py's formulas at cluster scale)."""
-  m, n = c.model_bytes, c.n
+  p, n, k = c.num_params, c.n, c.messages
   if approach == ALLREDUCE:
-    b = 2 * (n - 1) / n * m if n > 1 else 0.0
+    b = volume.ring_allreduce(p, n, steps=1) * k
     return b, b, 2 * (n - 1)
-  if approach == PS_SYNC:
-    return n * m / c.num_ps, n * m / c.num_ps, 2
+  if approach == PS_SYNC:  # N workers' pushes (and pulls) per step, over the ps tasks
+    b = volume.parameter_server(p, worker_steps=n) * k / c.num_ps
+    return b, b, 2
   if approach == PS_ASYNC:  # per worker step, on a ps
-    return m / c.num_ps, m / c.num_ps, 2
+    b = volume.parameter_server(p, worker_steps=1) * k / c.num_ps
+    return b, b, 2
   if approach in (GOSSIP, GOSSIP_ASYNC):
     d = min(c.degree, n - 1)
-    return d * m, d * m, d
+    b = volume.gossip(p, d, exchanges=1) * k
+    return b, b, d
   if approach == FEDAVG:  # only the services that host a sampled client take part
     s = min(n, c.clients_per_round)
-    return s * m, s * m, 2
+    b = s * volume.fedavg_service(p, rounds_served=1, messages=k)
+    return b, b, 2
   raise ValueError(f"unknown approach {approach!r}; valid: {', '.join(PATTERNS)}")
 
 
