@@ -149,17 +149,17 @@ def test_unit_traffic_takes_its_bytes_from_volume_and_counts_every_message():
   """The cost model's bytes are volume.py's formulas (no constant of its own), and an
   algorithm that sends two model-sized messages each way (SCAFFOLD) costs twice."""
   from trainers.common import volume
-  c = costmodel.Cluster(n=4, num_params=1000, link_bits_per_s=1e9)
-  sent, _, _ = costmodel.unit_traffic(costmodel.ALLREDUCE, c)
+  c = cm.Cluster(n=4, num_params=1000, link_bits_per_s=1e9)
+  sent, _, _ = cm.unit_traffic(cm.ALLREDUCE, c)
   assert sent == volume.ring_allreduce(1000, 4, 1) == 2 * 3 / 4 * 4000
-  two = costmodel.Cluster(n=4, num_params=1000, link_bits_per_s=1e9, messages=2)
-  for name in costmodel.PATTERNS:
-    assert costmodel.unit_traffic(name, two)[0] == 2 * costmodel.unit_traffic(name, c)[0]
-  assert costmodel.unit_traffic(costmodel.FEDAVG, c)[0] == 4 * volume.fedavg_service(1000, 1)
+  two = cm.Cluster(n=4, num_params=1000, link_bits_per_s=1e9, messages=2)
+  for name in cm.PATTERNS:
+    assert cm.unit_traffic(name, two)[0] == 2 * cm.unit_traffic(name, c)[0]
+  assert cm.unit_traffic(cm.FEDAVG, c)[0] == 4 * volume.fedavg_service(1000, 1)
 
 
 def test_the_patterns_and_units_come_from_the_variant_records():
   from cluster import approaches
   for v in approaches.VARIANTS.values():
-    assert costmodel.PATTERNS[v.name] == v.link_pattern and costmodel.UNITS[v.name] == v.unit
-  assert costmodel.PS_SYNC == approaches.PS_SYNC_V.name
+    assert cm.PATTERNS[v.name] == v.link_pattern and cm.UNITS[v.name] == v.unit
+  assert cm.PS_SYNC == approaches.PS_SYNC_V.name
