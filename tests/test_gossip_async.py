@@ -133,11 +133,79 @@ def test_one_sided_puts_land_in_the_owners_slot_and_a_pusher_sends_the_newest():
       pusher.offer(np.full(4, k, np.float32))
     pusher.flush(30)
     assert a.read([(mb.MODEL, 1)])[0].tolist() == [49] * 4  # the newest, whatever was skipped
-    assert 1 <= pusher.pushes <= 50
-    pusher.stop()
+    burst = pusher.count()  # 1 to 50: vectors offered while a put was in flight are skipped
+    assert 1 <= burst <= 50
+    for k in (100, 101):  # offered one at a time, each waited for: each is one put
+      pusher.offer(np.full(4, k, np.float32))
+      pusher.flush(30)
+    assert pusher.count() == burst + 2
+    assert a.read([(mb.MODEL, 1)])[0].tolist() == [101] * 4
+    assert pusher.stop() and pusher.failure is None and pusher.errors == 0
   finally:
     a.close()
     b.close()
+
+
+def test_a_put_that_lands_before_the_owner_has_made_its_slots_is_not_lost():
+  """The owner's server listens before its slots exist: a peer's first put (the
+  one-time step-0 status, say) can land first. The owner must not overwrite it."""
+  import portpicker  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cluster = {"worker": [f"localhost:{portpicker.pick_unused_port()}" for _ in range(2)]}
+  # worker 0's server is up, its slots not yet made (what happens between
+  # tf.distribute.Server(start=True) and the Mailbox's first local run).
+  server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name="worker",
+                                task_index=0, start=True)
+  b = mb.Mailbox(cluster, 1, {}, {mb.STATUS: ((0,), 3), mb.CONTROL: ((0,), 3)})
+  try:
+    b.write(mb.STATUS, 0, np.array([0, 5, 7], np.float32))
+    a = mb.Mailbox(cluster, 0, {mb.STATUS: ((1,), 3)}, {}, server=server)
+    try:
+      assert a.read([(mb.STATUS, 1)])[0].tolist() == [0, 5, 7]
+    finally:
+      a.close()
+  finally:
+    b.close()
+
+
+def test_control_flags_only_rise_so_a_late_put_cannot_undo_a_newer_one():
+  import portpicker  # pylint: disable=g-import-not-at-top
+  cluster = {"worker": [f"localhost:{portpicker.pick_unused_port()}" for _ in range(2)]}
+  chief = mb.Mailbox(cluster, 0, {}, {mb.CONTROL: ((1,), 3)})
+  other = mb.Mailbox(cluster, 1, {mb.CONTROL: ((0,), 3)}, {})
+  try:
+    assert other.read([(mb.CONTROL, 0)])[0].tolist() == [mb.EMPTY] * 3
+    chief.write(mb.CONTROL, 1, np.array([1, 1, 1], np.float32))  # stop, release, go
+    chief.write(mb.CONTROL, 1, np.array([0, 0, 1], np.float32))  # an older put, late
+    assert other.read([(mb.CONTROL, 0)])[0].tolist() == [1, 1, 1]
+  finally:
+    chief.close()
+    other.close()
+
+
+def test_a_pusher_whose_thread_fails_fails_the_job_at_once_with_its_error():
+  def write(_):
+    raise ValueError("bad vector layout")
+  pusher = mb.Pusher(write, "model->1")
+  pusher.offer(np.zeros(2, np.float32))
+  started = time.monotonic()
+  with pytest.raises(RuntimeError, match="model->1: pusher failed: ValueError: bad vector"):
+    pusher.flush(60)  # not after its deadline: at once
+  assert time.monotonic() - started < 5
+  with pytest.raises(RuntimeError, match="bad vector layout"):
+    pusher.offer(np.zeros(2, np.float32))
+  # A retried failure (the peer not up yet) is counted and tried again, not fatal.
+  calls = []
+
+  def flaky(v):
+    calls.append(v)
+    if len(calls) < 3:
+      raise RuntimeError("not listening yet")
+  retried = mb.Pusher(flaky, "status->2", retry_s=0.01)
+  retried.offer(np.ones(2, np.float32))
+  retried.flush(10)
+  assert (retried.errors, retried.count(), retried.failure) == (2, 1, None)
+  assert mb.stop_all([retried, pusher]) == []
 
 
 # --- through the launcher -----------------------------------------------------------------

@@ -227,9 +227,9 @@ class Peers:
 
   def pushes(self) -> tuple[list[int], int, int]:
     """(model puts to each worker, status puts, control puts) that landed."""
-    models = [self.models[j].pushes if j in self.models else 0 for j in range(self.plan.n)]
-    return (models, sum(p.pushes for p in self.status.values()),
-            sum(p.pushes for p in self.control.values()))
+    models = [self.models[j].count() if j in self.models else 0 for j in range(self.plan.n)]
+    return (models, sum(p.count() for p in self.status.values()),
+            sum(p.count() for p in self.control.values()))
 
   def start_together(self, clock: "Clock", deadline_s: float = START_TIMEOUT_S) -> None:
     """The one start-up agreement: every worker announces step 0; the chief waits
@@ -260,8 +260,7 @@ class Peers:
       time.sleep(0.02)
 
   def stop_gossip(self) -> None:
-    for p in list(self.models.values()) + list(self.status.values()):
-      p.stop()
+    mb.stop_all(list(self.models.values()) + list(self.status.values()))
 
   def finals(self, deadline_s: float = FINAL_TIMEOUT_S) -> list[np.ndarray]:
     """The chief: every other worker's final vector, waiting until each has landed."""
@@ -287,17 +286,20 @@ class Peers:
       p.offer(np.array([float(stop), float(release), 1.0], np.float32))
 
   def flush_control(self, deadline_s: float = FINAL_TIMEOUT_S) -> None:
+    """Every control put landed, within one deadline for all of them (not each its own)."""
+    end = time.monotonic() + deadline_s
     for p in self.control.values():
-      p.flush(deadline_s)
+      p.flush(max(0.0, end - time.monotonic()))
 
   def wait_release(self, deadline_s: float = FINAL_TIMEOUT_S) -> None:
     self._wait(lambda: [0] if self.box.read([(mb.CONTROL, 0)])[0][RELEASE] < 1 else [],
                deadline_s, "did not release this worker")
 
   def close(self) -> None:
-    for p in self.control.values():
-      p.stop()
-    self.stop_gossip()
+    # By now the counts were read (or the run failed): a put still in flight to a
+    # stopped peer is left to its daemon thread.
+    mb.stop_all([*self.control.values(), *self.models.values(), *self.status.values()],
+                timeout_s=1.0)
     if self.box:
       self.box.close()
 

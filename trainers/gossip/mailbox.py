@@ -16,7 +16,13 @@ Slot kinds (each a float32 vector; names are "<kind>_<owner>_from_<writer>"):
   model    a neighbour's latest parameters and the step they are from ([P + 1])
   status   a peer's clock and running statistics ([STATUS])
   final    a worker's final parameters and figures, written to the chief once ([P + F])
-  control  written by the chief: [stop, release] ([2]), one slot per worker
+  control  written by the chief: [stop, release, go] flags, one slot per worker; each
+           put is an elementwise max (ResourceScatterMax), so flags only rise
+
+A slot other than control is not initialised by its owner: its server listens before
+the slots exist, and a peer's first put may land before the owner's initialiser would
+run (AssignVariableOp creates a missing variable), so an initialiser would overwrite
+it. Reads give EMPTY for a slot nobody wrote yet.
 
 Writers keep pushing the newest vector they were given; one thread per destination
 and kind (`Pusher`), so one peer's slowness never delays a push to another.
@@ -32,6 +38,9 @@ import tensorflow as tf
 
 MODEL, STATUS, FINAL, CONTROL = "model", "status", "final", "control"
 EMPTY = -1.0  # a slot's last element until first written: "nothing yet"
+# Slots whose fields only ever rise (the chief's stop/release/go flags): written with an
+# elementwise max on the owner, so a put that lands late cannot undo a newer one.
+MONOTONIC = frozenset({CONTROL})
 WRITE_TIMEOUT_S = 20.0  # one put, even a model over a thin link (0.74 MB at 10 Mbit/s: 0.6 s)
 
 
@@ -67,13 +76,24 @@ class Mailbox:
     with local.as_default(), tf.device(device(me)):
       for kind, (writers, size) in incoming.items():
         for w in writers:
-          var = tf.compat.v1.get_variable(
-              slot_name(kind, me, w), shape=[size], dtype=tf.float32, use_resource=True,
-              initializer=tf.constant_initializer(EMPTY), trainable=False)
-          inits.append(var.initializer)
-          self._reads[(kind, w)] = var.read_value()
+          handle = tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[size],
+                                          shared_name=slot_name(kind, me, w))
+          if kind in MONOTONIC:
+            # Written with an elementwise max, which needs the slot to exist: created
+            # here (a put before this fails and its pusher tries again).
+            inits.append(tf.raw_ops.AssignVariableOp(
+                resource=handle, value=tf.fill([size], EMPTY)))
+          # Every other slot is never initialised by its owner: the server listens
+          # before this runs, and a peer's put (an AssignVariableOp, which creates a
+          # missing variable) may land first; an initialiser would overwrite it. A
+          # slot nobody wrote yet reads as EMPTY.
+          self._reads[(kind, w)] = tf.cond(
+              tf.raw_ops.VarIsInitializedOp(resource=handle),
+              lambda h=handle: tf.raw_ops.ReadVariableOp(resource=h, dtype=tf.float32),
+              lambda n=size: tf.fill([n], EMPTY))
     self.local = self._session(local, me)
-    self.local.run(inits)
+    if inits:
+      self.local.run(inits)
     graphs: dict[int, tf.Graph] = {}
     for kind, (owners, size) in outgoing.items():
       for o in owners:
@@ -81,8 +101,12 @@ class Mailbox:
           handle = tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[size],
                                           shared_name=slot_name(kind, o, me))
           value = tf.compat.v1.placeholder(tf.float32, [size])
-          self._writes[(kind, o)] = (tf.raw_ops.AssignVariableOp(resource=handle,
-                                                                 value=value), value)
+          if kind in MONOTONIC:  # a late put can never lower a flag a newer one raised
+            op = tf.raw_ops.ResourceScatterMax(resource=handle, indices=tf.range(size),
+                                               updates=value)
+          else:
+            op = tf.raw_ops.AssignVariableOp(resource=handle, value=value)
+          self._writes[(kind, o)] = (op, value)
     self._remote = {o: self._session(g, me, o) for o, g in graphs.items()}
 
   def _session(self, graph: tf.Graph, *tasks: int) -> tf.compat.v1.Session:
@@ -152,18 +176,37 @@ class Pusher:
     self._latest: np.ndarray | None = None
     self._version = self._sent_version = 0
     self._stopped = False
+    self._in_flight = False
     self.pushes = 0
-    self.errors = 0
+    self.errors = 0  # failed puts tried again (peer not up yet, a timeout)
     self.last_error = ""
+    self.failure: BaseException | None = None  # what ended the thread, if not stop()
+    self.name = name
     self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
     self._thread.start()
 
   def offer(self, vector: np.ndarray) -> None:
+    """Hands the newest vector to the thread; raises what ended the thread, if anything
+    did, so the job fails at once with the error instead of at a deadline."""
+    self.check()
     with self._lock:
       self._latest, self._version = vector, self._version + 1
       self._lock.notify()
 
+  def check(self) -> None:
+    if self.failure is not None:
+      raise RuntimeError(f"{self._thread.name}: pusher failed: "
+                         f"{type(self.failure).__name__}: {self.failure}") from self.failure
+
   def _loop(self) -> None:
+    try:
+      self._push_while_offered()
+    except BaseException as e:  # pylint: disable=broad-except  # heard by offer/flush
+      with self._lock:
+        self.failure = e
+        self._lock.notify_all()
+
+  def _push_while_offered(self) -> None:
     while True:
       with self._lock:
         while not self._stopped and self._version == self._sent_version:
@@ -171,15 +214,19 @@ class Pusher:
         if self._stopped:
           return
         vector, version = self._latest, self._version
+        self._in_flight = True
       started = time.monotonic()
       try:
         self._write(vector)
       except (tf.errors.OpError, RuntimeError) as e:  # peer not up yet, or gone
-        self.errors += 1
-        self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        with self._lock:
+          self._in_flight = False
+          self.errors += 1
+          self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         time.sleep(self._retry)
         continue
       with self._lock:
+        self._in_flight = False
         self.pushes += 1
         self._sent_version = version
         self._lock.notify_all()
@@ -193,18 +240,44 @@ class Pusher:
     end = time.monotonic() + deadline_s
     with self._lock:
       while self._sent_version != self._version:
+        self.check()
         left = end - time.monotonic()
         if left <= 0:
           raise RuntimeError(f"{self._thread.name}: not delivered within {deadline_s:.0f}s"
                              + (f" ({self.last_error})" if self.last_error else ""))
         self._lock.wait(min(left, 0.1))
 
-  def stop(self, timeout_s: float = 1.0) -> None:
-    """Stops pushing; a push in flight to a stopped peer is left to the daemon thread."""
+  def request_stop(self) -> None:
     with self._lock:
       self._stopped = True
       self._lock.notify()
-    self._thread.join(timeout_s)
+
+  def join(self, timeout_s: float) -> bool:
+    """Waits for a put in flight to land or time out (one put is bounded by
+    WRITE_TIMEOUT_S), so `pushes` is final; False if the thread is still in a put
+    after `timeout_s` (its peer stopped answering: a daemon thread, left)."""
+    self._thread.join(max(0.0, timeout_s))
+    return not self._thread.is_alive()
+
+  def stop(self, timeout_s: float = WRITE_TIMEOUT_S + 1.0) -> bool:
+    """Stops pushing (see join)."""
+    self.request_stop()
+    return self.join(timeout_s)
+
+  def count(self) -> int:
+    """Puts that landed (read under the pusher's lock)."""
+    with self._lock:
+      return self.pushes
+
+
+def stop_all(pushers, timeout_s: float = WRITE_TIMEOUT_S + 1.0) -> list[str]:
+  """Stops every pusher, waiting for their puts in flight within one deadline for all;
+  returns the names of those still in a put."""
+  pushers = list(pushers)
+  for p in pushers:
+    p.request_stop()
+  end = time.monotonic() + timeout_s
+  return [p.name for p in pushers if not p.join(end - time.monotonic())]
 
 
 def push_until_landed(write: Callable[[], None], deadline_s: float, what: str,
