@@ -78,7 +78,8 @@ def row(run: dict) -> dict[str, Any]:
     fields["reached_target"] = bool(fields["reached_target"])
   ended = outcome.Outcome(s, None)
   if not ended.ok:  # e.g. diverged: shown as failed, never as reached
-    fields.update(reached_target=False, notes=f"FAILED ({ended.error})")
+    fields.update(reached_target=False,
+                  notes=f"FAILED ({ended.status}): {s.get('error', '')}".strip())
   return fields
 
 
