@@ -11,7 +11,7 @@ export TFDS_DATA_DIR
 # Keep TF's C++ INFO chatter out of logs; warnings and errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: venv data run test test-fast bench plan clean-venv
+.PHONY: venv data run test test-fast bench plan clean-venv peers peers-compare
 
 venv: $(STAMP)
 
@@ -55,3 +55,34 @@ test-fast: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The peers' environment (.venv-peers): Flower 1.23.0 and Horovod 0.28.1 on the same TF,
+# from requirements-peers.lock (README, "Beside Flower and Horovod"). Horovod's wheel is
+# built once (10-25 min on 2 cores; cmake and g++) into $(PEER_WHEELS), so a second
+# `make peers`, or one after `rm -rf .venv-peers`, takes seconds.
+PEERS_VENV   := .venv-peers
+PEERS_PY     := $(PEERS_VENV)/bin/python
+PEERS_STAMP  := $(PEERS_VENV)/.installed
+PEER_WHEELS  ?= $(HOME)/.cache/tfdist/wheels/tf-2.14.1
+HOROVOD      := horovod==0.28.1
+HOROVOD_ENV  := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITH_GLOO=1 \
+                HOROVOD_CPU_OPERATIONS=GLOO HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+                MAKEFLAGS=-j$(shell nproc)
+
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): requirements-peers.lock
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-peers.lock
+	mkdir -p $(PEER_WHEELS)
+	ls $(PEER_WHEELS)/horovod-0.28.1-*.whl >/dev/null 2>&1 || $(HOROVOD_ENV) \
+	  $(PEERS_PY) -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps \
+	  -w $(PEER_WHEELS) $(HOROVOD)
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check --no-deps $(PEER_WHEELS)/horovod-0.28.1-*.whl
+	$(PEERS_PY) -c "import flwr, horovod.tensorflow.keras as hvd; assert hvd.gloo_built()"
+	touch $(PEERS_STAMP)
+
+# The main comparison with the peers' rows beside the suite's (flower_fedavg beside
+# fedavg, horovod_allreduce beside allreduce).
+peers-compare: venv data peers
+	$(PY) -m experiments.compare --peers

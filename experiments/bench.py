@@ -28,6 +28,7 @@ from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import compare
 from experiments import outcome
+from experiments import peers as peers_lib
 from experiments import runspec
 
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
@@ -48,6 +49,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("cpu_budget", True, "Launch every run (the baseline too) with the "
                     "launcher's CPU budget per task (--nocpu_budget: TF's own pool sizes).",
                     flag_values=fv)
+  flags.DEFINE_bool("peers", False, "Also measure the peers on the same work: Horovod's "
+                    "all-reduce at each N beside allreduce's, Flower's steady FedAvg round "
+                    "beside fedavg's (needs `make peers`).", flag_values=fv)
   flags.DEFINE_string("markdown", "BENCHMARKS.md", "File whose BENCH section is rewritten "
                       "('' to skip).", flag_values=fv)
 
@@ -212,7 +216,8 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
   # FedAvg's client work as one plain process does it: batch B=10, plain SGD; and the
   # same with the kernels TFF's worker_binary runs.
   client_base = kernel_base = None
-  if approaches.FEDAVG.name in fv.approaches:
+  chosen = [p for p in peers_lib.PEERS.values() if fv.peers and p.beside.name in fv.approaches]
+  if approaches.FEDAVG.name in fv.approaches:  # (and Flower's, beside it)
     recipe = budget_lib.FEDAVG_DEFAULT
     client_base = baseline("baseline_b10", recipe.local_batch_size, recipe.plain_args())
     kernel_base = baseline("baseline_b10_onednn_off", recipe.local_batch_size,
@@ -223,15 +228,21 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
       plan = budget_lib.plan_budget(name, fv.budget_examples, num_train, n, fv.batch_size)
       run_dir = os.path.join(root, model, f"{name}-n{n}")
       print(f"bench: {model}: {name} N={n} ({plan.description})", flush=True)
-      row = _measure(runspec.of_budget(name, plan, run_dir, data).with_args(budget_flag))
-      row["n"] = n
-      if name == approaches.FEDAVG.name:
-        row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)
-        row["round_vs_keras_same_kernels"] = _fedavg_round_ratio(row, kernel_base)
-      rows.append(row)
-      if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
-        print(f"bench: stopped (exit {row['exit_code']})", flush=True)
-        return row["exit_code"]
+      suite = runspec.of_budget(name, plan, run_dir, data).with_args(budget_flag)
+      # The suite's row, then each peer's on the same work (same flags, its program).
+      for spec in [suite] + [peers_lib.beside(p, suite, run_dir=os.path.join(
+          root, model, f"{p.name}-n{n}")) for p in chosen if p.beside.name == name]:
+        if spec is not suite:
+          print(f"bench: {model}: {spec.name} N={n} beside {name}", flush=True)
+        row = _measure(spec)
+        row["n"] = n
+        if approaches.variant(name).approach is approaches.FEDAVG:
+          row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)
+          row["round_vs_keras_same_kernels"] = _fedavg_round_ratio(row, kernel_base)
+        rows.append(row)
+        if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
+          print(f"bench: stopped (exit {row['exit_code']})", flush=True)
+          return row["exit_code"]
   return {"model": model, "baseline": base, "client_baseline": client_base,
           "kernel_baseline": kernel_base, "rows": rows}
 
@@ -254,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
       approaches.variant(name)
     if not fv.models:
       raise ValueError("--models is empty")
+    if fv.peers and (why := peers_lib.missing()):
+      raise ValueError(f"--peers: {why}")
   except (flags.Error, ValueError, KeyError) as e:
     print(f"experiments.bench: error: {e}", file=sys.stderr)
     return 2

@@ -28,6 +28,7 @@ from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import grid
 from experiments import outcome as outcome_lib
+from experiments import peers as peers_lib
 from experiments import regimes as regimes_lib
 from experiments import report as report_lib
 from experiments import runspec
@@ -69,6 +70,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                      flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
+  flags.DEFINE_bool("peers", False, "Also run the tools a user would pick instead, on the "
+                    "same work: flower_fedavg beside fedavg, horovod_allreduce beside "
+                    "allreduce (each where its suite row runs; needs `make peers`).",
+                    flag_values=fv)
   flags.DEFINE_float("timeout", 1200, "Per-run timeout, seconds.", flag_values=fv)
   flags.DEFINE_bool("reuse", False, "A run whose directory already holds a summary.json "
                     "is reported, not run again: an interrupted grid goes on where it "
@@ -128,6 +133,13 @@ def _parse(argv: list[str]) -> flags.FlagValues:
                "num_workers", "batch_size", "clients_per_round"):
     if fv[name].value is not None and fv[name].value < 1:
       raise flags.Error(f"--{name} must be >= 1, got {fv[name].value}")
+  if fv.peers:
+    if why := peers_lib.missing():
+      raise flags.Error(f"--peers: {why}")
+    if not chosen_peers(fv):
+      raise flags.Error(f"--peers: none of their suite rows "
+                        f"({', '.join(p.beside.name for p in peers_lib.PEERS.values())}) "
+                        f"is in --approaches={','.join(fv.approaches)}")
   if fv.model not in common_flags.MODELS:
     raise flags.Error(f"--model={fv.model} is not one of {', '.join(common_flags.MODELS)}")
   if fv.regimes:
@@ -171,6 +183,17 @@ def data_of(fv: flags.FlagValues) -> runspec.Data:
   return runspec.Data(fv.model, fv.dataset, fv.data_dir, fv.synthetic_examples)
 
 
+def chosen_peers(fv: flags.FlagValues) -> list[peers_lib.Peer]:
+  """The peers whose suite row runs (none without --peers)."""
+  return [p for p in peers_lib.PEERS.values()
+          if fv.peers and p.beside.name in fv.approaches]
+
+
+def row_names(fv: flags.FlagValues) -> list[str]:
+  """The rows of a grid: the suite's approaches, then the peers'."""
+  return list(fv.approaches) + [p.name for p in chosen_peers(fv)]
+
+
 def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
   return dataclasses.replace(budget_lib.FEDAVG_DEFAULT, clients_per_round=fv.clients_per_round,
                              client_learning_rate=fv.client_learning_rate)
@@ -196,7 +219,7 @@ def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
       runs.append(runspec.of_budget(
           name, plan, run_dir, data_of(fv), (f"--seed={seed}",),
           seed=seed if fv.seeds > 1 else None).with_args((f"--timeout={fv.timeout}",)))
-  return runs
+  return runs + peers_lib.specs_beside(runs, chosen_peers(fv))
 
 
 def main(argv: list[str] | None = None, console=sys.stdout) -> int:
@@ -222,7 +245,7 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           f"{fv.model}, {fv.num_workers} workers, {_mode(fv)}; in {root}", file=console,
           flush=True)
     return grid.run_regimes(chosen, lambda r, n: plan_runs(fv, num_train, r, n), root,
-                            fv.approaches, fv.target_accuracy,
+                            row_names(fv), fv.target_accuracy,
                             _preamble(fv, plan_runs(fv, num_train, root)), console, fv.reuse)
   if fv.scaling:
     root = os.path.abspath(fv.run_dir or os.path.join("runs", f"scaling-{stamp}"))
@@ -231,12 +254,12 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
           f"approach(es), model {fv.model}, {_mode(fv)}; in {root}", file=console, flush=True)
     return grid.run_scaling(
         counts, lambda r, n: plan_runs(fv, num_train, r, n),
-        lambda: measure_compute(fv, num_train, root, console), root, fv.approaches,
+        lambda: measure_compute(fv, num_train, root, console), root, row_names(fv),
         fv.target_accuracy, _preamble(fv, plan_runs(fv, num_train, root), "N"), console,
         fv.reuse)
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
   runs = plan_runs(fv, num_train, root)
-  print(f"compare: {len(fv.approaches)} approach(es) x {fv.seeds} seed(s), model {fv.model}, "
+  print(f"compare: {len(row_names(fv))} approach(es) x {fv.seeds} seed(s), model {fv.model}, "
         f"dataset {fv.dataset}, {fv.num_workers} workers, {_mode(fv)}; in {root}",
         file=console, flush=True)
   started = time.time()

@@ -52,6 +52,14 @@ def load_run(run_dir: str) -> dict:
   return {"run_dir": run_dir, "summary": summary, "config": config, "records": records}
 
 
+PEER_COLOURS = ("#7f3fbf", "#b8860b")  # the peers' own colours (purple, dark gold)
+
+
+def is_peer(run: dict) -> bool:
+  """A run of a tool beside the suite (peers/): its summary names the peer."""
+  return bool(run["summary"].get("peer"))
+
+
 def label(run: dict) -> str:
   return run["summary"].get("label") or run["summary"]["approach"]
 
@@ -184,17 +192,21 @@ def plot(runs: Sequence[dict], path: str) -> None:
   (a_t, a_ex), (a_b, a_bar) = axes
   target = next((r["summary"].get("target_accuracy") for r in runs
                  if r["summary"].get("target_accuracy")), None)
+  peer_colours = iter(PEER_COLOURS)
   for run in runs:
     curve = accuracy_curve(run)
     if not curve:
       continue
+    # A peer (Flower, Horovod) in its own colour, dashed, beside the suite's rows.
+    style = ({"color": next(peer_colours, "black"), "linestyle": "--", "marker": "s"}
+             if is_peer(run) else {"marker": "o"})
     err = [max(1 - c["accuracy"], 1e-4) for c in curve]
-    a_t.plot([c["t"] for c in curve], err, marker="o", ms=3, label=label(run))
-    a_ex.plot([c["examples"] for c in curve], err, marker="o", ms=3, label=label(run))
+    a_t.plot([c["t"] for c in curve], err, ms=3, label=label(run), **style)
+    a_ex.plot([c["examples"] for c in curve], err, ms=3, label=label(run), **style)
     key = "busiest" if any(c["busiest"] is not None for c in curve) else "bytes"
     measured = [(c[key], e) for c, e in zip(curve, err) if c[key] is not None]
     if measured:
-      a_b.plot(*zip(*measured), marker="o", ms=3, label=label(run))
+      a_b.plot(*zip(*measured), ms=3, label=label(run), **style)
   for ax, xlabel in ((a_t, "seconds since the launcher's start"),
                      (a_ex, "training examples processed"),
                      (a_b, "bytes on the busiest task's link, sent + received (measured; "
@@ -208,21 +220,24 @@ def plot(runs: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
   a_b.set_xscale("log")
-  _time_bars(a_bar, [row(r) for r in runs], target)
+  _time_bars(a_bar, [row(r) for r in runs], target, [is_peer(r) for r in runs])
   fig.suptitle("Time to accuracy per approach")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def _time_bars(ax, rows: Sequence[dict], target: float | None) -> None:
+def _time_bars(ax, rows: Sequence[dict], target: float | None,
+               peers: Sequence[bool] = ()) -> None:
   names = [r["approach"] + (f" s{r['seed']}" if r.get("seed") is not None
                             and sum(x["approach"] == r["approach"] for x in rows) > 1 else "")
            for r in rows]
   startup = [r["startup_s"] or 0.0 for r in rows]
   train = [max((r["time_to_target_s"] or 0.0) - (r["startup_s"] or 0.0), 0.0) for r in rows]
   ax.barh(names, startup, color="#bbbbbb", label="start-up (launch to first step)")
-  ax.barh(names, train, left=startup, color="#1f77b4", label="training to target")
+  colours = ["#7f3fbf" if p else "#1f77b4" for p in list(peers) + [False] * len(rows)]
+  ax.barh(names, train, left=startup, color=colours[:len(rows)],
+          label="training to target (peers: purple)")
   for i, r in enumerate(rows):
     if not r["reached_target"]:
       ax.text(startup[i], i, "  not reached", va="center", fontsize=8)

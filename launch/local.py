@@ -414,9 +414,13 @@ def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
   if outcome.ok:
     print(f"launcher: success{f' after {restarts} restart(s)' if restarts else ''}; "
           f"run directory {run_dir}", file=out)
-    if not plan.program and any(parse_tf_config(t.tf_config).is_chief for t in plan.tasks):
+    # Written by the chief (a program's too, if it writes one: the peers do), absent on
+    # the other hosts.
+    wrote = os.path.exists(os.path.join(run_dir, "summary.json"))
+    if (wrote or not plan.program) and any(parse_tf_config(t.tf_config).is_chief
+                                           for t in plan.tasks):
       _complete_summary(run_dir, extra)
-      _print_summary(run_dir, out)  # written by the chief: absent on the other hosts
+      _print_summary(run_dir, out)
   else:
     print(f"launcher: FAILED ({outcome.reason}); logs in {os.path.join(run_dir, 'logs')}",
           file=out)

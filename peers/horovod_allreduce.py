@@ -37,8 +37,11 @@ def run(config: allreduce_config.Config, task: TaskInfo, flag_values: dict | Non
   import horovod.tensorflow.keras as hvd  # pylint: disable=g-import-not-at-top
   from trainers.common import data, model, session, volume  # pylint: disable=g-import-not-at-top
   from trainers.common.keras_progress import ProgressCallback  # pylint: disable=g-import-not-at-top
+  from trainers.common import startup  # pylint: disable=g-import-not-at-top
+  startup.mark("import")
   try:
     hvd.init()  # Horovod: the rendezvous, then Gloo's ring among the ranks
+    startup.mark("peers")
 
     def agree(stop: bool) -> bool:  # Horovod: a one-number all-reduce, every rank
       return float(hvd.allreduce(tf.constant(float(stop)), op=hvd.Sum)) > 0

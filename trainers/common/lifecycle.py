@@ -71,6 +71,17 @@ def peers_of(task: TaskInfo) -> list[tuple[str, str]]:
           for i, address in enumerate(addresses) if (role, i) != (task.task_type, task.task_index)]
 
 
+def wait_listening(address: str, timeout_s: float, what: str, interval_s: float = 0.25
+                   ) -> None:
+  """Blocks until a server accepts connections at `address`; RuntimeError after
+  `timeout_s` (a client that dials too early fails: Flower's gRPC client does)."""
+  deadline = time.monotonic() + timeout_s
+  while not _answers(address, interval_s):
+    if time.monotonic() > deadline:
+      raise RuntimeError(f"{what} at {address} not listening within {timeout_s:.0f}s")
+    time.sleep(interval_s)
+
+
 def _answers(address: str, timeout_s: float = 1.0) -> bool:
   host, port = host_of(address).strip("[]"), port_of(address)
   try:

@@ -27,6 +27,18 @@ RECORD_BYTES = 1 + int(np.prod(IMAGE_SHAPE))  # label byte, then the pixels
 DIR_NAME = "federation"
 
 
+def client_dataset(arrays: Arrays, batch_size: int, epochs: int, seed: int | None):
+  """One client's local data: E epochs of B-sized batches (reshuffled each epoch)."""
+  from trainers.common import data  # pylint: disable=g-import-not-at-top  # TF: only here
+  return data.train_dataset(arrays, batch_size, seed, repeat=epochs, drop_remainder=False,
+                            shuffle=seed is not None)
+
+
+def client_seed(seed: int, round_num: int, client: int) -> int:
+  """The shuffle seed of `client`'s data in `round_num` (a seed per client and round)."""
+  return seed * 1_000_003 + round_num * 1009 + int(client)
+
+
 def owner(client: int, num_services: int) -> int:
   """The executor service that holds and trains `client` (0 without services)."""
   return int(client) % max(1, num_services)

@@ -94,3 +94,13 @@ def scaffold_server(x, control, mean_delta_y, mean_delta_c, server_lr, fraction)
   """The server: x + lr_g mean(y_i - x), and c + (|S| / N) mean(c_i+ - c_i), which
   keeps c the mean of all N clients' variates."""
   return x + server_lr * mean_delta_y, control + fraction * mean_delta_c
+
+
+def steady_rounds(history: list[dict]) -> dict:
+  """The rounds after the first (which includes compiling the round: TFF's, or Keras' functions): median
+  round time and mean examples per round, what one plain process is compared with."""
+  later = [r for r in history if r.get("round_time_s") is not None][1:]
+  if not later:
+    return {}
+  return {"steady_round_time_s": float(np.median([r["round_time_s"] for r in later])),
+          "examples_per_round": float(np.mean([r["examples"] for r in later]))}

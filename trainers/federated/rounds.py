@@ -14,15 +14,7 @@ from trainers.federated import checkpoint, clients as clients_lib, federation, f
 from trainers.federated.config import COMPRESSION_BITS, Config
 
 
-def client_dataset(arrays: data.Arrays, batch_size: int, epochs: int, seed: int | None):
-  """One client's local data: E epochs of B-sized batches (reshuffled each epoch)."""
-  return data.train_dataset(arrays, batch_size, seed, repeat=epochs, drop_remainder=False,
-                            shuffle=seed is not None)
-
-
-def client_seed(seed: int, round_num: int, client: int) -> int:
-  """The shuffle seed of `client`'s data in `round_num` (a seed per client and round)."""
-  return seed * 1_000_003 + round_num * 1009 + int(client)
+client_dataset, client_seed = clients_lib.client_dataset, clients_lib.client_seed
 
 
 class Clients:
@@ -136,11 +128,4 @@ def final_extras(history: list[dict], config: Config, num_params: int) -> dict:
   return out
 
 
-def steady_rounds(history: list[dict]) -> dict:
-  """The rounds after the first (which includes TFF compiling the round): median
-  round time and mean examples per round, what one plain process is compared with."""
-  later = [r for r in history if r.get("round_time_s") is not None][1:]
-  if not later:
-    return {}
-  return {"steady_round_time_s": float(np.median([r["round_time_s"] for r in later])),
-          "examples_per_round": float(np.mean([r["examples"] for r in later]))}
+steady_rounds = fedmath.steady_rounds
