@@ -15,6 +15,7 @@ process twice: with TF's default kernels (oneDNN) and with oneDNN off
 the variable changes nothing there, and its rounds run at the oneDNN-off rate).
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -27,6 +28,7 @@ from absl import flags
 from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import compare
+from experiments import machine as machine_lib
 from experiments import outcome
 from experiments import peers as peers_lib
 from experiments import runspec
@@ -247,27 +249,36 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
           "kernel_baseline": kernel_base, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv if argv is None else argv
+def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[int]]:
+  """The flags and worker counts, checked; ValueError (one line) otherwise."""
   fv = flags.FlagValues()
   define_flags(fv)
   cli.exit_if_answered(argv, fv, cli.prog("experiments.bench"), __doc__)
   try:
     fv(argv)
-    try:
-      counts = [int(n) for n in fv.num_workers]
-    except ValueError:
-      raise ValueError(f"--num_workers={','.join(fv.num_workers)}: not a list of integers "
-                       "(e.g. 1,2,4)") from None
-    if any(n < 1 for n in counts):
-      raise ValueError(f"--num_workers={','.join(fv.num_workers)}: every count must be >= 1")
-    for name in fv.approaches:
-      approaches.variant(name)
-    if not fv.models:
-      raise ValueError("--models is empty")
-    if fv.peers and (why := peers_lib.missing()):
-      raise ValueError(f"--peers: {why}")
-  except (flags.Error, ValueError, KeyError) as e:
+  except flags.Error as e:
+    raise ValueError(str(e)) from e
+  try:
+    counts = [int(n) for n in fv.num_workers]
+  except ValueError:
+    raise ValueError(f"--num_workers={','.join(fv.num_workers)}: not a list of integers "
+                     "(e.g. 1,2,4)") from None
+  if any(n < 1 for n in counts):
+    raise ValueError(f"--num_workers={','.join(fv.num_workers)}: every count must be >= 1")
+  for name in fv.approaches:
+    approaches.variant(name)  # ConfigError (a ValueError) names a bad one
+  if not fv.models:
+    raise ValueError("--models is empty")
+  if fv.peers and (why := peers_lib.missing()):
+    raise ValueError(f"--peers: {why}")
+  return fv, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv if argv is None else argv
+  try:
+    fv, counts = _parse(argv)
+  except ValueError as e:
     print(f"experiments.bench: error: {e}", file=sys.stderr)
     return 2
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -283,17 +294,28 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, int):
       return result
     results.append(result)
+  _write(fv, results, root, "python -m experiments.bench " + " ".join(argv[1:]))
+  ok = all(row["exit_code"] == 0 for r in results
+           for row in r["rows"] + [r["baseline"]] + [
+               b for b in (r["client_baseline"], r["kernel_baseline"]) if b])
+  return 0 if ok else 1
+
+
+def _write(fv: flags.FlagValues, results: list[dict], root: str, cmd: str) -> None:
+  """bench.json and the table (printed, and into --markdown), with the machine line."""
   # After the runs: TF in this process, and every core, only now.
   theory, how = cpu_peak_flops()
   peaks = (theory, matmul_flops())
+  where = machine_lib.this_machine(peaks[1] / 1e9)
   for r in results:
     r["train_flops_per_example"] = model_train_flops(r["model"])
   os.makedirs(root, exist_ok=True)
-  cmd = "python -m experiments.bench " + " ".join(argv[1:])
   with open(os.path.join(root, "bench.json"), "w") as f:
-    json.dump({"machine": machine(), "command": cmd, "models": results,
+    json.dump({"machine": machine(), "machine_line": where.line(),
+               "kernels": dataclasses.asdict(where), "command": cmd, "models": results,
                "peak_flops": {"theoretical": peaks[0], "matmul": peaks[1]}}, f, indent=2)
-  parts = [f"Measured {datetime.date.today()} on {machine()}.\n\nCommand: `{cmd.strip()}` "
+  parts = [f"Measured {datetime.date.today()} on {machine()}: {where.line()}.\n\n"
+           f"Command: `{cmd.strip()}` "
            f"(dataset `{fv.dataset}`, {fv.budget_examples} training examples per row, "
            f"per-worker batch {fv.batch_size}; FedAvg: E=1, B=10, 10 clients/round, "
            f"N = executor services; FedAvg's round is compared with one plain Keras "
@@ -311,10 +333,6 @@ def main(argv: list[str] | None = None) -> int:
   if fv.markdown:
     _splice(fv.markdown, text)
     print(f"bench: table written to {fv.markdown}")
-  ok = all(row["exit_code"] == 0 for r in results
-           for row in r["rows"] + [r["baseline"]] + [
-               b for b in (r["client_baseline"], r["kernel_baseline"]) if b])
-  return 0 if ok else 1
 
 
 def _splice(path: str, text: str) -> None:

@@ -133,15 +133,32 @@ def _parse(argv: list[str]) -> flags.FlagValues:
                "num_workers", "batch_size", "clients_per_round"):
     if fv[name].value is not None and fv[name].value < 1:
       raise flags.Error(f"--{name} must be >= 1, got {fv[name].value}")
-  if fv.peers:
-    if why := peers_lib.missing():
-      raise flags.Error(f"--peers: {why}")
-    if not chosen_peers(fv):
-      raise flags.Error(f"--peers: none of their suite rows "
-                        f"({', '.join(p.beside.name for p in peers_lib.PEERS.values())}) "
-                        f"is in --approaches={','.join(fv.approaches)}")
+  _check_peers(fv)
   if fv.model not in common_flags.MODELS:
     raise flags.Error(f"--model={fv.model} is not one of {', '.join(common_flags.MODELS)}")
+  _grid_defaults(fv)
+  if fv.preset == "fedavg_paper":
+    try:
+      budget_lib.paper_preset(1, 0.1, tuple(fv.paper_settings) or None,
+                              tuple(fv.paper_algorithms))
+    except ValueError as e:
+      raise flags.Error(str(e)) from e
+  return fv
+
+
+def _check_peers(fv: flags.FlagValues) -> None:
+  if not fv.peers:
+    return
+  if why := peers_lib.missing():
+    raise flags.Error(f"--peers: {why}")
+  if not chosen_peers(fv):
+    raise flags.Error(f"--peers: none of their suite rows "
+                      f"({', '.join(p.beside.name for p in peers_lib.PEERS.values())}) "
+                      f"is in --approaches={','.join(fv.approaches)}")
+
+
+def _grid_defaults(fv: flags.FlagValues) -> None:
+  """--regimes and --scaling checked, and their defaults where not given."""
   if fv.regimes:
     try:
       chosen = regimes_lib.parse(fv.regimes)
@@ -170,13 +187,6 @@ def _parse(argv: list[str]) -> flags.FlagValues:
                         ("eval_every_examples", 7_500)):
       if not fv[name].present:
         fv[name].value = value
-  if fv.preset == "fedavg_paper":
-    try:
-      budget_lib.paper_preset(1, 0.1, tuple(fv.paper_settings) or None,
-                              tuple(fv.paper_algorithms))
-    except ValueError as e:
-      raise flags.Error(str(e)) from e
-  return fv
 
 
 def data_of(fv: flags.FlagValues) -> runspec.Data:

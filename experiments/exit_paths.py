@@ -74,14 +74,9 @@ def launcher(*args: str) -> list[str]:
   return ["-m", "launch.local", *args]
 
 
-def measure(root: str) -> list[tuple[str, int | None, float, int]]:
-  rows = []
-
-  def row(name, job, since):
-    rows.append((name, *job.finish(since)))
-    print(f"{name}: exit {rows[-1][1]}, clean in {rows[-1][2]:.1f}s, "
-          f"survivors {rows[-1][3]}", flush=True)
-
+def _stopped_launchers(root: str):
+  """(name, job, since) of each launcher stopped from outside: SIGKILL with silent
+  servers, SIGHUP/SIGTERM, Ctrl-C at start-up and twice mid-training."""
   for approach, ready, trainer in (
       (approaches.PS.name, "serving at", LONG),
       (approaches.FEDAVG.name, "executor service (worker_binary)",
@@ -93,67 +88,78 @@ def measure(root: str) -> list[tuple[str, int | None, float, int]]:
     time.sleep(3)
     t = time.monotonic()
     os.kill(job.proc.pid, signal.SIGKILL)
-    row(f"launcher SIGKILLed, {approach} job (silent servers)", job, t)
+    yield f"launcher SIGKILLed, {approach} job (silent servers)", job, t
   for sig, name in ((signal.SIGHUP, "SIGHUP"), (signal.SIGTERM, "SIGTERM")):
     job = Job(launcher("--num_workers=2", f"--run_dir={root}/{name}", "--", *LONG))
     job.wait_for("step 20/")
     t = time.monotonic()
     job.proc.send_signal(sig)
-    row(f"{name} to the launcher mid-training (all-reduce)", job, t)
+    yield f"{name} to the launcher mid-training (all-reduce)", job, t
   job = Job(launcher("--approach=ps", "--num_workers=3", "--num_ps=2",
                      f"--run_dir={root}/ctrlc", "--", *LONG))
   time.sleep(1.0)
   t = time.monotonic()
   job.proc.send_signal(signal.SIGINT)
-  row("Ctrl-C 1 s into start-up (PS, 6 tasks)", job, t)
+  yield "Ctrl-C 1 s into start-up (PS, 6 tasks)", job, t
   job = Job(launcher("--num_workers=2", f"--run_dir={root}/ctrlc2", "--", *LONG))
   job.wait_for("step 20/")
   t = time.monotonic()
   job.proc.send_signal(signal.SIGINT)
   time.sleep(0.3)
   job.proc.send_signal(signal.SIGINT)
-  row("Ctrl-C twice mid-training (SIGKILL at once)", job, t)
+  yield "Ctrl-C twice mid-training (SIGKILL at once)", job, t
+
+
+def _failing_jobs(root: str):
+  """(name, job, since) of each job that fails on its own: a trainer SIGTERMed, a peer
+  that never starts, a port taken, a diverging loss, a closed console."""
   job = Job(launcher("--num_workers=2", f"--run_dir={root}/term1", "--", *LONG))
   job.wait_for("step 20/")
   victim = next(p for p in _tagged(job.tag) if p != job.proc.pid)
   t = time.monotonic()
   os.kill(victim, signal.SIGTERM)
-  row("SIGTERM to one trainer (its code ends the job)", job, t)
-  silent = socket.socket()
-  silent.bind(("127.0.0.1", 0))
-  port = silent.getsockname()[1]
-  me = socket.socket()
-  me.bind(("127.0.0.1", 0))
-  my_port = me.getsockname()[1]
-  me.close()
-  cfg = json.dumps({"cluster": {"worker": [f"127.0.0.1:{my_port}", f"127.0.0.1:{port}"]},
-                    "task": {"type": "worker", "index": 0}})
+  yield "SIGTERM to one trainer (its code ends the job)", job, t
+  with socket.socket() as silent, socket.socket() as me:
+    silent.bind(("127.0.0.1", 0))
+    me.bind(("127.0.0.1", 0))
+    cfg = json.dumps({"cluster": {"worker": [f"127.0.0.1:{me.getsockname()[1]}",
+                                             f"127.0.0.1:{silent.getsockname()[1]}"]},
+                      "task": {"type": "worker", "index": 0}})
+    me.close()
+    t = time.monotonic()
+    yield "peer never starts (--startup_timeout=10)", Job(
+        ["-m", "trainers.allreduce", *SYN, "--startup_timeout=10", f"--run_dir={root}/p"],
+        env={"TF_CONFIG": cfg}), t
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    t = time.monotonic()
+    yield "port already taken (preflight)", Job(launcher(
+        "--num_workers=1", "--hosts=127.0.0.1", "--this_host=127.0.0.1",
+        f"--port_base={taken.getsockname()[1]}", f"--run_dir={root}/port", "--", *SYN)), t
   t = time.monotonic()
-  job = Job(["-m", "trainers.allreduce", *SYN, "--startup_timeout=10", f"--run_dir={root}/p"],
-            env={"TF_CONFIG": cfg})
-  row("peer never starts (--startup_timeout=10)", job, t)
-  silent.close()
-  taken = socket.socket()
-  taken.bind(("127.0.0.1", 0))
-  taken.listen()
-  t = time.monotonic()
-  job = Job(launcher("--num_workers=1", "--hosts=127.0.0.1", "--this_host=127.0.0.1",
-                     f"--port_base={taken.getsockname()[1]}", f"--run_dir={root}/port",
-                     "--", *SYN))
-  row("port already taken (preflight)", job, t)
-  taken.close()
-  t = time.monotonic()
-  job = Job(launcher("--num_workers=2", f"--run_dir={root}/nan", "--", *SYN, "--model=cnn",
-                     "--learning_rate=1e30", "--optimizer=sgd", "--lr_schedule=constant",
-                     "--steps_per_epoch=16"))
-  row("diverging loss (lr 1e30)", job, t)
+  yield "diverging loss (lr 1e30)", Job(launcher(
+      "--num_workers=2", f"--run_dir={root}/nan", "--", *SYN, "--model=cnn",
+      "--learning_rate=1e30", "--optimizer=sgd", "--lr_schedule=constant",
+      "--steps_per_epoch=16")), t
   t = time.monotonic()
   job = Job(launcher("--num_workers=2", f"--run_dir={root}/head", "--", *SYN,
                      "--steps_per_epoch=300", "--log_every=1", "--steps_per_execution=1"))
   for _ in range(3):
     job.proc.stdout.readline()
   job.proc.stdout.close()
-  row("console closed after 3 lines (`| head -3`)", job, t)
+  yield "console closed after 3 lines (`| head -3`)", job, t
+
+
+def measure(root: str) -> list[tuple[str, int | None, float, int]]:
+  """Every exit path in turn: (name, exit code, seconds to a clean state, survivors).
+  Each job is finished (and its survivors counted) before the next one starts."""
+  rows = []
+  for scenarios in (_stopped_launchers, _failing_jobs):
+    for name, job, since in scenarios(root):
+      rows.append((name, *job.finish(since)))
+      print(f"{name}: exit {rows[-1][1]}, clean in {rows[-1][2]:.1f}s, "
+            f"survivors {rows[-1][3]}", flush=True)
   return rows
 
 

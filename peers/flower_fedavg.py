@@ -86,101 +86,25 @@ def split_updates(arrays: list, num_layers: int, sizes: list[int]) -> list[tuple
 def serve(config: fed_config.Config, task: TaskInfo, flag_values: dict | None) -> dict:
   """The chief: Flower's server; returns the summary."""
   import flwr as fl  # pylint: disable=g-import-not-at-top
-  from flwr.server.strategy.aggregate import aggregate  # pylint: disable=g-import-not-at-top
   from trainers.common import session, startup, volume  # pylint: disable=g-import-not-at-top
   startup.mark("import")
-  num_nodes = task.num_workers
-  cfg = config.train
+  num_nodes, cfg = task.num_workers, config.train
   with session.open_run(cfg, task, LABEL, num_nodes, flag_values, train_split=False) as run_:
     initial = [w.numpy() for w in run_.model_fn().weights]
-    num_layers, num_params = len(initial), sum(int(w.size) for w in initial)
+    num_params = sum(int(w.size) for w in initial)
     progress = run_.start_progress(steps_per_epoch=1, examples_per_step=0,
                                    epochs=config.rounds)  # rounds count themselves
-    served = {"rounds": [0] * num_nodes, "clients": [0] * num_nodes, "models_up": 0}
-
-    class Strategy(fl.server.strategy.FedAvg):
-      """The suite's sample of clients each round, sent to the nodes that hold them."""
-
-      def __init__(self):
-        super().__init__(fraction_fit=1.0, fraction_evaluate=0.0,
-                         min_available_clients=num_nodes, min_fit_clients=1)
-        self.nodes: dict[int, object] = {}  # node index -> its ClientProxy
-
-      def configure_fit(self, server_round, parameters, client_manager):
-        sampled = fedmath.sample_clients(config.num_clients, config.clients_per_round,
-                                         server_round, cfg.seed)
-        groups = clients_lib.by_service(sampled, num_nodes)
-        return [(self.nodes[i], fl.common.FitIns(parameters, {
-            "clients": ",".join(map(str, g)), "round": server_round}))
-                for i, g in enumerate(groups) if g]
-
-      def aggregate_fit(self, server_round, results, failures):
-        if failures:
-          raise RuntimeError(f"{LABEL}: round {server_round}: {len(failures)} node(s) "
-                             f"failed: {failures[0]!r}")
-        updates, losses, hits = [], [], []
-        for proxy, res in results:
-          sizes = [int(x) for x in res.metrics["sizes"].split(",")]
-          updates += split_updates(fl.common.parameters_to_ndarrays(res.parameters),
-                                   num_layers, sizes)
-          losses += [float(x) for x in res.metrics["losses"].split(",")]
-          hits += [float(x) for x in res.metrics["accuracies"].split(",")]
-          node = next(i for i, p in self.nodes.items() if p is proxy)
-          served["rounds"][node] += 1
-          served["clients"][node] += len(sizes)
-        served["models_up"] += len(updates)
-        total = sum(n for _, n in updates)
-        self.last = (total, sum(l * n for l, (_, n) in zip(losses, updates)) / total,
-                     sum(a * n for a, (_, n) in zip(hits, updates)) / total)
-        # Flower's own FedAvg mean, weighted by each client's examples.
-        return fl.common.ndarrays_to_parameters(aggregate(updates)), {}
-
-    class StopAtTarget(fl.server.Server):
-      """Flower's round loop (Server.fit), with the suite's records and target stop."""
-
-      def fit(self, num_rounds, timeout):
-        manager = self.client_manager()
-        if not manager.wait_for(num_nodes, timeout=CONNECT_TIMEOUT_S):
-          raise RuntimeError(f"{LABEL}: {manager.num_available()} of {num_nodes} node(s) "
-                             f"connected within {CONNECT_TIMEOUT_S:.0f}s")
-        for proxy in manager.all().values():
-          props = proxy.get_properties(fl.common.GetPropertiesIns({}), timeout=60,
-                                       group_id=None)
-          strategy.nodes[int(props.properties["node"])] = proxy
-        self.parameters = fl.common.ndarrays_to_parameters(initial)
-        weights = initial
-        started = time.perf_counter()
-        for r in range(1, num_rounds + 1):
-          t = time.perf_counter()
-          new, _, (_, failures) = self.fit_round(server_round=r, timeout=None)
-          if failures:
-            raise RuntimeError(f"{LABEL}: round {r} failed on {len(failures)} node(s)")
-          self.parameters = new
-          weights = fl.common.parameters_to_ndarrays(new)
-          examples, loss, accuracy = strategy.last
-          progress.end_round(r, num_rounds, loss, accuracy, examples,
-                             time.perf_counter() - t,
-                             evaluate=lambda w=weights: run_.score(w))
-          if progress.should_stop:
-            break
-        self.final_weights = weights
-        return fl.server.History(), time.perf_counter() - started
-
-    strategy = Strategy()
-    server = StopAtTarget(client_manager=fl.server.SimpleClientManager(), strategy=strategy)
-    run_.announce(f"Flower {fl.__version__} server, {num_nodes} client node(s), "
-                  f"{config.num_clients} clients, {config.clients_per_round} a round, "
-                  f"E={config.local_epochs}, B={config.local_batch_size}, model {cfg.model}")
+    strategy = _strategy(fl, config, num_nodes, len(initial))
+    server = _server(fl, strategy, initial, num_nodes, progress, run_.score)
+    run_.announce(f"Flower {fl.__version__} server (legacy start_server API), {num_nodes} "
+                  f"client node(s), {config.num_clients} clients, {config.clients_per_round} "
+                  f"a round, E={config.local_epochs}, B={config.local_batch_size}, model "
+                  f"{cfg.model}")
     fl.server.start_server(server_address=task.address, server=server,
                            config=fl.server.ServerConfig(num_rounds=config.rounds))
     rounds_run = len(progress.history)
-    # What Flower moves: the model to each node with a sampled client (once per node,
-    # whatever its count of clients), and every sampled client's weights back.
-    down = [volume.model_bytes(num_params) * r for r in served["rounds"]]
-    up = [volume.model_bytes(num_params) * c for c in served["clients"]]
-    by_task = {f"worker:{i}": {"sent": float(up[i]), "received": float(down[i])}
-               for i in range(num_nodes)}
-    by_task["chief:0"] = {"sent": float(sum(down)), "received": float(sum(up))}
+    by_task = volume.per_client_upload_tasks(num_params, strategy.rounds_served,
+                                             strategy.clients_served)
     return run_.finish(
         peer="flower", flower_version=fl.__version__, rounds_run=rounds_run,
         rounds=config.rounds, num_clients=config.num_clients,
@@ -189,8 +113,86 @@ def serve(config: fed_config.Config, task: TaskInfo, flag_values: dict | None) -
         client_learning_rate=config.client_learning_rate,
         round_time_s=(progress.train_time_s / rounds_run) if rounds_run else None,
         **fedmath.steady_rounds(progress.history),
-        bytes_analytic_per_worker=sum(up) / max(1, num_nodes),
+        bytes_analytic_per_worker=sum(by_task[f"worker:{i}"]["sent"]
+                                      for i in range(num_nodes)) / num_nodes,
         bytes_analytic_by_task=by_task)
+
+
+def _strategy(fl, config: fed_config.Config, num_nodes: int, num_layers: int):
+  """Flower's FedAvg strategy with the suite's sample of clients each round, sent to
+  the nodes that hold them, and Flower's own weighted mean over every client."""
+  from flwr.server.strategy.aggregate import aggregate  # pylint: disable=g-import-not-at-top
+
+  class Strategy(fl.server.strategy.FedAvg):
+    def __init__(self):
+      super().__init__(fraction_fit=1.0, fraction_evaluate=0.0,
+                       min_available_clients=num_nodes, min_fit_clients=1)
+      self.nodes: dict[int, object] = {}  # node index -> its ClientProxy
+      self.rounds_served, self.clients_served = [0] * num_nodes, [0] * num_nodes
+      self.last = (0, 0.0, 0.0)  # the last round's examples, mean loss and accuracy
+
+    def configure_fit(self, server_round, parameters, client_manager):
+      sampled = fedmath.sample_clients(config.num_clients, config.clients_per_round,
+                                       server_round, config.train.seed)
+      groups = clients_lib.by_service(sampled, num_nodes)
+      return [(self.nodes[i], fl.common.FitIns(parameters, {
+          "clients": ",".join(map(str, g)), "round": server_round}))
+              for i, g in enumerate(groups) if g]
+
+    def aggregate_fit(self, server_round, results, failures):
+      if failures:
+        raise RuntimeError(f"{LABEL}: round {server_round}: {len(failures)} node(s) "
+                           f"failed: {failures[0]!r}")
+      updates, losses, hits = [], [], []
+      for proxy, res in results:
+        sizes = [int(x) for x in res.metrics["sizes"].split(",")]
+        updates += split_updates(fl.common.parameters_to_ndarrays(res.parameters),
+                                 num_layers, sizes)
+        losses += [float(x) for x in res.metrics["losses"].split(",")]
+        hits += [float(x) for x in res.metrics["accuracies"].split(",")]
+        node = next(i for i, p in self.nodes.items() if p is proxy)
+        self.rounds_served[node] += 1
+        self.clients_served[node] += len(sizes)
+      total = sum(n for _, n in updates)
+      self.last = (total, sum(l * n for l, (_, n) in zip(losses, updates)) / total,
+                   sum(a * n for a, (_, n) in zip(hits, updates)) / total)
+      return fl.common.ndarrays_to_parameters(aggregate(updates)), {}
+
+  return Strategy()
+
+
+def _server(fl, strategy, initial: list, num_nodes: int, progress, score):
+  """Flower's Server with its round loop (Server.fit) keeping the suite's records
+  (round time, evaluation of the whole test split every round) and stopping at the
+  target."""
+
+  class StopAtTarget(fl.server.Server):
+    def fit(self, num_rounds, timeout):
+      manager = self.client_manager()
+      if not manager.wait_for(num_nodes, timeout=CONNECT_TIMEOUT_S):
+        raise RuntimeError(f"{LABEL}: {manager.num_available()} of {num_nodes} node(s) "
+                           f"connected within {CONNECT_TIMEOUT_S:.0f}s")
+      for proxy in manager.all().values():  # which node holds which clients
+        props = proxy.get_properties(fl.common.GetPropertiesIns({}), timeout=60,
+                                     group_id=None)
+        strategy.nodes[int(props.properties["node"])] = proxy
+      self.parameters = fl.common.ndarrays_to_parameters(initial)
+      started = time.perf_counter()
+      for r in range(1, num_rounds + 1):
+        t = time.perf_counter()
+        new, _, (_, failures) = self.fit_round(server_round=r, timeout=None)
+        if failures:
+          raise RuntimeError(f"{LABEL}: round {r} failed on {len(failures)} node(s)")
+        self.parameters = new
+        weights = fl.common.parameters_to_ndarrays(new)
+        examples, loss, accuracy = strategy.last
+        progress.end_round(r, num_rounds, loss, accuracy, examples, time.perf_counter() - t,
+                           evaluate=lambda w=weights: score(w))
+        if progress.should_stop:
+          break
+      return fl.server.History(), time.perf_counter() - started
+
+  return StopAtTarget(client_manager=fl.server.SimpleClientManager(), strategy=strategy)
 
 
 def node_clients(train, config: fed_config.Config, index: int, num_nodes: int) -> dict:

@@ -67,20 +67,18 @@ def run(config: allreduce_config.Config, task: TaskInfo, flag_values: dict | Non
           ProgressCallback(progress, cfg.log_every, run_.score if task.is_chief else None,
                            task.name, eval_every=run_.eval_every_steps(), agree=agree)]
       run_.announce(f"Horovod {hvd.size()} rank(s) over Gloo, global batch {global_batch}, "
-                    f"{steps_per_epoch} steps/epoch x {cfg.epochs} epoch(s), model "
-                    f"{cfg.model}", every_task=True)
+                    f"{steps_per_epoch} steps/epoch, model {cfg.model}", every_task=True)
       net.fit(data.train_dataset(shard, cfg.batch_size, seed=cfg.seed + rank),
               epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, verbose=0,
               callbacks=callbacks)
       steps = int(net.optimizer.iterations.numpy())
-      params = net.count_params()
       summary = run_.finish(
           peer="horovod", horovod_version=_version(), replicas=size,
           communication="horovod-gloo", batch_size_per_worker=cfg.batch_size,
           global_batch_size=global_batch, epochs=cfg.epochs,
           steps_per_epoch=steps_per_epoch, steps=steps,
-          bytes_analytic_per_worker=volume.ring_allreduce(params, size, steps),
-          bytes_analytic_by_task=volume.ring_allreduce_tasks(params, size, steps))
+          bytes_analytic_per_worker=volume.ring_allreduce(net.count_params(), size, steps),
+          bytes_analytic_by_task=volume.ring_allreduce_tasks(net.count_params(), size, steps))
     agree(False)  # every rank leaves together, once the chief's summary is written
     hvd.shutdown()
     return summary

@@ -41,3 +41,11 @@ def test_every_tasks_link_by_approach():
   assert volume.fedavg_tasks(1000, [3], [30], 0) == {"chief:0": {"sent": 24_000.0,
                                                                  "received": 24_000.0}}
   assert volume.fedavg_tasks(1000, [1], [10], 1, messages=2)["chief:0"]["sent"] == 8_000.0
+
+
+def test_per_client_uploads_send_the_model_once_per_node_and_every_clients_weights_back():
+  # Two nodes; node 0 took part in 3 rounds with 5 clients, node 1 in 2 with 3.
+  got = volume.per_client_upload_tasks(100, [3, 2], [5, 3])
+  assert got["worker:0"] == {"sent": 5 * 400.0, "received": 3 * 400.0}
+  assert got["worker:1"] == {"sent": 3 * 400.0, "received": 2 * 400.0}
+  assert got["chief:0"] == {"sent": 5 * 400.0, "received": 8 * 400.0}

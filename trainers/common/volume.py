@@ -127,6 +127,20 @@ def fedavg_tasks(num_params: int, rounds_served: list[int], clients_served: list
   return out
 
 
+def per_client_upload_tasks(num_params: int, rounds_served: list[int],
+                            clients_served: list[int]) -> dict:
+  """FedAvg with each client's update sent on its own (Flower): node i receives the
+  model once per round it hosts a sampled client and sends back every sampled client's
+  weights; the server (chief) the sums. The suite's services instead send one partial
+  aggregate per round (fedavg_tasks)."""
+  down = [model_bytes(num_params) * r for r in rounds_served]
+  up = [model_bytes(num_params) * c for c in clients_served]
+  out = {task_name("worker", i): {"sent": float(u), "received": float(d)}
+         for i, (d, u) in enumerate(zip(down, up))}
+  out[task_name("chief", 0)] = {"sent": float(sum(down)), "received": float(sum(up))}
+  return out
+
+
 def pushes_tasks(sizes: dict[str, int], pushes: list[tuple[str, int, int, int]]) -> dict:
   """One-sided puts (asynchronous gossip): `pushes` = (kind, writer, owner, count) of
   vectors of sizes[kind] float32s each; every put is sent by the writer's task and
