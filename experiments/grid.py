@@ -62,20 +62,25 @@ def _tally(ran: Ran, spec: runspec.RunSpec, ended: outcome_lib.Outcome) -> None:
 
 def over(points: Sequence[str], specs_at: Callable[[str], Sequence[runspec.RunSpec]],
          cell_of: Callable[[str], dict], write: Callable[[dict, int], str], console,
-         reuse: bool = False) -> tuple[int, str]:
+         reuse: bool = False, what: str = "grid", root: str = "") -> int:
   """The grid: at each point, run its specs and record cells[point][spec.name] =
-  cell_of(run_dir); `write(cells, points done)` after each point returns the table.
-  Returns (exit code: 0, 1 if any run failed, or a stopped launcher's, and the table)."""
-  cells, code, table = {}, 0, ""
+  cell_of(run_dir); `write(cells, points done)` after each point returns the table
+  (printed at the end, with `what`'s files in `root`). Returns the exit code: 0, 1 if
+  any run failed, or a stopped launcher's."""
+  cells, code, table, started = {}, 0, "", time.time()
   for point in points:
     specs = specs_at(point)
     ran = run_all(specs, console, reuse)
     cells[point] = {s.name: cell_of(s.run_dir) for s in specs}
     code = code or (1 if ran.failed else 0)
+    os.makedirs(root or ".", exist_ok=True)
     table = write(cells, len(cells))
     if ran.stopped:
-      return ran.stopped, table
-  return code, table
+      return ran.stopped
+  print(table, file=console)
+  print(f"compare: {what} done in {time.time() - started:.0f}s; {root}/{what}.md, "
+        f"{what}.json, {what}.png", file=console, flush=True)
+  return code
 
 
 # The two grids. `plan(root, num_workers)` is the comparison's specs (compare.plan_runs)
@@ -88,7 +93,6 @@ def run_regimes(chosen: Sequence, plan: Plan, root: str, approaches: Sequence[st
   """The comparison once per regime (root/<regime>/<approach>), then the grid."""
   from experiments import regimes as regimes_lib  # pylint: disable=g-import-not-at-top
   by_name = {r.name: r for r in chosen}
-  started = time.time()
 
   def specs_at(name: str):
     regime = by_name[name]
@@ -97,16 +101,10 @@ def run_regimes(chosen: Sequence, plan: Plan, root: str, approaches: Sequence[st
             for s in plan(os.path.join(root, name), None)]
 
   def write(cells: dict, done: int) -> str:
-    os.makedirs(root, exist_ok=True)
     return regimes_lib.write(root, cells, approaches, list(chosen)[:done], target, preamble)
 
-  code, table = over(list(by_name), specs_at, regimes_lib.cell_of_run, write, console, reuse)
-  if code in exits.STOPPED_BY_SIGNAL:
-    return code
-  print(table, file=console)
-  print(f"compare: regimes done in {time.time() - started:.0f}s; {root}/regimes.md, "
-        "regimes.json, regimes.png", file=console, flush=True)
-  return code
+  return over(list(by_name), specs_at, regimes_lib.cell_of_run, write, console, reuse,
+              "regimes", root)
 
 
 def run_scaling(counts: Sequence[int], plan: Plan, compute: Callable[[], dict], root: str,
@@ -115,7 +113,7 @@ def run_scaling(counts: Sequence[int], plan: Plan, compute: Callable[[], dict], 
   """The compute of one step alone, then the comparison once per worker count
   (root/n<N>/<approach>), then the sweep."""
   from experiments import scaling as scaling_lib  # pylint: disable=g-import-not-at-top
-  started, measured = time.time(), compute()
+  measured = compute()
 
   def specs_at(n: str):
     # Large N on a small host oversubscribes it by design: the sweep measures examples
@@ -124,15 +122,8 @@ def run_scaling(counts: Sequence[int], plan: Plan, compute: Callable[[], dict], 
             for s in plan(os.path.join(root, f"n{n}"), int(n))]
 
   def write(cells: dict, done: int) -> str:
-    os.makedirs(root, exist_ok=True)
     return scaling_lib.write(root, cells, approaches, list(counts)[:done], measured, target,
                              preamble)
 
-  code, table = over([str(n) for n in counts], specs_at, scaling_lib.cell_of_run, write,
-                     console, reuse)
-  if code in exits.STOPPED_BY_SIGNAL:
-    return code
-  print(table, file=console)
-  print(f"compare: scaling done in {time.time() - started:.0f}s; {root}/scaling.md, "
-        "scaling.json, scaling.png", file=console, flush=True)
-  return code
+  return over([str(n) for n in counts], specs_at, scaling_lib.cell_of_run, write, console,
+              reuse, "scaling", root)

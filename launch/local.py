@@ -39,6 +39,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -315,14 +316,24 @@ def main(argv: list[str] | None = None, console=sys.stdout,
   if cli.answered(head, fv, cli.prog("launch.local"), __doc__, console):
     return 0
   try:
-    config = dataclasses.replace(config_from_argv(argv, launched), env=tuple((env or {}).items()))
+    config = dataclasses.replace(config_from_argv(argv, launched),
+                                 env=tuple((env or {}).items()))
   except ValueError as e:
     return _usage_error(str(e))
+  except KeyboardInterrupt:  # Ctrl-C while checking: nothing started, a signal's code
+    return _interrupted(console)
   out = spawn.Console(console)  # never blocks, never raises on a closed console
   try:
     return _launch(config, argv, out)
+  except KeyboardInterrupt:  # Ctrl-C while planning, before spawn's handlers took over
+    return _interrupted(out)
   finally:
     out.close()
+
+
+def _interrupted(out) -> int:
+  print("launcher: interrupted (SIGINT) before any task started", file=out, flush=True)
+  return 128 + signal.SIGINT
 
 
 def _launch(config: LaunchConfig, argv: list[str], out) -> int:

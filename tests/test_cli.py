@@ -47,16 +47,15 @@ def test_a_programs_own_help_goes_to_the_program(tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_console_script_prints_the_version(script):
   path = os.path.join(os.path.dirname(sys.executable), script)
-  if not os.path.exists(path):
-    pytest.skip(f"{script} not installed (make venv installs the package)")
+  # make venv installs the package with its console scripts: missing is a failure.
+  assert os.path.exists(path), f"{script} not installed (make venv installs the package)"
   proc = _run([path, "--version"])
   assert proc.returncode == 0 and proc.stdout.strip() == f"{script} {cli.version()}"
 
 
 def test_a_console_script_names_itself_in_errors():
   path = os.path.join(os.path.dirname(sys.executable), "tfdist-launch")
-  if not os.path.exists(path):
-    pytest.skip("tfdist-launch not installed")
+  assert os.path.exists(path), "tfdist-launch not installed (make venv installs the package)"
   proc = _run([path, "--num_workers=0"])
   assert proc.returncode == 2 and proc.stderr.startswith("tfdist-launch: error: ")
 

@@ -141,3 +141,23 @@ def test_scaffold_server_keeps_c_the_mean_of_all_clients_variates():
   x_new, c_new = fm.scaffold_server(x, c, mean_dy, mean_dc, 2.0, 2 / n)
   np.testing.assert_array_equal(x_new, [2.0, 0.5])
   np.testing.assert_array_equal(c_new, np.mean(new, axis=0))
+
+
+def test_the_computation_cache_keys_by_content_not_by_object():
+  """Two objects of the same computation share one key (a recompiled round is not
+  sent again); a different computation gets another."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from trainers.federated import executors  # pylint: disable=g-import-not-at-top
+
+  def build(k):
+    @tff.tensorflow.computation(tf.float32)
+    def add(x):
+      return x + k
+    return add
+
+  a, b, c = build(1.0), build(1.0), build(2.0)
+  assert a is not b
+  assert executors.computation_key(a) == executors.computation_key(b)
+  assert executors.computation_key(a) != executors.computation_key(c)
+  executors.check_tff_version()  # the pinned TFF

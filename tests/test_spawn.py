@@ -19,14 +19,23 @@ def _task(tmp_path, name, code, primary, may_fail=False, tag=""):
 
 def test_a_dead_tolerated_task_is_restarted_in_place_and_the_job_finishes(tmp_path):
   tag = uuid.uuid4().hex
-  chief = _task(tmp_path, "chief:0", "import time; time.sleep(4); print('chief done')", True, tag=tag)
+  back = tmp_path / "replacement_started"
+  # The chief finishes once the replacement worker is up (polled, bounded): no sleep
+  # standing in for the restart window.
+  chief = _task(tmp_path, "chief:0", (
+      "import os, time\nend = time.monotonic() + 30\n"
+      f"while not os.path.exists({str(back)!r}) and time.monotonic() < end:\n"
+      "  time.sleep(0.02)\n"
+      f"print('chief done' if os.path.exists({str(back)!r}) else 'no replacement')"),
+      True, tag=tag)
   worker = _task(tmp_path, "worker:1", "import sys; print('crash'); sys.exit(5)", False, True, tag)
   replacements = []
 
   def restart(task):
     if replacements:
       return None  # one restart allowed
-    new = dataclasses.replace(task, argv=(sys.executable, "-c", "import time; time.sleep(60)"),
+    new = dataclasses.replace(task, argv=(
+        sys.executable, "-c", f"import time; open({str(back)!r}, 'w').close(); time.sleep(60)"),
                               log_path=str(tmp_path / "logs" / "attempt_1" / "worker_1.log"))
     replacements.append(new)
     return new
@@ -41,6 +50,7 @@ def test_a_dead_tolerated_task_is_restarted_in_place_and_the_job_finishes(tmp_pa
   assert "task worker:1 exited with code 5; restarting it alone" in out.getvalue()
   assert (tmp_path / "logs" / "worker_1.log").read_text().strip() == "crash"
   assert (tmp_path / "logs" / "attempt_1" / "worker_1.log").exists()
+  assert (tmp_path / "logs" / "chief_0.log").read_text().strip() == "chief done"
 
 
 def test_a_host_with_only_server_tasks_waits_for_them(tmp_path):

@@ -39,6 +39,13 @@ def test_every_worker_stops_at_the_target_together(tmp_path, approach, extra):
   # Measured for every task, at least the algorithm's own volume.
   assert set(summary["bytes_by_task"]) >= {"worker:0", "worker:1"}
   assert summary["bytes_sent_per_worker"] >= summary["bytes_analytic_per_worker"] > 0
+  if approach in ("allreduce", "gossip"):
+    # Every worker stopped after the chief's step, not only the chief: in a synchronous
+    # scheme a worker's bytes grow with its steps (one model-sized message a step), so a
+    # worker that ran on past the target would have sent a step's worth more.
+    sent = [summary["bytes_by_task"][f"worker:{i}"]["sent"] for i in range(2)]
+    per_step = summary["bytes_analytic_per_worker"] / summary["steps"]
+    assert abs(sent[0] - sent[1]) < 0.5 * per_step, (sent, per_step)
   if approach == "allreduce":
     # Ring all-reduce on the wire: the gradients plus gRPC framing (a few per cent),
     # and once per run the initial broadcast of the variables and the coordination

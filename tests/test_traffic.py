@@ -81,7 +81,12 @@ def test_a_killed_process_has_its_counts_and_a_listed_local_port_is_not_counted(
     subprocess.run([sys.executable, "-c", _CLIENT.format(n=N), port], check=True,
                    env={**_env(tmp_path, "client:0"), "TFDIST_UNCOUNTED_PORTS": f"1,{port}"},
                    timeout=60)
-    time.sleep(1.5)
+    # The flusher writes every 0.5 s from inside a counted call: wait until the file
+    # holds every byte (polled, bounded), then kill with no exit handler.
+    deadline = time.monotonic() + 30
+    while traffic.read(str(tmp_path / "traffic")).get("server:0", {}).get("received") != N:
+      assert time.monotonic() < deadline, "the server's counts never reached its bytes"
+      time.sleep(0.05)
     server.send_signal(signal.SIGKILL)
     server.wait(timeout=60)
   finally:

@@ -19,6 +19,7 @@ this code starts and always stops itself, reached through TFF's own remote stubs
 """
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
@@ -93,6 +94,16 @@ def _stub(address: str, timeout_s: float):
   return stub
 
 
+def computation_key(value) -> str:
+  """What identifies a computation for the cache: the digest of its serialized proto.
+  Not id(): that holds only while TFF hands the same object back for every invocation
+  (its compiled-computation cache, an internal that an upgrade may change), and an id
+  can be reused by a new object once the old one is gone."""
+  from tensorflow_federated.python.core.impl.computation import computation_impl  # pylint: disable=g-import-not-at-top,line-too-long
+  proto = computation_impl.ConcreteComputation.get_proto(value)
+  return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
 def _caching_remote_executor(stub):
   """TFF's RemoteExecutor, except that a computation it has sent once stays on the
   service: TFF sends every invocation's computation afresh, and a round's is some
@@ -103,18 +114,35 @@ def _caching_remote_executor(stub):
   class CachingRemoteExecutor(tff.framework.RemoteExecutor):
     def __init__(self, *args, **kwargs):
       super().__init__(*args, **kwargs)
-      self._sent: dict[int, tuple] = {}  # id(computation) -> (computation, its value)
+      self._sent: dict[str, object] = {}  # computation_key -> its value on the service
+      self.hits = self.misses = 0
 
     async def create_value(self, value, type_spec=None):
       if not isinstance(value, computation_base.Computation):
         return await super().create_value(value, type_spec)
-      hit = self._sent.get(id(value))
-      if hit is None or hit[0] is not value:
-        hit = (value, await super().create_value(value, type_spec))
-        self._sent[id(value)] = hit  # held: a held value is never disposed there
-      return hit[1]
+      key = computation_key(value)
+      if key in self._sent:
+        self.hits += 1
+      else:
+        self.misses += 1
+        self._sent[key] = await super().create_value(value, type_spec)  # held: never
+        # disposed there (a round's few computations, sent once)
+      return self._sent[key]
 
   return CachingRemoteExecutor(stub)
+
+
+# The TFF internals this module and its neighbours rely on (BUILD.md, "TFF upgrades"):
+# an upgrade must re-check them, so another version refuses to start.
+TFF_VERSION = "0.87.0"
+
+
+def check_tff_version() -> None:
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  if tff.__version__ != TFF_VERSION:
+    raise RuntimeError(f"tensorflow_federated {tff.__version__} is not the pinned "
+                       f"{TFF_VERSION}: this suite uses TFF internals that an upgrade must "
+                       "re-check first (BUILD.md, 'TFF upgrades')")
 
 
 def _context(address: str, sync: bool, timeout_s: float):
@@ -142,6 +170,7 @@ def install_context(addresses: Sequence[str], timeout_s: float = READY_TIMEOUT_S
   whole of it on the one service, or with `merge_address` (the chief's own service)
   through a ServicePool. Returns the pool (None without one)."""
   from tensorflow_federated.python.core.impl.context_stack import context_stack_impl  # pylint: disable=g-import-not-at-top,line-too-long
+  check_tff_version()
   if merge_address is None:
     if len(addresses) != 1:
       raise ValueError("several executor services need the chief's merge service")
