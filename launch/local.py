@@ -53,14 +53,13 @@ from launch import links as links_lib
 from launch import shim
 from launch import plan as planning
 from launch import preflight, spawn
+from launch import restarts as restarts_lib
 from launch import program as program_lib
 from launch.config import LaunchConfig, Machine
 from trainers import flags as trainer_flags
-from trainers.common.outputs import default_run_dir, write_json_atomic
+from trainers.common.outputs import amend_summary, default_run_dir, write_json_atomic
 
 USAGE_EXIT = exits.USAGE
-_NOT_RETRIED_WHY = {exits.USAGE: "a usage error", exits.DATA: "missing data",
-                    exits.DIVERGED: "divergence"}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -159,16 +158,12 @@ def _complete_summary(run_dir: str, extra: dict | None = None) -> None:
   """Once every task has exited, its shim has written its final counts: the chief's
   summary.json gets the final bytes on the wire (it wrote them up to 0.5 s stale),
   and what only the launcher knows (`extra`: the veth counters, the straggler)."""
-  path = os.path.join(run_dir, "summary.json")
   totals = traffic.read(traffic.traffic_dir(run_dir))
-  if not (totals or extra) or not os.path.exists(path):
+  if not (totals or extra):
     return
-  with open(path) as f:
-    summary = json.load(f)
-  if totals:
-    summary.update(traffic.summary_fields(totals, summary.get("bytes_analytic_by_task")))
-  summary.update(extra or {})
-  write_json_atomic(path, summary)
+  amend_summary(run_dir, lambda summary: {
+      **(traffic.summary_fields(totals, summary.get("bytes_analytic_by_task"))
+         if totals else {}), **(extra or {})})
 
 
 def _print_summary(run_dir: str, out) -> None:
@@ -393,7 +388,7 @@ def _run_linked(config: LaunchConfig, plan: planning.Plan, replan, links, out) -
       except links_lib.LinkError as e:
         return _usage_error(str(e))
       print(f"launcher: {links.describe()}", file=out, flush=True)
-    outcome, attempts, restarts = run_attempts(plan, replan, config.max_restarts,
+    outcome, attempts, restarts = restarts_lib.run_attempts(plan, replan, config.max_restarts,
                                                config.timeout, out)
     if links:  # every task has exited: the veth counters are final
       extra.update(link_fields(links, links_lib.counters(links)))
@@ -435,62 +430,6 @@ def _report(outcome: spawn.Outcome, attempts: list[dict], restarts: int,
   else:
     print(f"launcher: FAILED ({outcome.reason}); logs in {os.path.join(run_dir, 'logs')}",
           file=out)
-
-
-def run_attempts(plan: planning.Plan, replan, max_restarts: int, timeout_s: float | None,
-                 console) -> tuple[spawn.Outcome, list[dict], int]:
-  """Runs `plan`; after a task failure, runs `replan(attempt, plan)` instead, up to
-  `max_restarts` times in all. A PS worker that dies is restarted alone, in place
-  (spawn's restart_task), from the same budget. Returns (last outcome, attempt
-  records for launcher.json, restarts used)."""
-  run_dir, approach = plan.run_dir, plan.approach
-  deadline = time.monotonic() + timeout_s if timeout_s else None
-  attempts: list[dict] = []
-  used = 0
-
-  def restart_task(task: planning.Task) -> planning.Task | None:
-    nonlocal used
-    if used >= max_restarts:
-      return None
-    used += 1
-    attempts.append({"attempt": used, "restarted": task.name, "scope": "task",
-                     "time": time.time()})
-    return planning.restarted_task(task, planning.attempt_log_dir(run_dir, used, 1),
-                                   approach, used, program=plan.program)
-
-  attempt, bind_retried = 0, False
-  while True:
-    print(f"launcher: starting {len(plan.tasks)} task(s) for {approach} in {run_dir}"
-          + (f" (attempt {attempt})" if max_restarts else ""), file=console, flush=True)
-    started = time.time()
-    outcome = spawn.run_plan(plan, timeout_s=timeout_s, console=console, deadline=deadline,
-                             restart_task=restart_task)  # only tolerated (PS worker) tasks
-    attempts.append({"attempt": attempt, "scope": "job", "start_time": started,
-                     "end_time": time.time(), "ok": outcome.ok, "reason": outcome.reason,
-                     "failed_task": outcome.failed_task, "exit_code": outcome.exit_code})
-    if outcome.ok or outcome.failed_task is None:
-      return outcome, attempts, used
-    if outcome.exit_code == exits.BIND and not bind_retried:
-      # Between picking a free port and TF binding it, another process took it.
-      bind_retried = True
-      print(f"launcher: {outcome.failed_task} could not listen on its address; starting "
-            "the attempt again once, with fresh ports", file=console, flush=True)
-      plan = replan(attempt, plan)
-      continue
-    if outcome.exit_code in exits.NOT_RETRIED:
-      if max_restarts:
-        print(f"launcher: not restarting: exit {outcome.exit_code} "
-              f"({_NOT_RETRIED_WHY[outcome.exit_code]}) would fail again", file=console,
-              flush=True)
-      return outcome, attempts, used
-    if used >= max_restarts:
-      return outcome, attempts, used
-    used += 1
-    attempt = used
-    print(f"launcher: attempt failed ({outcome.reason}); restart {attempt} of "
-          f"{max_restarts}: starting every task again from the latest checkpoint",
-          file=console, flush=True)
-    plan = replan(attempt, plan)
 
 
 def _host_commands(plan: planning.Plan, argv: list[str]) -> str:

@@ -293,3 +293,15 @@ def test_a_worker_killed_mid_run_fails_the_job_cleanly(tmp_path):
   assert code != 0
   assert "worker:1" in out and "exit code 3" in out, out[-3000:]
   assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_wire_layout_is_one_definition_round_tripped():
+  from trainers.gossip import protocol
+  clock = ag.Clock(step=7, mixes=3, staleness_sum=5, staleness_max=4, loss=0.5, accuracy=0.9)
+  assert ag.status_dict(clock.vector()) == {"step": 7.0, "mixes": 3.0, "staleness_sum": 5.0,
+                                            "staleness_max": 4.0, "loss": 0.5,
+                                            "accuracy": pytest.approx(0.9)}
+  assert protocol.encode(protocol.Control(stop=1.0, go=1.0)).tolist() == [1.0, 0.0, 1.0]
+  assert (ag.STOP, ag.RELEASE, ag.GO) == (0, 1, 2)
+  with pytest.raises(ValueError, match="Final vector needs 9"):
+    protocol.decode(protocol.Final, np.zeros(3))

@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 
-from launch import plan, spawn
+from launch import plan, restarts, spawn
 from tests import helpers
 
 
@@ -81,7 +81,7 @@ def test_job_restarts_until_success_or_the_budget_is_spent(tmp_path):
     marker.unlink(missing_ok=True)
     out = io.StringIO()
     try:
-      outcome, attempts, used = local.run_attempts(
+      outcome, attempts, used = restarts.run_attempts(
           job(0), lambda n, _prev: job(n), budget, 60, out)
     finally:
       helpers.assert_no_survivors(tag)
@@ -103,17 +103,17 @@ def test_a_bind_failure_is_retried_once_with_a_fresh_plan_and_usage_errors_never
   try:
     out = io.StringIO()  # exit 71 (BIND), then a fresh plan that works: no restart used
     codes = iter([0])
-    outcome, attempts, used = local.run_attempts(
+    outcome, attempts, used = restarts.run_attempts(
         job(exits.BIND), lambda n, _prev: job(next(codes)), 0, 60, out)
     assert outcome.ok and used == 0 and len(attempts) == 2, out.getvalue()
     assert "could not listen on its address; starting the attempt again once" in out.getvalue()
     out = io.StringIO()  # a second bind failure is not retried again
-    outcome, attempts, used = local.run_attempts(
+    outcome, attempts, used = restarts.run_attempts(
         job(exits.BIND), lambda n, _prev: job(exits.BIND), 3, 60, out)
     assert outcome.exit_code == exits.BIND and len(attempts) == 5  # 1 + 1 bind retry + 3
     for code in exits.NOT_RETRIED:  # usage, data, divergence: a retry would fail again
       out = io.StringIO()
-      outcome, attempts, used = local.run_attempts(
+      outcome, attempts, used = restarts.run_attempts(
           job(code), lambda n, _prev, c=code: job(c), 3, 60, out)
       assert outcome.exit_code == code and used == 0 and len(attempts) == 1
       assert "not restarting" in out.getvalue()

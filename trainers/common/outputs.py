@@ -54,6 +54,21 @@ def strict_json(value: Any) -> Any:
   return str(value)
 
 
+def amend_summary(run_dir: str, fields) -> bool:
+  """Adds `fields(summary)` (a dict) to an existing summary.json, atomically: what only
+  the launcher knows once every task has exited (final bytes on the wire, the veth
+  counters, the straggler). The one other way summary.json is written, beside
+  RunWriter.write_summary. False if there is no summary.json."""
+  path = os.path.join(run_dir, "summary.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    summary = json.load(f)
+  summary.update(fields(summary))
+  write_json_atomic(path, summary)
+  return True
+
+
 class RunWriter:
   """Writes config, metric records (JSONL + TensorBoard) and the summary."""
 

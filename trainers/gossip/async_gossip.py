@@ -33,15 +33,15 @@ from cluster.tf_config import TaskInfo
 from trainers.common import volume
 from trainers.gossip import mailbox as mb
 from trainers.gossip import mixing as mixing_lib
+from trainers.gossip import protocol
 
-STATUS_FIELDS = ("step", "mixes", "staleness_sum", "staleness_max", "loss", "accuracy")
-# The final vector after the parameters: these, then the model puts to each worker,
-# then a 1 that says the slot was written.
-FINAL_FIELDS = ("test_loss", "test_accuracy", "step", "mixes", "staleness_sum",
-                "staleness_max", "status_pushes", "control_pushes", "train_seconds")
-# What the chief puts into every worker's control slot.
-CONTROL_FIELDS = ("stop", "release", "go")
-STOP, RELEASE, GO = range(3)
+# The wire layout: trainers/gossip/protocol.py. The final vector is the parameters, then
+# a protocol.Final, then the model puts to each worker, then a 1 that says the slot was
+# written.
+STATUS_FIELDS = protocol.names(protocol.Status)
+FINAL_FIELDS = protocol.names(protocol.Final)
+CONTROL_FIELDS = protocol.names(protocol.Control)  # the chief's flags to every worker
+STOP, RELEASE, GO = (protocol.index(protocol.Control, n) for n in ("stop", "release", "go"))
 STATUS_INTERVAL_S = 0.02  # at most 50 status puts a second per peer
 EMA = 0.05                 # the running loss/accuracy's smoothing
 FINAL_TIMEOUT_S = 600.0
@@ -72,7 +72,7 @@ class Clock:
     self.staleness_max = max(self.staleness_max, staleness)
 
   def vector(self) -> np.ndarray:
-    return np.array([getattr(self, f) for f in STATUS_FIELDS], np.float32)
+    return protocol.encode(protocol.pick(protocol.Status, self))
 
   @property
   def staleness_mean(self) -> float | None:
@@ -80,7 +80,7 @@ class Clock:
 
 
 def status_dict(vector: np.ndarray) -> dict:
-  return dict(zip(STATUS_FIELDS, map(float, vector)))
+  return dataclasses.asdict(protocol.decode(protocol.Status, vector))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,15 +166,18 @@ def plan_for(me: int, n: int, topology: str, num_params: int) -> Plan:
 def final_vector(params: np.ndarray, test: tuple[float, float], clock: Clock,
                  status_pushes: int, control_pushes: int, model_pushes: list[int]
                  ) -> np.ndarray:
-  extra = [test[0], test[1], clock.step, clock.mixes, clock.staleness_sum,
-           clock.staleness_max, status_pushes, control_pushes, clock.train_seconds]
-  return np.concatenate([params, np.array(extra + list(model_pushes) + [1.0], np.float32)])
+  final = protocol.Final(test_loss=test[0], test_accuracy=test[1], step=clock.step,
+                         mixes=clock.mixes, staleness_sum=clock.staleness_sum,
+                         staleness_max=clock.staleness_max, status_pushes=status_pushes,
+                         control_pushes=control_pushes, train_seconds=clock.train_seconds)
+  return np.concatenate([params, protocol.encode(final),
+                         np.array(list(model_pushes) + [1.0], np.float32)])
 
 
 def parse_final(vector: np.ndarray, num_params: int, n: int) -> tuple[np.ndarray, dict]:
   """(parameters, figures) of a final vector (final_vector's layout)."""
   params, rest = vector[:num_params], vector[num_params:]
-  figures = dict(zip(FINAL_FIELDS, map(float, rest[:len(FINAL_FIELDS)])))
+  figures = dataclasses.asdict(protocol.decode(protocol.Final, rest))
   figures["model_pushes"] = [int(x) for x in rest[len(FINAL_FIELDS):len(FINAL_FIELDS) + n]]
   return params, figures
 
@@ -283,7 +286,8 @@ class Peers:
   def signal(self, stop: bool, release: bool) -> None:
     """The chief: puts [stop, release, go] into every worker's control slot."""
     for p in self.control.values():
-      p.offer(np.array([float(stop), float(release), 1.0], np.float32))
+      p.offer(protocol.encode(protocol.Control(stop=float(stop), release=float(release),
+                                               go=1.0)))
 
   def flush_control(self, deadline_s: float = FINAL_TIMEOUT_S) -> None:
     """Every control put landed, within one deadline for all of them (not each its own)."""
