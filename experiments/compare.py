@@ -27,6 +27,7 @@ from absl import flags
 from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import grid
+from experiments import machine as machine_lib
 from experiments import outcome as outcome_lib
 from experiments import peers as peers_lib
 from experiments import regimes as regimes_lib
@@ -70,6 +71,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                      flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
+  flags.DEFINE_bool("single_process", True, "Also train one plain Keras process (the "
+                    "all-reduce row's global batch and recipe) to the same target: every "
+                    "row's time, start-up and examples/s as a ratio to it.", flag_values=fv)
   flags.DEFINE_bool("peers", False, "Also run the tools a user would pick instead, on the "
                     "same work: flower_fedavg beside fedavg, horovod_allreduce beside "
                     "allreduce (each where its suite row runs; needs `make peers`).",
@@ -209,6 +213,30 @@ def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
                              client_learning_rate=fv.client_learning_rate)
 
 
+SINGLE = "single_process"  # the reference row's name
+
+
+def single_process_runs(fv: flags.FlagValues, num_train: int, root: str,
+                        num_workers: int | None = None) -> list[runspec.RunSpec]:
+  """The reference row: one process, plain Keras, the all-reduce row's global batch
+  (per-worker batch x N) and learning-rate recipe, the same target, cap and cadence."""
+  n = num_workers or fv.num_workers
+  fixed = fv.budget_examples is not None
+  target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
+                              eval_every_examples=fv.eval_every_examples)
+            if fv.target_accuracy else None)
+  plan = budget_lib.plan_budget(approaches.ALLREDUCE_V.name,
+                                fv.budget_examples if fixed else fv.max_examples, num_train,
+                                1, fv.batch_size * n, target=target)
+  plan = dataclasses.replace(plan, description=f"one process, plain Keras, batch "
+                             f"{fv.batch_size * n}: {plan.description}")
+  return [runspec.of_budget(
+      SINGLE, plan, os.path.join(root, SINGLE, f"seed_{seed}") if fv.seeds > 1 else
+      os.path.join(root, SINGLE), data_of(fv), (f"--seed={seed}", "--plain_keras"),
+      seed=seed if fv.seeds > 1 else None).with_args((f"--timeout={fv.timeout}",))
+          for seed in range(fv.seed, fv.seed + fv.seeds)]
+
+
 def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
               num_workers: int | None = None) -> list[runspec.RunSpec]:
   """Pure: every run, approach by approach (with `num_workers` workers; default
@@ -268,16 +296,23 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
         fv.target_accuracy, _preamble(fv, plan_runs(fv, num_train, root), "N"), console,
         fv.reuse)
   root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
-  runs = plan_runs(fv, num_train, root)
-  print(f"compare: {len(row_names(fv))} approach(es) x {fv.seeds} seed(s), model {fv.model}, "
+  # The comparison (not the grids, whose regimes and worker counts a single process
+  # cannot take) starts with the single-process reference row.
+  runs = ((single_process_runs(fv, num_train, root) if fv.single_process else []) +
+          plan_runs(fv, num_train, root))
+  print(f"compare: {len(runs) // fv.seeds} row(s) x {fv.seeds} seed(s), model {fv.model}, "
         f"dataset {fv.dataset}, {fv.num_workers} workers, {_mode(fv)}; in {root}",
         file=console, flush=True)
   started = time.time()
   ran = grid.run_all(runs, console, fv.reuse)
   if ran.done:
+    reference = next((s.run_dir for s in runs if s.name == SINGLE), None)
+    where = machine_lib.this_machine()  # after the runs: a child process asks TF
     rows = report_lib.build_report(
         ran.done, root, title="Four ways to distribute MNIST training",
-        preamble=_preamble(fv, runs), seeds=fv.seeds)
+        preamble=f"Measured on {where.line()}.\n\n" + _preamble(fv, runs), seeds=fv.seeds,
+        reference=reference, machine=where.line())
+    print(f"compare: measured on {where.line()}", file=console)
     print(report_lib.markdown(rows, "Comparison"), file=console)
     print(f"compare: {len(ran.done)} run(s) in {time.time() - started:.0f}s; report in "
           f"{root}/report.md, report.json, report.png", file=console, flush=True)

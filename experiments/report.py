@@ -142,7 +142,8 @@ def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) ->
   head = ["approach", "workers", "test acc", "reached", "to target s", "start-up s",
           "train s to target", "examples to target", "steps/rounds", "sent/worker",
           "received/worker", "analytic/worker", "measured/analytic", "busiest task",
-          "its sent+received", "its analytic", "its measured/analytic", "wall s", "notes"]
+          "its sent+received", "its analytic", "its measured/analytic", "wall s",
+          "to target vs 1 process", "start-up vs 1 process", "ex/s vs 1 process", "notes"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
     cells = [r["approach"] + (f" (seed {r['seed']})" if seeds > 1 else ""),
@@ -156,7 +157,9 @@ def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) ->
              _fmt(r["busiest_task"]), _fmt(r["bytes_busiest_task"], "bytes"),
              _fmt(r["bytes_analytic_busiest_task"], "bytes"),
              _fmt(_ratio(r["bytes_busiest_task"], r["bytes_analytic_busiest_task"]), "ratio"),
-             _fmt(r["wall_time_s"], "s"), r["notes"]]
+             _fmt(r["wall_time_s"], "s"), _fmt(r.get("time_to_target_vs_single"), "ratio"),
+             _fmt(r.get("startup_vs_single"), "ratio"),
+             _fmt(r.get("examples_per_sec_vs_single"), "ratio"), r["notes"]]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "To target s: launcher start to the first evaluation at or above the target "
             "(start-up included); start-up s: launcher start to the first training step; "
@@ -166,7 +169,10 @@ def markdown(rows: Sequence[dict], title: str = "Comparison", seeds: int = 1) ->
             "worker tasks, whole run); analytic: the algorithm's own volume per worker "
             "(trainers/common/volume.py). Busiest task: the task whose link carried the "
             "most, sent + received (PS: a ps task; FedAvg: the chief), beside the "
-            "algorithm's volume on that link. Wall s: trainer process start to summary.", ""]
+            "algorithm's volume on that link. Wall s: trainer process start to summary. 'vs 1 "
+            "process': the figure over the single-process row's (plain Keras, one process, "
+            "the all-reduce row's global batch and recipe), measured in the same run: below "
+            "1x for time, above 1x for examples/s, distributing paid off on this machine.", ""]
   if seeds > 1:
     lines += _aggregate_markdown(aggregate(rows))
   return "\n".join(lines)
@@ -183,7 +189,7 @@ def _aggregate_markdown(aggs: Sequence[dict]) -> list[str]:
   return lines + [""]
 
 
-def plot(runs: Sequence[dict], path: str) -> None:
+def plot(runs: Sequence[dict], path: str, rows: Sequence[dict] | None = None) -> None:
   """Test error (log) against time, examples and bytes; time-to-target bars."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -220,7 +226,7 @@ def plot(runs: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
   a_b.set_xscale("log")
-  _time_bars(a_bar, [row(r) for r in runs], target, [is_peer(r) for r in runs])
+  _time_bars(a_bar, rows or [row(r) for r in runs], target, [is_peer(r) for r in runs])
   fig.suptitle("Time to accuracy per approach")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -241,6 +247,9 @@ def _time_bars(ax, rows: Sequence[dict], target: float | None,
   for i, r in enumerate(rows):
     if not r["reached_target"]:
       ax.text(startup[i], i, "  not reached", va="center", fontsize=8)
+    elif r.get("time_to_target_vs_single") is not None:
+      ax.text(startup[i] + train[i], i, f" {r['time_to_target_vs_single']:.2f}x 1 process",
+              va="center", fontsize=8)
   ax.invert_yaxis()
   ax.set_xlabel("seconds")
   ax.set_title(f"time to {target:.0%}" if target else "time to target")
@@ -316,18 +325,43 @@ def plot_rounds(runs: dict[str, dict], path: str, target: float | None = None) -
   return True
 
 
+# Each row's figures as a ratio to the single-process row measured in the same run (the
+# headline that carries between machines): key -> (the figure, "higher is better").
+VS_SINGLE = {"time_to_target_vs_single": "time_to_target_s", "startup_vs_single": "startup_s",
+             "examples_per_sec_vs_single": "examples_per_sec"}
+
+
+def with_ratios(rows: Sequence[dict], reference: dict | None) -> list[dict]:
+  """The rows, each with VS_SINGLE's ratios to `reference` (None where either figure is
+  missing, or the reference run is not given or did not reach the target)."""
+  out = []
+  for r in rows:
+    r = dict(r)
+    for key, figure in VS_SINGLE.items():
+      base = reference.get(figure) if reference else None
+      r[key] = r[figure] / base if base and r.get(figure) is not None else None
+    out.append(r)
+  return out
+
+
 def build_report(run_dirs: Sequence[str], out_dir: str, title: str = "Comparison",
-                 preamble: str = "", seeds: int = 1) -> list[dict]:
-  """Writes report.md, report.json, report.png (+ fedavg_clients.png); returns the rows."""
+                 preamble: str = "", seeds: int = 1, reference: str | None = None,
+                 machine: str | None = None) -> list[dict]:
+  """Writes report.md, report.json, report.png (+ fedavg_clients.png); returns the rows.
+  `reference`: the run directory of the single-process row, whose figures every row is
+  also given as a ratio to (VS_SINGLE)."""
   runs = [load_run(d) for d in run_dirs]
   rows = [row(r) for r in runs]
+  ref = next((r for r in rows if reference and os.path.abspath(r["run_dir"]) ==
+              os.path.abspath(reference)), None)
+  rows = with_ratios(rows, ref)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write((preamble + "\n\n" if preamble else "") + markdown(rows, title, seeds))
   with open(os.path.join(out_dir, "report.json"), "w") as f:
-    json.dump({"title": title, "rows": rows,
+    json.dump({"title": title, "machine": machine, "rows": rows,
                **({"over_seeds": aggregate(rows)} if seeds > 1 else {})}, f, indent=2)
-  plot(runs, os.path.join(out_dir, "report.png"))
+  plot(runs, os.path.join(out_dir, "report.png"), rows)
   for run in runs:
     plot_clients(run, os.path.join(out_dir, "fedavg_clients.png"))
   return rows

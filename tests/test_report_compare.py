@@ -224,7 +224,7 @@ def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):
   monkeypatch.setattr(runspec.local, "main", stopped)
   out = io.StringIO()
   code = compare.main(["compare", "--approaches=allreduce,gossip", "--dataset=synthetic",
-                       f"--run_dir={tmp_path}"], console=out)
+                       "--nosingle_process", f"--run_dir={tmp_path}"], console=out)
   assert code != 0 and len(calls) == 1
   assert "compare: stopped (exit 143); 1 run(s) not started" in out.getvalue()
 
@@ -320,6 +320,36 @@ def test_a_diverged_run_is_never_done_reused_or_reached(tmp_path, monkeypatch):
   monkeypatch.setattr(runspec.local, "main", launcher)
   out = io.StringIO()
   code = compare.main(["compare", "--approaches=gossip", "--dataset=synthetic", "--reuse",
-                       f"--run_dir={tmp_path}"], console=out)
+                       "--nosingle_process", f"--run_dir={tmp_path}"], console=out)
   assert code == 1 and len(calls) == 1, out.getvalue()
   assert "reused" not in out.getvalue() and "diverged" in out.getvalue()
+
+
+def test_the_single_process_row_has_the_allreduce_rows_global_batch_and_target():
+  fv = compare._parse(["compare", "--num_workers=4"])
+  (single,) = compare.single_process_runs(fv, 60_000, "/r")
+  allreduce = next(r for r in compare.plan_runs(fv, 60_000, "/r") if r.name == "allreduce")
+  assert single.run_dir == "/r/single_process" and "--plain_keras" in single.trainer_args
+  assert "--num_workers=1" in single.launcher_args
+  assert "--batch_size=256" in single.trainer_args  # 64 per worker x 4
+  same = lambda spec: [a for a in spec.trainer_args if a.startswith(
+      ("--epochs", "--steps_per_epoch", "--target_accuracy", "--stop_at_target",
+       "--eval_every_examples", "--model", "--seed"))]
+  assert same(single) == same(allreduce)  # the same steps, schedule, target and cadence
+  # The main comparison starts with it; the grids (regimes, N) do not have it.
+  assert compare.row_names(fv)[0] == "allreduce"
+
+
+def test_every_row_is_also_a_ratio_to_the_single_process_row():
+  rows = [{"approach": "single_process", "time_to_target_s": 40.0, "startup_s": 4.0,
+           "examples_per_sec": 2000.0},
+          {"approach": "gossip", "time_to_target_s": 30.0, "startup_s": 8.0,
+           "examples_per_sec": 3000.0},
+          {"approach": "ps_sync", "time_to_target_s": None, "startup_s": 6.0,
+           "examples_per_sec": None}]
+  got = report.with_ratios(rows, rows[0])
+  assert (got[1]["time_to_target_vs_single"], got[1]["startup_vs_single"],
+          got[1]["examples_per_sec_vs_single"]) == (0.75, 2.0, 1.5)
+  assert got[0]["time_to_target_vs_single"] == 1.0
+  assert got[2]["time_to_target_vs_single"] is None and got[2]["startup_vs_single"] == 1.5
+  assert report.with_ratios(rows, None)[1]["time_to_target_vs_single"] is None
