@@ -199,6 +199,26 @@ def _fedavg_round_ratio(row: dict, client_base: dict | None) -> float | None:
   return row["steady_round_time_s"] / (row["examples_per_round"] / rate)
 
 
+def _peer_specs(chosen, suite: runspec.RunSpec, root: str, model: str, n: int
+                ) -> list[runspec.RunSpec]:
+  """Each chosen peer on `suite`'s work; Flower also with oneDNN off, the kernels TFF's
+  worker_binary runs: the suite's FedAvg against Flower with the same kernels."""
+  out = []
+  for p in chosen:
+    if p.beside.name != suite.name:
+      continue
+    spec = peers_lib.beside(p, suite, run_dir=os.path.join(root, model, f"{p.name}-n{n}"))
+    out.append(spec)
+    if p is peers_lib.FLOWER:
+      out.append(dataclasses.replace(
+          spec, name=f"{p.name} (oneDNN off)",
+          run_dir=os.path.join(root, model, f"{p.name}-onednn-off-n{n}"),
+          program=tuple(a if not a.startswith("--run_dir=") else
+                        f"--run_dir={os.path.join(root, model, f'{p.name}-onednn-off-n{n}')}"
+                        for a in spec.program)).with_args(env=SAME_KERNELS_ENV))
+  return out
+
+
 def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
                 num_train: int) -> dict | int:
   """Every row for one model: the single-process baselines, then each approach at each
@@ -232,8 +252,7 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
       print(f"bench: {model}: {name} N={n} ({plan.description})", flush=True)
       suite = runspec.of_budget(name, plan, run_dir, data).with_args(budget_flag)
       # The suite's row, then each peer's on the same work (same flags, its program).
-      for spec in [suite] + [peers_lib.beside(p, suite, run_dir=os.path.join(
-          root, model, f"{p.name}-n{n}")) for p in chosen if p.beside.name == name]:
+      for spec in [suite] + _peer_specs(chosen, suite, root, model, n):
         if spec is not suite:
           print(f"bench: {model}: {spec.name} N={n} beside {name}", flush=True)
         row = _measure(spec)
