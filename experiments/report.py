@@ -52,7 +52,7 @@ def load_run(run_dir: str) -> dict:
   return {"run_dir": run_dir, "summary": summary, "config": config, "records": records}
 
 
-PEER_COLOURS = ("#7f3fbf", "#b8860b")  # the peers' own colours (purple, dark gold)
+PEER_COLOURS = ("black", "#b8860b")  # the peers' own colours (outside matplotlib's cycle)
 
 
 def is_peer(run: dict) -> bool:
@@ -241,9 +241,9 @@ def _time_bars(ax, rows: Sequence[dict], target: float | None,
   startup = [r["startup_s"] or 0.0 for r in rows]
   train = [max((r["time_to_target_s"] or 0.0) - (r["startup_s"] or 0.0), 0.0) for r in rows]
   ax.barh(names, startup, color="#bbbbbb", label="start-up (launch to first step)")
-  colours = ["#7f3fbf" if p else "#1f77b4" for p in list(peers) + [False] * len(rows)]
+  colours = ["black" if p else "#1f77b4" for p in list(peers) + [False] * len(rows)]
   ax.barh(names, train, left=startup, color=colours[:len(rows)],
-          label="training to target (peers: purple)")
+          label="training to target (peers: black)")
   for i, r in enumerate(rows):
     if not r["reached_target"]:
       ax.text(startup[i], i, "  not reached", va="center", fontsize=8)
