@@ -14,7 +14,7 @@ from tests import helpers
 SYN_TRAIN = 512
 
 
-def _train(queue, run_dir: str, ps_mode: str) -> None:
+def _train(queue, run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> None:
   """Child: an in-process PS cluster and the trainer's run(), with the strategy passed in."""
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -32,7 +32,8 @@ def _train(queue, run_dir: str, ps_mode: str) -> None:
     cfg = TrainConfig(approach="ps", dataset="synthetic", synthetic_examples=SYN_TRAIN,
                       batch_size=16, epochs=2, log_every=8, eval_every_examples=256,
                       run_dir=run_dir)
-    config = parameter_server.PSConfig(cfg, ps_mode=ps_mode, steps_per_closure=3)
+    config = parameter_server.PSConfig(cfg, ps_mode=ps_mode,
+                                       steps_per_closure=steps_per_closure)
     summary = parameter_server.run(config, task, strategy=strategy,
                                    flag_values={"ps_mode": ps_mode})
     queue.put(("ok", summary))
@@ -46,13 +47,13 @@ def _train(queue, run_dir: str, ps_mode: str) -> None:
     os._exit(0)  # pylint: disable=protected-access  # in-process servers never stop
 
 
-def _run_in_child(run_dir: str, ps_mode: str) -> dict:
+def _run_in_child(run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> dict:
   ctx = multiprocessing.get_context("spawn")
   queue = ctx.Queue()
   tag = os.urandom(8).hex()
   os.environ[helpers.TAG_VAR] = tag  # the child inherits it: survivors can be found
   try:
-    child = ctx.Process(target=_train, args=(queue, run_dir, ps_mode))
+    child = ctx.Process(target=_train, args=(queue, run_dir, ps_mode, steps_per_closure))
     child.start()
     try:
       status, value = queue.get(timeout=240)
@@ -85,3 +86,20 @@ def test_ps_run_in_one_process_takes_the_planned_steps_and_writes_the_contract(
   assert [r["examples_seen"] for r in records if r["kind"] == "eval"] == [256, 768]
   assert [r["step"] for r in records if r["kind"] == "first_step"] == [1]
   assert list((tmp_path / "ckpt").glob("ckpt-*.index"))
+
+
+def test_several_steps_per_closure_keep_the_examples_and_the_evaluation_points(tmp_path):
+  """Async PS: a closure of 5 steps (one dispatch for five updates) trains the same
+  examples and evaluates at the same steps as one step per closure."""
+  points = {}
+  for per in (1, 5):
+    run_dir = tmp_path / f"per_{per}"
+    summary = _run_in_child(str(run_dir), "async", per)
+    records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    points[per] = ([(r["step"], r["examples_seen"]) for r in records
+                    if r.get("test_accuracy") is not None],
+                   summary["steps"], summary["examples_processed"])
+  assert points[1] == points[5]
+  evals, steps, examples = points[5]
+  assert steps == 2 * (SYN_TRAIN // 16) and examples == steps * 16
+  assert [s for s, _ in evals] == [16, 32, 48, 64]  # every 256 examples, and epoch ends
