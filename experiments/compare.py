@@ -93,6 +93,11 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("paper_algorithms", [approaches.FEDAVG.name], "fedavg_paper: run each setting with "
                     "each of fedavg, fedprox (mu 0.1), fedadam, fedavgm, scaffold.",
                     flag_values=fv)
+  _define_job_flags(fv)
+
+
+def _define_job_flags(fv: flags.FlagValues) -> None:
+  """The flags of the jobs beside the comparison: the regime grid and the sweep."""
   flags.DEFINE_list("regimes", [], "Run the comparison under each of these regimes "
                     "(experiments/regimes.py: all, or any of baseline, link_100mbit, "
                     "link_10mbit, straggler, shards) and write regimes.md/json/png. "

@@ -150,12 +150,20 @@ def test_compare_two_approaches_on_synthetic_writes_the_report(tmp_path):
        "--model=mlp", "--budget_examples=2048", "--batch_size=32", f"--run_dir={tmp_path}",
        "--timeout=200"], timeout_s=400, module="experiments.compare")
   assert code == 0, out[-3000:]
-  assert "compare: [1/2] allreduce" in out and "compare: [2/2] gossip: ok" in out
-  rows = json.loads((tmp_path / "report.json").read_text())["rows"]
-  assert [r["approach"] for r in rows] == ["allreduce", "gossip/ring"]
+  assert "compare: [1/3] single_process" in out and "compare: [3/3] gossip: ok" in out
+  report_json = json.loads((tmp_path / "report.json").read_text())
+  rows = report_json["rows"]
+  assert [r["approach"] for r in rows] == ["keras_fit", "allreduce", "gossip/ring"]
   assert all(r["examples_processed"] == 2048 for r in rows)
+  # Every row beside the single-process row measured in the same run.
+  assert rows[0]["examples_per_sec_vs_single"] == 1.0
+  for r in rows[1:]:
+    assert r["examples_per_sec_vs_single"] == pytest.approx(
+        r["examples_per_sec"] / rows[0]["examples_per_sec"])
+  assert "oneDNN" in report_json["machine"] and "core(s)" in report_json["machine"]
   # Measured on the wire by the launcher's shim, beside the analytic volume.
-  assert all(r["bytes_sent_per_worker"] >= r["bytes_analytic_per_worker"] > 0 for r in rows)
+  assert all(r["bytes_sent_per_worker"] >= r["bytes_analytic_per_worker"] > 0
+             for r in rows[1:])
   assert (tmp_path / "report.png").exists() and (tmp_path / "report.md").exists()
 
 

@@ -40,12 +40,12 @@ def test_every_worker_stops_at_the_target_together(tmp_path, approach, extra):
   assert set(summary["bytes_by_task"]) >= {"worker:0", "worker:1"}
   assert summary["bytes_sent_per_worker"] >= summary["bytes_analytic_per_worker"] > 0
   if approach in ("allreduce", "gossip"):
-    # Every worker stopped after the chief's step, not only the chief: in a synchronous
-    # scheme a worker's bytes grow with its steps (one model-sized message a step), so a
-    # worker that ran on past the target would have sent a step's worth more.
-    sent = [summary["bytes_by_task"][f"worker:{i}"]["sent"] for i in range(2)]
-    per_step = summary["bytes_analytic_per_worker"] / summary["steps"]
-    assert abs(sent[0] - sent[1]) < 0.5 * per_step, (sent, per_step)
+    # Every worker stopped at the chief's step, not only the chief: each task's own log
+    # says where its training loop ended (PS workers run no loop: the chief's coordinator
+    # is the only one).
+    for i in range(2):
+      log = (tmp_path / "logs" / f"worker_{i}.log").read_text()
+      assert f"worker:{i}: finished at step {summary['steps']}" in log, log[-1500:]
   if approach == "allreduce":
     # Ring all-reduce on the wire: the gradients plus gRPC framing (a few per cent),
     # and once per run the initial broadcast of the variables and the coordination

@@ -209,6 +209,8 @@ class Run:
           self.num_workers))
     summary.update(fields)
     startup.reset()
+    if fields.get("steps") is not None:  # each task says where its own loop ended
+      self.announce(f"finished at step {fields['steps']}", every_task=True)
     return self.writer.write_summary(summary)
 
 
