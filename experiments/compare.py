@@ -221,15 +221,20 @@ def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
 SINGLE = "single_process"  # the reference row's name
 
 
+def _target(fv: flags.FlagValues) -> budget_lib.Target | None:
+  """Where every run stops (--target_accuracy; with a fixed budget, recorded only)."""
+  if not fv.target_accuracy:
+    return None
+  return budget_lib.Target(fv.target_accuracy, stop=fv.budget_examples is None,
+                           eval_every_examples=fv.eval_every_examples)
+
+
 def single_process_runs(fv: flags.FlagValues, num_train: int, root: str,
                         num_workers: int | None = None) -> list[runspec.RunSpec]:
   """The reference row: one process, plain Keras, the all-reduce row's global batch
   (per-worker batch x N) and learning-rate recipe, the same target, cap and cadence."""
   n = num_workers or fv.num_workers
-  fixed = fv.budget_examples is not None
-  target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
-                              eval_every_examples=fv.eval_every_examples)
-            if fv.target_accuracy else None)
+  fixed, target = fv.budget_examples is not None, _target(fv)
   plan = budget_lib.plan_budget(approaches.ALLREDUCE_V.name,
                                 fv.budget_examples if fixed else fv.max_examples, num_train,
                                 1, fv.batch_size * n, target=target)
@@ -246,10 +251,7 @@ def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
               num_workers: int | None = None) -> list[runspec.RunSpec]:
   """Pure: every run, approach by approach (with `num_workers` workers; default
   --num_workers), each in root/<approach>[/seed_<k>]."""
-  fixed = fv.budget_examples is not None
-  target = (budget_lib.Target(fv.target_accuracy, stop=not fixed,
-                              eval_every_examples=fv.eval_every_examples)
-            if fv.target_accuracy else None)
+  fixed, target = fv.budget_examples is not None, _target(fv)
   runs = []
   for name in fv.approaches:
     plan = budget_lib.plan_budget(
