@@ -49,12 +49,15 @@ def missing(venv: str = VENV) -> str | None:
 
 def beside(peer: Peer, suite: runspec.RunSpec, venv: str = VENV,
            run_dir: str | None = None) -> runspec.RunSpec:
-  """The peer's run on `suite`'s work, in `run_dir` (default: a sibling of the suite
-  run's directory named after the peer)."""
-  run_dir = run_dir or os.path.join(os.path.dirname(suite.run_dir.rstrip(os.sep)), peer.name) \
-      if suite.seed is None else os.path.join(
-          os.path.dirname(os.path.dirname(suite.run_dir.rstrip(os.sep))), peer.name,
-          os.path.basename(suite.run_dir.rstrip(os.sep)))
+  """The peer's run on `suite`'s work, in `run_dir` (default: where the suite run's
+  directory is, under the peer's name: root/<peer>, or root/<peer>/seed_<k>)."""
+  if run_dir is None:
+    suite_dir = suite.run_dir.rstrip(os.sep)
+    if suite.seed is None:  # root/<variant>
+      run_dir = os.path.join(os.path.dirname(suite_dir), peer.name)
+    else:                   # root/<variant>/seed_<k>
+      run_dir = os.path.join(os.path.dirname(os.path.dirname(suite_dir)), peer.name,
+                             os.path.basename(suite_dir))
   return dataclasses.replace(
       suite, name=peer.name, run_dir=run_dir, trainer_args=(),
       program=(python(venv), "-m", peer.module, f"--run_dir={run_dir}",

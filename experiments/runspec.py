@@ -1,10 +1,11 @@
 """One run of an experiment, described once and launched one way (no TF).
 
-compare, bench, the regime grid, the scaling sweep, exit_paths and the peers all
-build a RunSpec (what to launch, where, with which data, flags and environment) and
-hand it to `launch`, which runs it through the launcher as a user would
-(`python -m launch.local ...`) and records how the launcher ended
-(experiments/outcome.py). Nothing else in experiments/ writes launcher argv.
+compare, bench, the regime grid, the scaling sweep, the paper preset and the peers
+all build a RunSpec (what to launch, where, with which data, flags and environment)
+and hand it to `launch`, which runs it through the launcher as a user would
+(`python -m launch.local ...`, in this process) and records how the launcher ended
+(experiments/outcome.py). Only exit_paths writes its own command lines: it must start
+the launcher as a separate process to signal it.
 """
 
 import dataclasses

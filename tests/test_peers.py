@@ -53,6 +53,12 @@ def test_a_peers_run_is_the_suite_runs_flags_given_to_its_program(tmp_path):
     assert row.program[4:] == mine.trainer_args  # every trainer flag, the same
     argv = row.argv()
     assert argv[argv.index("--") + 1] == row.program[0]  # the launcher sees a program
+  # With seeds, each peer run sits beside its seed's suite run; a given directory wins.
+  seeded = compare.plan_runs(compare._parse(["compare", "--approaches=fedavg", "--seeds=2"]),
+                             60_000, str(tmp_path))
+  assert [r.run_dir for r in peers.specs_beside(seeded, [peers.FLOWER], venv)] == [
+      f"{tmp_path}/flower_fedavg/seed_42", f"{tmp_path}/flower_fedavg/seed_43"]
+  assert peers.beside(peers.FLOWER, seeded[1], venv, run_dir="/x").run_dir == "/x"
   # A regime's trainer flags reach the peer's program too.
   shards = rows[0].with_args(("--link=10mbit",), ("--partition=shards",))
   assert shards.program[-1] == "--partition=shards" and "--link=10mbit" in shards.argv()
