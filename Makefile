@@ -58,7 +58,7 @@ clean-venv:
 
 # The peers' environment (.venv-peers): Flower 1.23.0 and Horovod 0.28.1 on the same TF,
 # from requirements-peers.lock (README, "Beside Flower and Horovod"). Horovod's wheel is
-# built once (10-25 min on 2 cores; cmake and g++) into $(PEER_WHEELS), so a second
+# built once (about 4 min on 2 cores here; cmake and g++) into $(PEER_WHEELS), so a second
 # `make peers`, or one after `rm -rf .venv-peers`, takes seconds.
 PEERS_VENV   := .venv-peers
 PEERS_PY     := $(PEERS_VENV)/bin/python

@@ -44,7 +44,7 @@ def missing(venv: str = VENV) -> str | None:
   if os.path.exists(os.path.join(venv, ".installed")) and os.access(python(venv), os.X_OK):
     return None
   return (f"the peers' environment is not built ({venv}); run `make peers` (Flower and "
-          "Horovod, requirements-peers.lock; Horovod's wheel builds once, 10-25 min)")
+          "Horovod, requirements-peers.lock; Horovod's wheel builds once, a few minutes)")
 
 
 def beside(peer: Peer, suite: runspec.RunSpec, venv: str = VENV,

@@ -176,7 +176,6 @@ class Pusher:
     self._latest: np.ndarray | None = None
     self._version = self._sent_version = 0
     self._stopped = False
-    self._in_flight = False
     self.pushes = 0
     self.errors = 0  # failed puts tried again (peer not up yet, a timeout)
     self.last_error = ""
@@ -214,19 +213,16 @@ class Pusher:
         if self._stopped:
           return
         vector, version = self._latest, self._version
-        self._in_flight = True
       started = time.monotonic()
       try:
         self._write(vector)
       except (tf.errors.OpError, RuntimeError) as e:  # peer not up yet, or gone
         with self._lock:
-          self._in_flight = False
           self.errors += 1
           self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         time.sleep(self._retry)
         continue
       with self._lock:
-        self._in_flight = False
         self.pushes += 1
         self._sent_version = version
         self._lock.notify_all()
