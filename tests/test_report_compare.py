@@ -220,16 +220,22 @@ def test_fedavg_paper_preset_picks_settings_and_algorithms_and_resumes():
     compare._parse(["compare", "--preset=fedavg_paper", "--paper_algorithms=scafold"])
 
 
+def _fake_launcher(monkeypatch, exit_code: int) -> list:
+  """The launcher replaced by one that records its argv and exits with `exit_code`."""
+  calls = []
+
+  def launch(argv, console=None, env=None):
+    calls.append(argv)
+    return exit_code
+
+  monkeypatch.setattr(runspec.local, "main", launch)
+  return calls
+
+
 def test_a_stopped_launch_stops_the_comparison(tmp_path, monkeypatch):
   """Ctrl-C or SIGTERM reaches the launcher running the first approach: compare
   starts no other approach (it used to go on to the next one)."""
-  calls = []
-
-  def stopped(argv, console=None, env=None):
-    calls.append(argv)
-    return 143
-
-  monkeypatch.setattr(runspec.local, "main", stopped)
+  calls = _fake_launcher(monkeypatch, 143)
   out = io.StringIO()
   code = compare.main(["compare", "--approaches=allreduce,gossip", "--dataset=synthetic",
                        "--nosingle_process", f"--run_dir={tmp_path}"], console=out)
@@ -319,13 +325,7 @@ def test_a_diverged_run_is_never_done_reused_or_reached(tmp_path, monkeypatch):
   assert scaling.cell_of_run(str(run))["ok"] is False
   assert not report.row(report.load_run(str(run)))["reached_target"]
   # compare --reuse launches it again (and would report it as failed again).
-  calls = []
-
-  def launcher(argv, console=None, env=None):
-    calls.append(argv)
-    return 65
-
-  monkeypatch.setattr(runspec.local, "main", launcher)
+  calls = _fake_launcher(monkeypatch, 65)  # diverges again
   out = io.StringIO()
   code = compare.main(["compare", "--approaches=gossip", "--dataset=synthetic", "--reuse",
                        "--nosingle_process", f"--run_dir={tmp_path}"], console=out)
