@@ -17,6 +17,7 @@ the variable changes nothing there, and its rounds run at the oneDNN-off rate).
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -79,6 +80,20 @@ def machine() -> str:
 SAME_KERNELS_ENV = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
+@functools.lru_cache(maxsize=None)
+def _onednn(env: tuple) -> bool | None:
+  return machine_lib.onednn_on(dict(env))
+
+
+def kernels_of(spec: runspec.RunSpec) -> str:
+  """Which kernels the run's training ran on: TF's oneDNN on or off in its processes
+  (asked of TF with the run's environment), or, for the suite's FedAvg, in TFF's
+  executor services (whose prebuilt worker_binary has its own)."""
+  if spec.approach == approaches.FEDAVG.name and not spec.program:
+    return f"TFF services: oneDNN {'on' if machine_lib.TFF_SERVICES_ONEDNN else 'off'}"
+  return {True: "oneDNN on", False: "oneDNN off", None: "unknown"}[_onednn(spec.env)]
+
+
 def _measure(spec: runspec.RunSpec) -> dict:
   """Launches `spec` (its environment goes to its tasks; this process's stays as it
   is) and returns its bench row."""
@@ -86,7 +101,7 @@ def _measure(spec: runspec.RunSpec) -> dict:
   code = runspec.launch(spec)
   ended = outcome.of_run(spec.run_dir)
   row = {"approach": spec.name, "exit_code": code if code or ended.ok else 1,
-         "run_dir": spec.run_dir}
+         "run_dir": spec.run_dir, "kernels": kernels_of(spec)}
   if code == 0 and ended.ok:
     s = ended.summary
     row.update(examples_per_sec=s["examples_per_sec"], test_accuracy=s["test_accuracy"],
@@ -153,8 +168,8 @@ def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None
   theory, measured = peaks
   lines = ["| approach | N | examples/s | vs 1-process fit | achieved GFLOP/s | % of peak "
            "(measured) | start→first step s | launcher / import / peers / cluster / data / "
-           "first step s | FedAvg round s (vs same work, 1 process) | test acc | wall s |",
-           "|" + "---|" * 11]
+           "first step s | FedAvg round s (vs same work, 1 process) | test acc | wall s | "
+           "kernels |", "|" + "---|" * 12]
   if client_baseline:
     client_baseline = dict(client_baseline, approach="keras fit (1 process), B=10, SGD")
   if kernel_baseline:
@@ -163,7 +178,7 @@ def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None
   for r in [x for x in (baseline, client_baseline, kernel_baseline) if x] + rows:
     if r.get("exit_code") != 0:
       lines.append(f"| {r['approach']} | {r.get('n', '-')} | failed (exit {r['exit_code']}) "
-                   "|" + " |" * 8)
+                   "|" + " |" * 9)
       continue
     ratio = f"{r['examples_per_sec'] / base:.2f}x" if base else "-"
     achieved = r["examples_per_sec"] * flops_per_example if flops_per_example else None
@@ -182,7 +197,7 @@ def table(rows: list[dict], baseline: dict | None, flops_per_example: int | None
     lines.append(f"| {r['approach']} | {r.get('n', 1)} | {r['examples_per_sec']:.0f} | "
                  f"{ratio} | {gflops} | {of_peak} | {'-' if lat is None else f'{lat:.1f}'} | "
                  f"{split} | {rounds} | {100 * r['test_accuracy']:.2f}% | "
-                 f"{r['wall_time_s']:.1f} |")
+                 f"{r['wall_time_s']:.1f} | {r.get('kernels', '-')} |")
   lines += ["", "Peak of this machine (fp32): " + ", ".join(
       x for x in (f"{theory / 1e9:.0f} GFLOP/s theoretical" if theory else "",
                   f"{measured / 1e9:.0f} GFLOP/s measured (1024² matmul, every core)"

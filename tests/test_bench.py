@@ -25,7 +25,7 @@ def test_table_shows_ratio_flops_and_the_start_up_breakdown():
                      peaks=(8e10, 5e10), client_baseline=client, kernel_baseline=kernels)
   lines = text.splitlines()
   assert "| keras fit (1 process) | 1 | 1000 | 1.00x | 3.0 | 6% | 5.0 | 0.5 / 3.0 / 0.0 / " \
-         "0.1 / 0.4 / 1.0 | - | 95.00% | 10.0 |" in lines
+         "0.1 / 0.4 / 1.0 | - | 95.00% | 10.0 | - |" in lines  # (kernels: not recorded)
   assert "| keras fit (1 process), B=10, SGD | 1 | 500 | 0.50x |" in text
   assert "| allreduce | 2 | 900 | 0.90x | 2.7 | 5% | - | - / - / - / - / - / - | - |" \
          in text
@@ -35,6 +35,29 @@ def test_table_shows_ratio_flops_and_the_start_up_breakdown():
   assert "| gossip | 2 | failed (exit 69) |" in text
   assert "80 GFLOP/s theoretical, 50 GFLOP/s measured" in text
   assert all(line.count("|") == lines[0].count("|") for line in lines[:7])
+  assert lines[0].endswith("| kernels |")
+
+
+def test_each_row_says_which_kernels_its_training_ran_on(monkeypatch):
+  from cluster import approaches
+  from experiments import runspec
+  asked = []
+
+  def onednn_on(env=None):
+    asked.append(env)
+    return env.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+  monkeypatch.setattr(bench.machine_lib, "onednn_on", onednn_on)
+  bench._onednn.cache_clear()
+  plain = runspec.RunSpec("keras fit", "/r/a", approaches.ALLREDUCE.name)
+  off = runspec.RunSpec("keras fit", "/r/b", approaches.ALLREDUCE.name,
+                        env=tuple(bench.SAME_KERNELS_ENV.items()))
+  fedavg = runspec.RunSpec("fedavg", "/r/c", approaches.FEDAVG.name)
+  flower = runspec.RunSpec("flower_fedavg", "/r/d", approaches.FEDAVG.name,
+                           program=("python", "-m", "peers.flower_fedavg"))
+  assert [bench.kernels_of(s) for s in (plain, off, fedavg, flower, plain)] == [
+      "oneDNN on", "oneDNN off", "TFF services: oneDNN off", "oneDNN on", "oneDNN on"]
+  assert len(asked) == 2  # once per environment
+  bench._onednn.cache_clear()
 
 
 def test_fedavg_steady_rounds_leave_out_the_compiling_first_round():
