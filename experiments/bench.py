@@ -222,15 +222,11 @@ def _peer_specs(chosen, suite: runspec.RunSpec, root: str, model: str, n: int
   for p in chosen:
     if p.beside.name != suite.name:
       continue
-    spec = peers_lib.beside(p, suite, run_dir=os.path.join(root, model, f"{p.name}-n{n}"))
-    out.append(spec)
+    out.append(peers_lib.beside(p, suite, run_dir=os.path.join(root, model, f"{p.name}-n{n}")))
     if p is peers_lib.FLOWER:
-      out.append(dataclasses.replace(
-          spec, name=f"{p.name} (oneDNN off)",
-          run_dir=os.path.join(root, model, f"{p.name}-onednn-off-n{n}"),
-          program=tuple(a if not a.startswith("--run_dir=") else
-                        f"--run_dir={os.path.join(root, model, f'{p.name}-onednn-off-n{n}')}"
-                        for a in spec.program)).with_args(env=SAME_KERNELS_ENV))
+      off = peers_lib.beside(p, suite, run_dir=os.path.join(
+          root, model, f"{p.name}-onednn-off-n{n}")).with_args(env=SAME_KERNELS_ENV)
+      out.append(dataclasses.replace(off, name=f"{p.name} (oneDNN off)"))
   return out
 
 

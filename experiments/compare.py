@@ -221,6 +221,11 @@ def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
 SINGLE = "single_process"  # the reference row's name
 
 
+def _examples(fv: flags.FlagValues) -> int:
+  """What every run may process: the fixed budget, else the cap."""
+  return fv.budget_examples or fv.max_examples
+
+
 def _target(fv: flags.FlagValues) -> budget_lib.Target | None:
   """Where every run stops (--target_accuracy; with a fixed budget, recorded only)."""
   if not fv.target_accuracy:
@@ -234,37 +239,35 @@ def single_process_runs(fv: flags.FlagValues, num_train: int, root: str,
   """The reference row: one process, plain Keras, the all-reduce row's global batch
   (per-worker batch x N) and learning-rate recipe, the same target, cap and cadence."""
   n = num_workers or fv.num_workers
-  fixed, target = fv.budget_examples is not None, _target(fv)
-  plan = budget_lib.plan_budget(approaches.ALLREDUCE_V.name,
-                                fv.budget_examples if fixed else fv.max_examples, num_train,
-                                1, fv.batch_size * n, target=target)
+  plan = budget_lib.plan_budget(approaches.ALLREDUCE_V.name, _examples(fv), num_train, 1,
+                                fv.batch_size * n, target=_target(fv))
   plan = dataclasses.replace(plan, description=f"one process, plain Keras, batch "
                              f"{fv.batch_size * n}: {plan.description}")
-  return [runspec.of_budget(
-      SINGLE, plan, os.path.join(root, SINGLE, f"seed_{seed}") if fv.seeds > 1 else
-      os.path.join(root, SINGLE), data_of(fv), (f"--seed={seed}", "--plain_keras"),
-      seed=seed if fv.seeds > 1 else None).with_args((f"--timeout={fv.timeout}",))
-          for seed in range(fv.seed, fv.seed + fv.seeds)]
+  return _seed_runs(fv, SINGLE, plan, root, ("--plain_keras",))
 
 
 def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
               num_workers: int | None = None) -> list[runspec.RunSpec]:
   """Pure: every run, approach by approach (with `num_workers` workers; default
   --num_workers), each in root/<approach>[/seed_<k>]."""
-  fixed, target = fv.budget_examples is not None, _target(fv)
   runs = []
   for name in fv.approaches:
-    plan = budget_lib.plan_budget(
-        name, fv.budget_examples if fixed else fv.max_examples, num_train,
-        num_workers or fv.num_workers,
-        fv.batch_size, fedavg_recipe(fv), target=target)
-    for seed in range(fv.seed, fv.seed + fv.seeds):
-      run_dir = os.path.join(root, name, f"seed_{seed}") if fv.seeds > 1 else os.path.join(
-          root, name)
-      runs.append(runspec.of_budget(
-          name, plan, run_dir, data_of(fv), (f"--seed={seed}",),
-          seed=seed if fv.seeds > 1 else None).with_args((f"--timeout={fv.timeout}",)))
+    plan = budget_lib.plan_budget(name, _examples(fv), num_train,
+                                  num_workers or fv.num_workers, fv.batch_size,
+                                  fedavg_recipe(fv), target=_target(fv))
+    runs += _seed_runs(fv, name, plan, root)
   return runs + peers_lib.specs_beside(runs, chosen_peers(fv))
+
+
+def _seed_runs(fv: flags.FlagValues, name: str, plan: budget_lib.Budget, root: str,
+               extra_trainer_args=()) -> list[runspec.RunSpec]:
+  """Row `name`'s run per seed, each in root/<name>[/seed_<k>], under --timeout."""
+  several = fv.seeds > 1
+  return [runspec.of_budget(
+      name, plan, os.path.join(root, name, f"seed_{seed}") if several else
+      os.path.join(root, name), data_of(fv), (f"--seed={seed}", *extra_trainer_args),
+      seed=seed if several else None).with_args((f"--timeout={fv.timeout}",))
+          for seed in range(fv.seed, fv.seed + fv.seeds)]
 
 
 def main(argv: list[str] | None = None, console=sys.stdout) -> int:

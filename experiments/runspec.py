@@ -65,15 +65,13 @@ class RunSpec:
   def with_args(self, launcher_args: Sequence[str] = (), trainer_args: Sequence[str] = (),
                 env: Mapping[str, str] | None = None) -> "RunSpec":
     """The same run with flags (a regime's, a timeout) and variables added."""
-    if self.program:  # a peer's program takes the suite's trainer flags as its own
-      return dataclasses.replace(
-          self, launcher_args=self.launcher_args + tuple(launcher_args),
-          program=self.program + tuple(trainer_args),
-          env=tuple({**dict(self.env), **(env or {})}.items()))
+    extra = tuple(trainer_args)
+    # A peer's program takes the suite's trainer flags as its own.
+    args = ({"program": self.program + extra} if self.program else
+            {"trainer_args": self.trainer_args + extra})
     return dataclasses.replace(
         self, launcher_args=self.launcher_args + tuple(launcher_args),
-        trainer_args=self.trainer_args + tuple(trainer_args),
-        env=tuple({**dict(self.env), **(env or {})}.items()))
+        env=tuple({**dict(self.env), **(env or {})}.items()), **args)
 
 
 def of_budget(name: str, plan: Budget, run_dir: str, data: Data,
