@@ -61,7 +61,7 @@ def test_each_row_says_which_kernels_its_training_ran_on(monkeypatch):
 
 
 def test_fedavg_steady_rounds_leave_out_the_compiling_first_round():
-  from trainers.federated import rounds as federated
+  from trainers.federated import fedmath as federated
   history = [{"round_time_s": 50.0, "examples": 6000}, {"round_time_s": 4.0, "examples": 6000},
              {"round_time_s": 6.0, "examples": 5000}, {"round_time_s": 5.0, "examples": 7000}]
   assert federated.steady_rounds(history) == {"steady_round_time_s": 5.0,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from models import build_model
 from trainers.federated import checkpoint, executors, fedmath
-from trainers.federated import rounds as rounds_lib
+from trainers.federated import clients as clients_lib
 from trainers.federated import trainer as federated
 from trainers.common import data
 from trainers.common.config import TrainConfig
@@ -22,7 +22,7 @@ def _local_sgd(weights, arrays, lr, batch, mu=0.0, correction=None):
   model = build_model("fedavg_2nn")
   model.set_weights(weights)
   xent = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  for x, y in rounds_lib.client_dataset(arrays, batch, 1, seed=None):
+  for x, y in clients_lib.client_dataset(arrays, batch, 1, seed=None):
     with tf.GradientTape() as tape:
       loss = xent(y, model(x, training=True))
     grads = tape.gradient(loss, model.trainable_variables)
@@ -38,7 +38,7 @@ def _tiny_federation():
   full = data.synthetic_split("train", 60)
   clients = [full.take(np.arange(0, 30)), full.take(np.arange(30, 40)),
              full.take(np.arange(40, 60))]
-  return clients, rounds_lib.client_dataset(clients[0], 10, 1, None).element_spec
+  return clients, clients_lib.client_dataset(clients[0], 10, 1, None).element_spec
 
 
 def _process(spec, **kwargs):
@@ -58,7 +58,7 @@ def test_one_round_is_the_example_weighted_average_of_client_models(mu):
     process = _process(spec, **(dict(algorithm="fedprox", proximal_strength=mu) if mu else {}))
     state = process.initialize()
     start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
-    result = process.next(state, [rounds_lib.client_dataset(c, 10, 1, None) for c in clients],
+    result = process.next(state, [clients_lib.client_dataset(c, 10, 1, None) for c in clients],
                           [0, 1, 2])
     new = [np.asarray(w) for w in process.get_model_weights(result.state).trainable]
   assert int(result.metrics["client_work"]["train"]["num_examples"]) == 60
@@ -90,7 +90,7 @@ def test_two_scaffold_rounds_match_the_corrected_steps_by_hand(tmp_path):
     x = [np.asarray(w) for w in process.get_model_weights(state).trainable]
     got = []
     for round_num in (1, 2):
-      result = process.next(state, [rounds_lib.client_dataset(c, 10, 1, None) for c in clients],
+      result = process.next(state, [clients_lib.client_dataset(c, 10, 1, None) for c in clients],
                             ids)
       state = result.state
       got.append(([np.asarray(w) for w in state["model"].trainable],

@@ -44,7 +44,7 @@ def read_client(path) -> tf.data.Dataset:
 
 def client_data(batch_size: int, epochs: int) -> tff.Computation:
   """<path, seed, slot> -> the client's E epochs of B-sized batches, reshuffled each
-  epoch from its round seed (rounds.client_dataset's pipeline, read where it lives)."""
+  epoch from its round seed (clients.client_dataset's pipeline, read where it lives)."""
   @tff.tensorflow.computation(CLIENT_ARG)
   def make(arg):
     return data.batched(read_client(arg.path), SHUFFLE_BUFFER, batch_size, arg.seed,

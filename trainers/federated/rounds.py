@@ -14,9 +14,6 @@ from trainers.federated import checkpoint, clients as clients_lib, federation, f
 from trainers.federated.config import COMPRESSION_BITS, Config
 
 
-client_dataset, client_seed = clients_lib.client_dataset, clients_lib.client_seed
-
-
 class Clients:
   """The federation as the chief sees it: each round's seeded sample of client ids,
   and where each sampled client's service finds its data."""
@@ -45,7 +42,7 @@ class Clients:
     per service): the clients go to their own services, service by service."""
     groups = clients_lib.by_service(sampled, self.num_services)
     order = [k for g in groups for k in g]
-    seeds = {k: client_seed(self.seed, round_num, k) for k in order}
+    seeds = {k: clients_lib.client_seed(self.seed, round_num, k) for k in order}
     return (federation.client_args(self.run_dir, groups, self.num_services, seeds), order,
             [len(g) for g in groups])
 
@@ -127,5 +124,3 @@ def final_extras(history: list[dict], config: Config, num_params: int) -> dict:
                bytes_uploaded_compressed_per_round=full * COMPRESSION_BITS // 32)
   return out
 
-
-steady_rounds = fedmath.steady_rounds

@@ -34,6 +34,7 @@ from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, port_of
 from trainers.common import data, entry, model, session, volume
 from trainers.federated import checkpoint, clients as clients_lib, executors, federation
+from trainers.federated import fedmath
 from trainers.federated import process as process_lib, rounds
 from trainers.federated import config as approach_config
 from trainers.federated.config import APPROACH
@@ -112,7 +113,7 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, pro
       **rounds.final_extras(history, config, num_params),
       rounds_to_target=reached["steps_to_target"] if reached else None,
       round_time_s=run_.progress.train_time_s / max(len(history), 1),
-      **rounds.steady_rounds(history),
+      **fedmath.steady_rounds(history),
       bytes_broadcast_per_round=volume.fedavg_broadcast(num_params, config.clients_per_round,
                                                         messages),
       bytes_uploaded_per_round=upload,
