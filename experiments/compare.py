@@ -28,6 +28,7 @@ from cluster import approaches, cli, exits
 from experiments import budget as budget_lib
 from experiments import grid
 from experiments import machine as machine_lib
+from experiments import noniid as noniid_lib
 from experiments import outcome as outcome_lib
 from experiments import peers as peers_lib
 from experiments import regimes as regimes_lib
@@ -82,10 +83,13 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("reuse", False, "A run whose directory already holds a summary.json "
                     "is reported, not run again: an interrupted grid goes on where it "
                     "stopped (delete a run's directory to run it again).", flag_values=fv)
-  flags.DEFINE_enum("preset", None, ["fedavg_paper"], "fedavg_paper: instead of the "
-                    "comparison, McMahan et al.'s Table 2 CNN runs (IID and shards, C=0.1, "
-                    "B=10, E=5 and E=1) to 99 %, reported beside the paper's rounds.",
-                    flag_values=fv)
+  flags.DEFINE_enum("preset", None, ["fedavg_paper", "noniid"], "fedavg_paper: instead of "
+                    "the comparison, McMahan et al.'s Table 2 CNN runs (IID and shards, C=0.1, "
+                    "B=10, E=5 and E=1) to 99 %, reported beside the paper's rounds. noniid: "
+                    "FedAvg, FedProx, SCAFFOLD, FedAdam and FedYogi at E=5 on shards, "
+                    "Dirichlet 0.1 and IID, rounds to target (experiments/noniid.py; "
+                    "unless given, --model becomes fedavg_2nn and --target_accuracy 0.97); "
+                    "resumable: run it again with the same --run_dir.", flag_values=fv)
   flags.DEFINE_integer("paper_max_rounds", 400, "fedavg_paper: round limit per setting.",
                        flag_values=fv)
   flags.DEFINE_list("paper_settings", [], "fedavg_paper: only these settings (iid_E5, "
@@ -94,6 +98,16 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "each of fedavg, fedprox (mu 0.1), fedadam, fedavgm, scaffold.",
                     flag_values=fv)
   _define_job_flags(fv)
+  _define_noniid_flags(fv)
+
+
+def _define_noniid_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_list("noniid_partitions", list(noniid_lib.PARTITIONS), "noniid: partitions, "
+                    "in this order.", flag_values=fv)
+  flags.DEFINE_list("noniid_algorithms", list(noniid_lib.ALGORITHMS), "noniid: algorithms "
+                    f"({', '.join(noniid_lib.ALGORITHMS)}).", flag_values=fv)
+  flags.DEFINE_integer("noniid_max_rounds", noniid_lib.MAX_ROUNDS, "noniid: round cap per "
+                       "run.", flag_values=fv)
 
 
 def _define_job_flags(fv: flags.FlagValues) -> None:
@@ -146,6 +160,14 @@ def _parse(argv: list[str]) -> flags.FlagValues:
   if fv.model not in common_flags.MODELS:
     raise flags.Error(f"--model={fv.model} is not one of {', '.join(common_flags.MODELS)}")
   _grid_defaults(fv)
+  if fv.preset == "noniid":
+    try:
+      noniid_lib.check(fv.noniid_partitions, fv.noniid_algorithms)
+    except ValueError as e:
+      raise flags.Error(str(e)) from e
+    for name, value in (("model", noniid_lib.MODEL), ("target_accuracy", noniid_lib.TARGET)):
+      if not fv[name].present:
+        fv[name].value = value
   if fv.preset == "fedavg_paper":
     try:
       budget_lib.paper_preset(1, 0.1, tuple(fv.paper_settings) or None,
@@ -286,6 +308,9 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
   except DataError as e:
     print(f"experiments.compare: error: {e}", file=sys.stderr)
     return exits.DATA
+  if fv.preset == "noniid":
+    return run_noniid(fv, os.path.abspath(fv.run_dir or os.path.join("runs", f"noniid-{stamp}")),
+                      console)
   if fv.regimes:
     root = os.path.abspath(fv.run_dir or os.path.join("runs", f"regimes-{stamp}"))
     chosen = regimes_lib.parse(fv.regimes)
@@ -431,6 +456,28 @@ def run_paper_preset(fv: flags.FlagValues, root: str, console) -> int:
     f.write("# FedAvg, McMahan et al. 2017 Table 2 (CNN, C=0.1, B=10)\n\n" + table + "\n")
   print(table, file=console)
   return 1 if code_all else 0
+
+
+def run_noniid(fv: flags.FlagValues, root: str, console) -> int:
+  """Issue 35's study (experiments/noniid.py), seed by seed, partition by partition."""
+  seeds = list(range(fv.seed, fv.seed + fv.seeds))
+  print(f"compare: noniid study: {len(fv.noniid_algorithms)} algorithm(s) x "
+        f"{len(fv.noniid_partitions)} partition(s) x {len(seeds)} seed(s), model {fv.model}, "
+        f"E={noniid_lib.LOCAL_EPOCHS}, to {100 * fv.target_accuracy:g} % or "
+        f"{fv.noniid_max_rounds} rounds, {fv.num_workers} service(s); in {root}",
+        file=console, flush=True)
+  preamble = (f"Model {fv.model}, C={fv.clients_per_round}/100, B=10, "
+              f"E={noniid_lib.LOCAL_EPOCHS}, client lr {fv.client_learning_rate:g}, "
+              f"{fv.num_workers} executor service(s), seeds {', '.join(map(str, seeds))}. "
+              f"{machine_lib.this_machine().line()}\n\nCommand: `python -m experiments.compare "
+              f"--preset=noniid --noniid_partitions={','.join(fv.noniid_partitions)} "
+              f"--noniid_algorithms={','.join(fv.noniid_algorithms)} --model={fv.model} "
+              f"--target_accuracy={fv.target_accuracy:g} "
+              f"--noniid_max_rounds={fv.noniid_max_rounds} --num_workers={fv.num_workers} "
+              f"--seed={fv.seed} --seeds={fv.seeds} --run_dir={root}`")
+  return noniid_lib.run(root, fv.noniid_partitions, fv.noniid_algorithms, seeds, data_of(fv),
+                        fv.num_workers, fv.noniid_max_rounds, fv.target_accuracy,
+                        fv.client_learning_rate, fv.timeout, preamble, console)
 
 
 def run_main() -> None:
