@@ -22,6 +22,10 @@ FED_AGGREGATORS = ("mean", "compression")
 SERVER_LR = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01, "yogi": 0.01, "adagrad": 0.1}
 FEDSGD_SERVER_LR = 0.1  # FedSGD's server step is a gradient step: 1.0 would diverge
 COMPRESSION_BITS = 8    # tff.learning.compression_aggregator's uniform quantization
+# Where the clients' work runs: TFF's worker_binary (native), or TFF's MapReduceForm of
+# the round as plain TF graphs on TF's own runtime (mapreduce.py).
+NATIVE, MAPREDUCE = "native", "mapreduce"
+BACKENDS = (NATIVE, MAPREDUCE)
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -70,6 +74,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
+  flags.DEFINE_enum("fedavg_backend", NATIVE, BACKENDS, "Where the clients train: native "
+                    "(TFF's executor service, worker_binary) or mapreduce (TFF compiles the "
+                    "round to its MapReduceForm; the services are tf.distribute.Servers "
+                    "and TF's own runtime runs the clients' graphs, with TF's kernels). "
+                    "mapreduce refuses SCAFFOLD and --client_scores.", flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +102,17 @@ class Config(config_lib.ApproachConfig):
   eval_every: int = 1
   client_data_dir: str | None = None
   client_scores: bool = False
+  fedavg_backend: str = NATIVE
 
   def __post_init__(self):
+    check_choice("fedavg_backend", self.fedavg_backend, BACKENDS)
+    if self.fedavg_backend == MAPREDUCE and self.algorithm == "scaffold":
+      raise ConfigError("--fedavg_backend=mapreduce: SCAFFOLD keeps each client's control "
+                        "variate between rounds, which a MapReduceForm round cannot hold; "
+                        "use --fedavg_backend=native")
+    if self.fedavg_backend == MAPREDUCE and self.client_scores:
+      raise ConfigError("--fedavg_backend=mapreduce does not score clients: drop "
+                        "--client_scores or use --fedavg_backend=native")
     check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
     for name in ("num_clients", "clients_per_round", "local_epochs", "local_batch_size",
                  "rounds", "eval_every"):

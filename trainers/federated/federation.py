@@ -42,13 +42,23 @@ def read_client(path) -> tf.data.Dataset:
   return tf.data.FixedLengthRecordDataset(path, clients_lib.RECORD_BYTES).map(decode)
 
 
+def client_pipeline(batch_size: int, epochs: int):
+  """(path, seed) -> the client's E epochs of B-sized batches, reshuffled each epoch
+  from its round seed (clients.client_dataset's pipeline, read where it lives); both
+  backends read their clients through it."""
+  def pipeline(path, seed) -> tf.data.Dataset:
+    return data.batched(read_client(path), SHUFFLE_BUFFER, batch_size, seed, repeat=epochs,
+                        drop_remainder=False)
+  return pipeline
+
+
 def client_data(batch_size: int, epochs: int) -> tff.Computation:
-  """<path, seed, slot> -> the client's E epochs of B-sized batches, reshuffled each
-  epoch from its round seed (clients.client_dataset's pipeline, read where it lives)."""
+  """<path, seed, slot> -> client_pipeline's dataset, as a TFF computation."""
+  pipeline = client_pipeline(batch_size, epochs)
+
   @tff.tensorflow.computation(CLIENT_ARG)
   def make(arg):
-    return data.batched(read_client(arg.path), SHUFFLE_BUFFER, batch_size, arg.seed,
-                        repeat=epochs, drop_remainder=False)
+    return pipeline(arg.path, arg.seed)
   return make
 
 

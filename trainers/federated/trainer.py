@@ -38,6 +38,7 @@ from trainers.federated import fedmath
 from trainers.federated import process as process_lib, rounds
 from trainers.federated import config as approach_config
 from trainers.federated.config import APPROACH
+from trainers.ps import servers
 
 FedAvgConfig = approach_config.Config  # TF-free: the launcher checks it too
 
@@ -124,21 +125,41 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, pro
             f"E={config.local_epochs} B={config.local_batch_size}, {cfg.partition}")
 
 
-def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
-          flag_values: dict | None, datasets=None, merge_address: str | None = None,
-          in_process: bool = False) -> dict:
-  """The server's side of FedAvg, on the executor services at `addresses` (several:
-  merging on the chief's own service at `merge_address`; one: the whole round there),
-  or in_process on the chief's private service at addresses[0], the clients' host."""
+def native_backend(addresses: list[str], merge_address: str | None = None):
+  """The process factory of the native backend: TFF's context over the executor
+  services at `addresses` (several: merging on the chief's own service at
+  `merge_address`; one: the whole round there)."""
+  def make(run_: session.Run, config: FedAvgConfig):
+    pool = executors.install_context(addresses, merge_address=merge_address)
+    return federated_process(run_.model_fn, config), pool
+  return make
+
+
+def mapreduce_backend(target: str, server: str, devices: list[str]):
+  """The process factory of the mapreduce backend: the round graph in a session on
+  `target`, the clients on `devices` (one per service), the server's part on `server`."""
+  def make(run_: session.Run, config: FedAvgConfig):
+    from trainers.federated import mapreduce  # pylint: disable=g-import-not-at-top
+    process = mapreduce.MapReduceProcess(
+        build_process(run_.model_fn, federation.element_spec(), config)._process,  # pylint: disable=protected-access
+        target, server, devices, config.clients_per_round,
+        federation.client_pipeline(config.local_batch_size, config.local_epochs))
+    return process, process
+  return make
+
+
+def train(config: FedAvgConfig, task: TaskInfo, backend, where: str, num_workers: int,
+          flag_values: dict | None, datasets=None) -> dict:
+  """The server's side of FedAvg: `backend(run_, config)` gives the process and the
+  pool that groups each round's clients by service (native_backend, mapreduce_backend);
+  with num_workers 0 this process is the clients' host."""
   cfg = config.train
-  pool = executors.install_context(addresses, merge_address=merge_address)
-  num_workers = 0 if in_process else len(addresses)
   with session.open_run(cfg, task, APPROACH, num_workers, flag_values, datasets,
                         train_split=False) as run_:
-    if in_process:  # this host holds the clients
+    if not num_workers:  # this host holds the clients
       write_clients(config, 0, 0, datasets[0] if datasets else None)
+    process, pool = backend(run_, config)
     clients = rounds.Clients(run_, config, num_workers, pool)
-    process = federated_process(run_.model_fn, config)
     state, start_round = process.initialize(), 0
     ckpt_path = os.path.join(cfg.run_dir, "server_state.npz")
 
@@ -153,9 +174,7 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
     run_.resume(restore, ckpt_path)
     num_params = sum(w.size for w in rounds.model_weights(process, state))
     run_.start_progress(steps_per_epoch=1, examples_per_step=0)  # rounds count themselves
-    run_.announce(describe(config, num_params, "in-process (private executor service)"
-                           if in_process else f"{len(addresses)} executor service(s): "
-                           f"{', '.join(addresses)}"))
+    run_.announce(describe(config, num_params, where))
     last_round = rounds.train_rounds(run_, process, state, clients, config, start_round,
                                      ckpt_path, num_params)
     return run_.finish(**summary_fields(run_, config, num_params, process, clients,
@@ -164,21 +183,49 @@ def train(config: FedAvgConfig, task: TaskInfo, addresses: list[str],
 
 def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
         datasets=None) -> dict:
-  """The chief trains; worker tasks become TFF executor services (never return)."""
+  """The chief trains; worker tasks write their clients, then become TFF executor
+  services or (mapreduce) TF servers, and never return."""
+  mapreduce = config.fedavg_backend == approach_config.MAPREDUCE
   if task.task_type == "worker" and "chief" in task.cluster:
     serve_clients(config, task)
+    if mapreduce:
+      servers.serve(task, APPROACH)  # never returns
     executors.exec_executor_service(port_of(task.address))  # never returns
   if not task.is_chief:
     raise ConfigError(f"approach {APPROACH} runs one chief and executor-service workers, "
                       f"not {task.name}")
   workers = list(task.cluster.get("worker", ())) if "chief" in task.cluster else []
+  args = (flag_values, datasets)
+  if mapreduce:
+    return run_mapreduce(config, task, workers, *args)
+  named = f"{len(workers)} executor service(s): {', '.join(workers)}"
   if len(workers) == 1:  # the whole round on the one service: nothing to merge
-    return train(config, task, workers, flag_values, datasets)
+    return train(config, task, native_backend(workers), named, 1, *args)
   if workers:
     with executors.private_executor_service(counted=False) as merge_address:
-      return train(config, task, workers, flag_values, datasets, merge_address)
+      return train(config, task, native_backend(workers, merge_address), named,
+                   len(workers), *args)
   with executors.private_executor_service() as address:
-    return train(config, task, [address], flag_values, datasets, in_process=True)
+    return train(config, task, native_backend([address]),
+                 "in-process (private executor service)", 0, *args)
+
+
+def run_mapreduce(config: FedAvgConfig, task: TaskInfo, workers: list[str],
+                  flag_values: dict | None, datasets) -> dict:
+  """The chief of the mapreduce backend: a TF server of its own in the services'
+  cluster (none in process), the round graph's session on it."""
+  local = "/job:localhost/replica:0/task:0/device:CPU:0"
+  if not workers:
+    return train(config, task, mapreduce_backend("", local, [local]),
+                 "in-process (MapReduceForm on TF's runtime)", 0, flag_values, datasets)
+  server = tf.distribute.Server(tf.train.ClusterSpec({"chief": [task.address],
+                                                      "worker": workers}),
+                                job_name="chief", task_index=0, protocol="grpc", start=True)
+  devices = [f"/job:worker/replica:0/task:{i}/device:CPU:0" for i in range(len(workers))]
+  return train(config, task, mapreduce_backend(
+      server.target, "/job:chief/replica:0/task:0/device:CPU:0", devices),
+      f"{len(workers)} TF server(s) (MapReduceForm on TF's runtime): {', '.join(workers)}",
+      len(workers), flag_values, datasets)
 
 
 def run_main(argv=None) -> int:

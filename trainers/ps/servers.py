@@ -15,12 +15,13 @@ from trainers.common import lifecycle
 SERVER_ROLES = ("worker", "ps")
 
 
-def serve(task: TaskInfo) -> None:
-  """Worker and ps tasks: serve the cluster until the chief (or the launcher) stops us."""
+def serve(task: TaskInfo, tag: str = "ps") -> None:
+  """Worker and ps tasks (also FedAvg's mapreduce services): serve the cluster until
+  the chief (or the launcher) stops us."""
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   server = tf.distribute.Server(resolver.cluster_spec(), job_name=task.task_type,
                                 task_index=task.task_index, protocol="grpc", start=True)
-  print(f"[ps] {task.name} serving at {task.address}", flush=True)
+  print(f"[{tag}] {task.name} serving at {task.address}", flush=True)
   lifecycle.honour_sigterm(grace_s=0.5)  # join() blocks in C++: the watcher ends us
   server.join()
 

@@ -1,0 +1,80 @@
+"""FedAvg's mapreduce backend (issue 32): TFF's MapReduceForm of the round on TF's own
+runtime gives the native backend's model, its services' failures fail the job, and it
+refuses what it cannot run with one line."""
+
+import json
+import signal
+import time
+import os
+
+import numpy as np
+import pytest
+
+from cluster.errors import ConfigError
+from tests import helpers
+from trainers.common import config as config_lib
+from trainers.federated import config as fed_config
+
+FAST = ["--dataset=synthetic", "--synthetic_examples=600", "--num_clients=12",
+        "--clients_per_round=4", "--client_learning_rate=0.02"]
+
+
+def _run(run_dir, backend: str, extra=()) -> tuple[int, str]:
+  code, out, _ = helpers.run_launcher(
+      ["--approach=fedavg", "--num_workers=2", f"--run_dir={run_dir}", "--timeout=300", "--",
+       *FAST, "--model=small_cnn", "--rounds=3", f"--fedavg_backend={backend}", *extra],
+      timeout_s=360)
+  return code, out
+
+
+@pytest.mark.multiprocess
+def test_both_backends_give_the_same_model_after_three_rounds(tmp_path):
+  for backend in ("native", "mapreduce"):
+    code, out = _run(tmp_path / backend, backend)
+    assert code == 0, out[-3000:]
+  assert "2 TF server(s) (MapReduceForm on TF's runtime)" in out
+  native = np.load(tmp_path / "native" / "server_state.npz")
+  mapreduce = np.load(tmp_path / "mapreduce" / "server_state.npz")
+  assert int(native["round"]) == int(mapreduce["round"]) == 3
+  assert native.files == mapreduce.files
+  diff = max(float(np.max(np.abs(native[k] - mapreduce[k]))) for k in native.files)
+  assert diff <= 1e-5, diff
+  summaries = [json.loads((tmp_path / b / "summary.json").read_text())
+               for b in ("native", "mapreduce")]
+  assert summaries[0]["examples_processed"] == summaries[1]["examples_processed"] == 3 * 4 * 50
+  # The services send one partial aggregate per round they served, and receive the
+  # model once (plus, once per job, the round graph: 10-25 % of three small rounds).
+  mr = summaries[1]
+  for task in ("worker:0", "worker:1"):
+    sent = mr["bytes_by_task"][task]["sent"] / mr["bytes_analytic_by_task"][task]["sent"]
+    received = (mr["bytes_by_task"][task]["received"] /
+                mr["bytes_analytic_by_task"][task]["received"])
+    assert 0.95 <= sent <= 1.15 and 0.95 <= received <= 1.8, (task, sent, received)
+
+
+@pytest.mark.multiprocess
+def test_a_killed_service_fails_the_job_and_nothing_survives(tmp_path):
+  launch = helpers.Launch(["--approach=fedavg", "--num_workers=2", f"--run_dir={tmp_path}",
+                           "--", *FAST, "--model=fedavg_2nn", "--rounds=100000",
+                           "--fedavg_backend=mapreduce"], timeout_s=240)
+  try:
+    deadline = time.monotonic() + 180
+    while "round 2/" not in launch.output:
+      assert time.monotonic() < deadline and launch.proc.poll() is None, launch.output[-3000:]
+      time.sleep(0.2)
+    os.kill(helpers.task_pid(launch.tag, "worker", 1), signal.SIGKILL)
+    code, out, _ = launch.wait()
+  finally:
+    helpers.assert_no_survivors(launch.tag, wait_s=15)
+  assert code != 0 and "task worker:1 failed" in out, out[-3000:]
+  assert "launcher: FAILED" in out
+
+
+def test_what_the_backend_cannot_run_is_one_line():
+  train = config_lib.TrainConfig(approach="fedavg")
+  with pytest.raises(ConfigError, match="SCAFFOLD keeps each client's control variate"):
+    fed_config.Config(train=train, algorithm="scaffold", fedavg_backend="mapreduce")
+  with pytest.raises(ConfigError, match="does not score clients"):
+    fed_config.Config(train=train, client_scores=True, fedavg_backend="mapreduce")
+  fed_config.Config(train=train, algorithm="fedprox", proximal_strength=0.1,
+                    server_optimizer="adam", fedavg_backend="mapreduce")
