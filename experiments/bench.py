@@ -33,6 +33,7 @@ from experiments import machine as machine_lib
 from experiments import outcome
 from experiments import peers as peers_lib
 from experiments import runspec
+from trainers.federated import config as fed_config
 
 BEGIN, END = "<!-- BENCH:BEGIN -->", "<!-- BENCH:END -->"
 
@@ -55,6 +56,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("peers", False, "Also measure the peers on the same work: Horovod's "
                     "all-reduce at each N beside allreduce's, Flower's steady FedAvg round "
                     "beside fedavg's (needs `make peers`).", flag_values=fv)
+  flags.DEFINE_list("fedavg_backends", ["native", "mapreduce"], "FedAvg rows: one per "
+                    "backend (--fedavg_backend: native = TFF's worker_binary, mapreduce = "
+                    "TFF's MapReduceForm on TF's runtime), side by side.", flag_values=fv)
   flags.DEFINE_string("markdown", "BENCHMARKS.md", "File whose BENCH section is rewritten "
                       "('' to skip).", flag_values=fv)
 
@@ -89,16 +93,27 @@ def kernels_of(spec: runspec.RunSpec) -> str:
   """Which kernels the run's training ran on: TF's oneDNN on or off in its processes
   (asked of TF with the run's environment), or, for the suite's FedAvg, in TFF's
   executor services (whose prebuilt worker_binary has its own)."""
-  if spec.approach == approaches.FEDAVG.name and not spec.program:
+  if (spec.approach == approaches.FEDAVG.name and not spec.program and
+      "--fedavg_backend=mapreduce" not in spec.trainer_args):
     return f"TFF services: oneDNN {'on' if machine_lib.TFF_SERVICES_ONEDNN else 'off'}"
   return {True: "oneDNN on", False: "oneDNN off", None: "unknown"}[_onednn(spec.env)]
 
 
+class Stopped(Exception):
+  """The user stopped a run (Ctrl-C, SIGTERM): no other run starts."""
+
+  def __init__(self, code: int):
+    super().__init__(f"stopped (exit {code})")
+    self.code = code
+
+
 def _measure(spec: runspec.RunSpec) -> dict:
   """Launches `spec` (its environment goes to its tasks; this process's stays as it
-  is) and returns its bench row."""
+  is) and returns its bench row; Stopped when the user stopped it."""
   launched = time.time()
   code = runspec.launch(spec)
+  if code in exits.STOPPED_BY_SIGNAL:
+    raise Stopped(code)
   ended = outcome.of_run(spec.run_dir)
   row = {"approach": spec.name, "exit_code": code if code or ended.ok else 1,
          "run_dir": spec.run_dir, "kernels": kernels_of(spec)}
@@ -214,6 +229,18 @@ def _fedavg_round_ratio(row: dict, client_base: dict | None) -> float | None:
   return row["steady_round_time_s"] / (row["examples_per_round"] / rate)
 
 
+def _backends(suite: runspec.RunSpec, backends: list[str]) -> list[runspec.RunSpec]:
+  """A FedAvg row once per --fedavg_backends (named by backend when there are several;
+  the first in the row's own directory), any other row as it is."""
+  if approaches.variant(suite.name).approach is not approaches.FEDAVG:
+    return [suite]
+  return [dataclasses.replace(
+      suite.with_args(trainer_args=(f"--fedavg_backend={b}",)),
+      name=suite.name if len(backends) == 1 else f"{suite.name} ({b})",
+      run_dir=suite.run_dir if i == 0 else f"{suite.run_dir}-{b}")
+          for i, b in enumerate(backends)]
+
+
 def _peer_specs(chosen, suite: runspec.RunSpec, root: str, model: str, n: int
                 ) -> list[runspec.RunSpec]:
   """Each chosen peer on `suite`'s work; Flower also with oneDNN off, the kernels TFF's
@@ -231,9 +258,9 @@ def _peer_specs(chosen, suite: runspec.RunSpec, root: str, model: str, n: int
 
 
 def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
-                num_train: int) -> dict | int:
+                num_train: int) -> dict:
   """Every row for one model: the single-process baselines, then each approach at each
-  N. Returns the model's results, or the exit code of a launcher stopped by a signal."""
+  N. Returns the model's results; Stopped when the user stopped a run."""
   data = runspec.Data(model, fv.dataset, fv.data_dir)
   # The same CPU budget rules for every run, the single-process baselines included.
   budget_flag = () if fv.cpu_budget else ("--nocpu_budget",)
@@ -262,9 +289,10 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
       run_dir = os.path.join(root, model, f"{name}-n{n}")
       print(f"bench: {model}: {name} N={n} ({plan.description})", flush=True)
       suite = runspec.of_budget(name, plan, run_dir, data).with_args(budget_flag)
-      # The suite's row, then each peer's on the same work (same flags, its program).
-      for spec in [suite] + _peer_specs(chosen, suite, root, model, n):
-        if spec is not suite:
+      # The suite's row (FedAvg: one per backend), then each peer's on the same work.
+      for spec in _backends(suite, fv.fedavg_backends) + _peer_specs(chosen, suite, root,
+                                                                      model, n):
+        if spec.name != name:
           print(f"bench: {model}: {spec.name} N={n} beside {name}", flush=True)
         row = _measure(spec)
         row["n"] = n
@@ -272,9 +300,6 @@ def bench_model(fv: flags.FlagValues, model: str, root: str, counts: list[int],
           row["round_vs_keras"] = _fedavg_round_ratio(row, client_base)
           row["round_vs_keras_same_kernels"] = _fedavg_round_ratio(row, kernel_base)
         rows.append(row)
-        if row["exit_code"] in exits.STOPPED_BY_SIGNAL:  # the user stopped it
-          print(f"bench: stopped (exit {row['exit_code']})", flush=True)
-          return row["exit_code"]
   return {"model": model, "baseline": base, "client_baseline": client_base,
           "kernel_baseline": kernel_base, "rows": rows}
 
@@ -297,6 +322,10 @@ def _parse(argv: list[str]) -> tuple[flags.FlagValues, list[int]]:
     raise ValueError(f"--num_workers={','.join(fv.num_workers)}: every count must be >= 1")
   for name in fv.approaches:
     approaches.variant(name)  # ConfigError (a ValueError) names a bad one
+  if bad := [b for b in fv.fedavg_backends if b not in fed_config.BACKENDS] or (
+      not fv.fedavg_backends):
+    raise ValueError(f"--fedavg_backends={','.join(fv.fedavg_backends)}: give one or more "
+                     f"of {', '.join(fed_config.BACKENDS)}")
   if not fv.models:
     raise ValueError("--models is empty")
   if fv.peers and (why := peers_lib.missing()):
@@ -320,10 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     return exits.DATA
   results = []
   for model in fv.models:
-    result = bench_model(fv, model, root, counts, num_train)
-    if isinstance(result, int):
-      return result
-    results.append(result)
+    try:
+      results.append(bench_model(fv, model, root, counts, num_train))
+    except Stopped as e:  # the user stopped a run: not the next one either
+      print(f"bench: {e}", flush=True)
+      return e.code
   _write(fv, results, root, "python -m experiments.bench " + " ".join(argv[1:]))
   ok = all(row["exit_code"] == 0 for r in results
            for row in r["rows"] + [r["baseline"]] + [

@@ -54,8 +54,10 @@ def test_each_row_says_which_kernels_its_training_ran_on(monkeypatch):
   fedavg = runspec.RunSpec("fedavg", "/r/c", approaches.FEDAVG.name)
   flower = runspec.RunSpec("flower_fedavg", "/r/d", approaches.FEDAVG.name,
                            program=("python", "-m", "peers.flower_fedavg"))
-  assert [bench.kernels_of(s) for s in (plain, off, fedavg, flower, plain)] == [
-      "oneDNN on", "oneDNN off", "TFF services: oneDNN off", "oneDNN on", "oneDNN on"]
+  mapreduce = fedavg.with_args(trainer_args=("--fedavg_backend=mapreduce",))
+  assert [bench.kernels_of(s) for s in (plain, off, fedavg, flower, plain, mapreduce)] == [
+      "oneDNN on", "oneDNN off", "TFF services: oneDNN off", "oneDNN on", "oneDNN on",
+      "oneDNN on"]
   assert len(asked) == 2  # once per environment
   bench._onednn.cache_clear()
 
@@ -72,6 +74,29 @@ def test_fedavg_steady_rounds_leave_out_the_compiling_first_round():
 def test_bad_flags_are_one_line_before_any_run(capsys):
   assert bench.main(["bench", "--approaches=allreduce,nope"]) == 2
   assert capsys.readouterr().err.count("\n") == 1
+  assert bench.main(["bench", "--fedavg_backends=native,tff"]) == 2
+  assert "--fedavg_backends=native,tff" in capsys.readouterr().err
+
+
+def test_fedavg_is_one_row_per_backend_and_a_stopped_baseline_stops_the_bench(
+    tmp_path, monkeypatch, capsys):
+  from experiments import runspec
+  calls = []
+
+  def launch(argv, console=None, env=None):
+    calls.append(argv)
+    return 130  # the user pressed Ctrl-C during the very first run (a baseline)
+  monkeypatch.setattr(runspec.local, "main", launch)
+  monkeypatch.setattr(bench.compare, "num_train_examples", lambda *a: 60_000)
+  assert bench.main(["bench", "--approaches=fedavg", "--models=mlp,cnn",
+                     f"--run_dir={tmp_path}"]) == 130
+  assert len(calls) == 1 and "bench: stopped (exit 130)" in capsys.readouterr().out
+  suite = runspec.RunSpec("fedavg", "/r/fedavg-n2", "fedavg", trainer_args=("--rounds=3",))
+  rows = bench._backends(suite, ["native", "mapreduce"])
+  assert [(r.name, r.run_dir) for r in rows] == [("fedavg (native)", "/r/fedavg-n2"), (
+      "fedavg (mapreduce)", "/r/fedavg-n2-mapreduce")]
+  assert rows[1].trainer_args == ("--rounds=3", "--fedavg_backend=mapreduce")
+  assert bench._backends(suite, ["mapreduce"])[0].name == "fedavg"
 
 
 def test_theoretical_peak_from_cpuinfo():

@@ -78,3 +78,27 @@ def test_what_the_backend_cannot_run_is_one_line():
     fed_config.Config(train=train, client_scores=True, fedavg_backend="mapreduce")
   fed_config.Config(train=train, algorithm="fedprox", proximal_strength=0.1,
                     server_optimizer="adam", fedavg_backend="mapreduce")
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"algorithm": "fedprox", "proximal_strength": 0.1}, {"algorithm": "fedsgd"},
+    {"server_optimizer": "yogi"}, {"aggregator": "compression"},
+    {"dp_noise_multiplier": 0.1, "dp_clip": 1.0}])
+def test_every_recipe_but_scaffold_has_a_map_reduce_form_of_plain_tf_graphs(extra):
+  from models.registry import build_model  # pylint: disable=g-import-not-at-top
+  from trainers.federated import federation, mapreduce, trainer  # pylint: disable=g-import-not-at-top
+  config = fed_config.Config(train=config_lib.TrainConfig(approach="fedavg", model="mlp"),
+                             clients_per_round=4, fedavg_backend="mapreduce", **extra)
+  process = trainer.build_process(lambda: build_model("mlp"), federation.element_spec(),
+                                  config)._process  # pylint: disable=protected-access
+  form = mapreduce.form_of(process)
+  # The client's dataset is the work graph's first input; the rest is what prepare
+  # broadcasts; accumulate folds work's outputs into zero's; update takes the state
+  # and report's outputs.
+  assert len(form.work.inputs) == 1 + len(form.prepare.outputs)
+  assert len(form.accumulate.inputs) == len(form.zero.outputs) + len(form.work.outputs)
+  assert len(form.update.inputs) == len(form.prepare.inputs) + len(form.report.outputs)
+  state = mapreduce.packed(mapreduce._run_graph(form.initialize),  # pylint: disable=protected-access
+                           process.initialize.type_signature.result.member)
+  assert [w.shape for w in state.global_model_weights.trainable] == [
+      w.shape for w in build_model("mlp").trainable_weights]

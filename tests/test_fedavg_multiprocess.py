@@ -39,12 +39,15 @@ def test_two_executor_services_run_the_rounds_and_none_survives(tmp_path):
              for r in rounds)
 
 
-def test_in_process_run_resumes_from_the_server_checkpoint(tmp_path):
+@pytest.mark.parametrize("backend,where", [
+    ("native", "in-process (private executor service)"),
+    ("mapreduce", "in-process (MapReduceForm on TF's runtime)")])
+def test_in_process_run_resumes_from_the_server_checkpoint(tmp_path, backend, where):
   args = ["--approach=fedavg", "--num_workers=0", f"--run_dir={tmp_path}", "--timeout=300",
-          "--", *FAST]
+          "--", *FAST, f"--fedavg_backend={backend}"]
   code, out, _ = helpers.run_launcher(args + ["--rounds=2"], timeout_s=360)
   assert code == 0, out[-3000:]
-  assert "in-process (private executor service)" in out
+  assert where in out
   first = json.loads((tmp_path / "summary.json").read_text())
   code, out, _ = helpers.run_launcher(args + ["--rounds=3", "--resume"], timeout_s=360)
   assert code == 0, out[-3000:]
