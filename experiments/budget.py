@@ -46,6 +46,7 @@ class FedAvgRecipe:
   local_epochs: int = 1
   local_batch_size: int = 10
   client_learning_rate: float = 0.1
+  backend: str | None = None  # --fedavg_backend (None: the trainer's default)
 
   def examples_per_round(self, num_train: int) -> int:
     return self.clients_per_round * (num_train // self.num_clients) * self.local_epochs
@@ -55,7 +56,8 @@ class FedAvgRecipe:
             f"--clients_per_round={self.clients_per_round}",
             f"--local_epochs={self.local_epochs}",
             f"--local_batch_size={self.local_batch_size}",
-            f"--client_learning_rate={self.client_learning_rate:g}")
+            f"--client_learning_rate={self.client_learning_rate:g}",
+            *((f"--fedavg_backend={self.backend}",) if self.backend else ()))
 
   def plain_args(self) -> tuple[str, ...]:
     """The client work as one plain process trains: plain SGD at the client rate."""

@@ -39,6 +39,7 @@ from launch import links, preflight
 from trainers.common.errors import DataError
 from trainers.common import flags as common_flags
 from trainers.common.flags import SYNTHETIC
+from trainers.federated import config as fed_config
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -70,6 +71,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_float("client_learning_rate", 0.1, "FedAvg client learning rate.",
                      flag_values=fv)
+  flags.DEFINE_enum("fedavg_backend", None, list(fed_config.BACKENDS), "FedAvg rows' "
+                    "--fedavg_backend (default: the trainer's).", flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
   flags.DEFINE_bool("single_process", True, "Also train one plain Keras process (the "
@@ -237,7 +240,8 @@ def row_names(fv: flags.FlagValues) -> list[str]:
 
 def fedavg_recipe(fv: flags.FlagValues) -> budget_lib.FedAvgRecipe:
   return dataclasses.replace(budget_lib.FEDAVG_DEFAULT, clients_per_round=fv.clients_per_round,
-                             client_learning_rate=fv.client_learning_rate)
+                             client_learning_rate=fv.client_learning_rate,
+                             backend=fv.fedavg_backend)
 
 
 SINGLE = "single_process"  # the reference row's name

@@ -153,22 +153,47 @@ class Output:
   metrics: dict
 
 
+# Tensors of the partial aggregate at least this large cross the wire quantized (TFF's
+# quantize_above_threshold default); smaller ones (weights, metrics, biases) as they are.
+QUANTIZE_ABOVE = 20_000
+
+
+def quantize(x: tf.Tensor, bits: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """x as `bits`-bit integers over [min, max] with stochastic rounding (unbiased: the
+  expected dequantized value is x), seeded; (codes, min, max)."""
+  lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+  levels = float(2 ** bits - 1)
+  scaled = (x - lo) / tf.maximum(hi - lo, 1e-30) * levels
+  noise = tf.random.stateless_uniform(tf.shape(x), seed)
+  codes = tf.clip_by_value(tf.floor(scaled + noise), 0.0, levels)
+  return tf.cast(codes, tf.uint8 if bits <= 8 else tf.uint16), lo, hi
+
+
+def dequantize(codes: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, bits: int) -> tf.Tensor:
+  return tf.cast(codes, tf.float32) / float(2 ** bits - 1) * (hi - lo) + lo
+
+
 class RoundGraph:
   """The round as one TF graph over the chief (`server`) and the services' devices
-  (`devices`, `slots` clients each at most); `run(state, clients)` runs one round."""
+  (`devices`, `slots` clients each at most); `run(state, clients)` runs one round.
+  With `wire_bits`, each service's partial aggregate leaves it quantized (its float
+  tensors of QUANTIZE_ABOVE elements or more) and the chief dequantizes it."""
 
   def __init__(self, form: Form, server: str, devices: Sequence[str], slots: int,
-               pipeline):
+               pipeline, wire_bits: int | None = None):
     self.form, self.slots = form, slots
     self.graph = tf.Graph()
     with self.graph.as_default():
       with tf.device(server):
         self.state = placeholders(form.prepare)
+        self.round_seed = tf.compat.v1.placeholder(tf.int64, (), "round_seed")
         broadcast, _ = import_graph(form.prepare, self.state, "prepare")
       self.clients, partials, self.inits = [], [], []
       for s, device in enumerate(devices):
         with tf.device(device):
-          partials.append(self._service(s, broadcast, pipeline))
+          partial = self._service(s, broadcast, pipeline)
+        partials.append(self._wire(partial, s, device, server, wire_bits)
+                        if wire_bits else partial)
       with tf.device(server):
         merged = partials[0]
         for i, partial in enumerate(partials[1:]):
@@ -177,6 +202,21 @@ class RoundGraph:
         self.outputs, update_init = import_graph(form.update, self.state + reported, "update")
       self.inits.append(update_init)
       self.init = tf.group(*[op for op in self.inits if op is not None])
+
+  def _wire(self, partial: list[tf.Tensor], s: int, device: str, server: str,
+            bits: int) -> list[tf.Tensor]:
+    """The partial aggregate quantized on the service, dequantized on the chief."""
+    out = []
+    for i, x in enumerate(partial):
+      if x.dtype != tf.float32 or x.shape.num_elements() is None or (
+          x.shape.num_elements() < QUANTIZE_ABOVE):
+        out.append(x)
+        continue
+      with tf.device(device):
+        codes, lo, hi = quantize(x, bits, tf.stack([self.round_seed, s * 1_000 + i]))
+      with tf.device(server):
+        out.append(dequantize(codes, lo, hi, bits))
+    return out
 
   def _service(self, s: int, broadcast, pipeline) -> list[tf.Tensor]:
     """Service s: `slots` clients' work chained into its partial aggregate."""
@@ -194,11 +234,12 @@ class RoundGraph:
     self.clients.append(slots)
     return acc
 
-  def feed(self, state, groups: Sequence[Sequence[dict]]) -> dict:
-    """The round's feeds: the state, and per service its clients' (path, seed) in its
-    first slots; a slot without a client reads its service's first client's file
-    and takes nothing."""
+  def feed(self, state, groups: Sequence[Sequence[dict]], round_seed: int = 0) -> dict:
+    """The round's feeds: the state, the round's seed (the wire's rounding), and per
+    service its clients' (path, seed) in its first slots; a slot without a client
+    reads its service's first client's file and takes nothing."""
     feed = dict(zip(self.state, flat(state)))
+    feed[self.round_seed] = round_seed
     if len(groups) != len(self.clients):
       raise ValueError(f"{len(groups)} groups of clients for {len(self.clients)} services")
     for slots, clients in zip(self.clients, groups):
@@ -229,15 +270,16 @@ class MapReduceProcess:
   round graph in one TF session whose target is the chief's server (`target`; "" in
   process), the clients on `devices` (one per service), the server's part on `server`.
   `groups(sizes)` around `next` says how many of the round's clients each service
-  trains (the service pool's interface, rounds.Clients.grouped)."""
+  trains (the service pool's interface, rounds.Clients.grouped). `wire_bits`: the
+  services' partial aggregates cross the wire quantized (RoundGraph)."""
   messages_per_direction = 1
   client_state_messages = 0
 
   def __init__(self, process, target: str, server: str, devices: Sequence[str], slots: int,
-               pipeline):
+               pipeline, wire_bits: int | None = None):
     self.form = form_of(process)
     self._state_type = process.initialize.type_signature.result.member
-    self._round = RoundGraph(self.form, server, devices, slots, pipeline)
+    self._round = RoundGraph(self.form, server, devices, slots, pipeline, wire_bits)
     self._session = tf.compat.v1.Session(target, graph=self._round.graph)
     self._sizes: list[int] | None = None
 
@@ -263,7 +305,11 @@ class MapReduceProcess:
     starts = np.cumsum([0] + sizes)
     groups = [datasets[a:b] for a, b in zip(starts[:-1], starts[1:])]
     self._session.run(self._round.init)
-    values = self._session.run(self._round.outputs, self._round.feed(state, groups))
+    # The wire's rounding is seeded by the round's first client seed (clients.client_seed:
+    # a function of --seed, the round and the client), so a resumed round repeats it.
+    round_seed = int(datasets[0]["seed"]) if datasets else 0
+    values = self._session.run(self._round.outputs,
+                               self._round.feed(state, groups, round_seed))
     n = len(self._round.state)
     return Output(packed(values[:n], self._state_type),
                   packed(values[n:], self.form.update_type[1]))

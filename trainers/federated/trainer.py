@@ -25,6 +25,7 @@ The paper's Table 2 settings are one command line, e.g. CNN, IID, C=0.1, E=5, B=
        --local_batch_size=10
 """
 
+import dataclasses
 import os
 
 import tensorflow as tf
@@ -140,10 +141,15 @@ def mapreduce_backend(target: str, server: str, devices: list[str]):
   `target`, the clients on `devices` (one per service), the server's part on `server`."""
   def make(run_: session.Run, config: FedAvgConfig):
     from trainers.federated import mapreduce  # pylint: disable=g-import-not-at-top
+    # --aggregator=compression acts on the wire here: the clients' updates are summed
+    # exactly on their service, and the service's partial aggregate leaves it quantized.
+    compressed = config.aggregator == "compression"
+    exact = dataclasses.replace(config, aggregator="mean") if compressed else config
     process = mapreduce.MapReduceProcess(
-        build_process(run_.model_fn, federation.element_spec(), config)._process,  # pylint: disable=protected-access
+        build_process(run_.model_fn, federation.element_spec(), exact)._process,  # pylint: disable=protected-access
         target, server, devices, config.clients_per_round,
-        federation.client_pipeline(config.local_batch_size, config.local_epochs))
+        federation.client_pipeline(config.local_batch_size, config.local_epochs),
+        wire_bits=approach_config.COMPRESSION_BITS if compressed else None)
     return process, process
   return make
 
