@@ -40,6 +40,7 @@ from trainers.common.errors import DataError
 from trainers.common import flags as common_flags
 from trainers.common.flags import SYNTHETIC
 from trainers.federated import config as fed_config
+from trainers.gossip import mixing as mixing_lib
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -73,6 +74,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                      flag_values=fv)
   flags.DEFINE_enum("fedavg_backend", None, list(fed_config.BACKENDS), "FedAvg rows' "
                     "--fedavg_backend (default: the trainer's).", flag_values=fv)
+  flags.DEFINE_enum("gossip_topology", None, list(mixing_lib.TOPOLOGIES), "Gossip rows' "
+                    "--topology (default: the trainer's, ring).", flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
   flags.DEFINE_bool("single_process", True, "Also train one plain Keras process (the "
@@ -281,6 +284,9 @@ def plan_runs(fv: flags.FlagValues, num_train: int, root: str,
     plan = budget_lib.plan_budget(name, _examples(fv), num_train,
                                   num_workers or fv.num_workers, fv.batch_size,
                                   fedavg_recipe(fv), target=_target(fv))
+    if fv.gossip_topology and approaches.variant(name).approach is approaches.GOSSIP:
+      plan = dataclasses.replace(plan, trainer_args=plan.trainer_args + (
+          f"--topology={fv.gossip_topology}",))
     runs += _seed_runs(fv, name, plan, root)
   return runs + peers_lib.specs_beside(runs, chosen_peers(fv))
 

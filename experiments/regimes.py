@@ -41,6 +41,9 @@ REGIMES = {r.name: r for r in (
     Regime("straggler", ("--straggler=worker:1:3",), what="worker:1 runs 3x slower"),
     Regime("shards", (), ("--partition=shards",), what="each worker holds 2 label-sorted "
            "shards (about 2 digits; FedAvg: its clients)"),
+    Regime("dirichlet", (), ("--partition=dirichlet", "--dirichlet_alpha=0.1"),
+           what="label proportions per worker (FedAvg: per client) drawn from "
+           "Dirichlet(0.1): a few dominant digits each, unequal sizes"),
 )}
 
 

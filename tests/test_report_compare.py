@@ -260,6 +260,20 @@ def test_regimes_parse_and_plan_with_the_grid_defaults():
     compare._parse(["compare", "--regimes=fast"])
 
 
+def test_the_skew_regimes_and_a_gossip_topology_reach_the_right_rows():
+  from experiments import regimes
+  assert regimes.REGIMES["dirichlet"].trainer_args == ("--partition=dirichlet",
+                                                        "--dirichlet_alpha=0.1")
+  fv = compare._parse(["compare", "--regimes=dirichlet", "--gossip_topology=one_peer_exp",
+                       "--approaches=allreduce,gossip,gossip_async", "--dataset=synthetic"])
+  runs = {r.name: r for r in compare.plan_runs(fv, 6000, "/r")}
+  assert "--topology=one_peer_exp" in runs["gossip"].trainer_args
+  assert "--topology=one_peer_exp" in runs["gossip_async"].trainer_args
+  assert not any(a.startswith("--topology") for a in runs["allreduce"].trainer_args)
+  for run in runs.values():
+    trainer_flags.check_trainer_argv(run.approach, list(run.trainer_args))
+
+
 def test_regime_grid_names_the_winner_and_writes_md_json_png(tmp_path):
   from experiments import regimes
   ok = lambda t, b, reached=True, acc=0.99: regimes.cell(outcome.Outcome({
