@@ -19,10 +19,11 @@ FAST = ["--dataset=synthetic", "--synthetic_examples=600", "--num_clients=12",
         "--clients_per_round=4", "--client_learning_rate=0.02"]
 
 
-def _run(run_dir, backend: str, extra=()) -> tuple[int, str]:
+def _run(run_dir, backend: str, model: str = "small_cnn", extra=()) -> tuple[int, str]:
+  """Three rounds on 2 services; returns (exit code, output)."""
   code, out, _ = helpers.run_launcher(
       ["--approach=fedavg", "--num_workers=2", f"--run_dir={run_dir}", "--timeout=300", "--",
-       *FAST, "--model=small_cnn", "--rounds=3", f"--fedavg_backend={backend}", *extra],
+       *FAST, f"--model={model}", "--rounds=3", f"--fedavg_backend={backend}", *extra],
       timeout_s=360)
   return code, out
 
@@ -54,10 +55,7 @@ def test_both_backends_give_the_same_model_after_three_rounds(tmp_path):
 
 @pytest.mark.multiprocess
 def test_compression_quantizes_what_leaves_each_service(tmp_path):
-  code, out, _ = helpers.run_launcher(
-      ["--approach=fedavg", "--num_workers=2", f"--run_dir={tmp_path}", "--timeout=300", "--",
-       *FAST, "--model=fedavg_2nn", "--rounds=3", "--fedavg_backend=mapreduce",
-       "--aggregator=compression"], timeout_s=360)
+  code, out = _run(tmp_path, "mapreduce", "fedavg_2nn", ["--aggregator=compression"])
   assert code == 0, out[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["rounds_run"] == 3 and np.isfinite(summary["test_loss"])
