@@ -37,6 +37,7 @@ from tensorflow_federated.python.core.impl.computation import computation_impl
 from tensorflow_federated.python.core.impl.types import type_conversions
 
 from cluster.errors import ConfigError
+from trainers.federated import executors
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
@@ -87,6 +88,7 @@ class Form:
 def form_of(process: tff.learning.templates.LearningProcess) -> Form:
   """TFF's MapReduceForm of `process` (a round whose clients get datasets); ConfigError
   when the round has none, or needs secure sums."""
+  executors.check_tff_version()  # the computation protos' layout is TFF's internal
   try:
     mrf = tff.backends.mapreduce.get_map_reduce_form_for_computation(process.next)
     init = tff.backends.mapreduce.get_state_initialization_computation(process.initialize)
