@@ -26,7 +26,7 @@ from experiments import runspec
 # rate on the grids their papers searched (Li et al. 2020: mu in {0.001, 0.01, 0.1, 1};
 # Reddi et al. 2021: server lr on a log10 grid).
 ALGORITHMS = {
-    "fedavg": (),
+    approaches.FEDAVG.name: (),  # the algorithm shares the approach's name
     **{f"fedprox_mu{mu:g}": ("--algorithm=fedprox", f"--proximal_strength={mu:g}")
        for mu in (0.01, 0.1, 1.0)},
     "scaffold": ("--algorithm=scaffold",),
@@ -172,7 +172,7 @@ def plot(cells: dict, partitions: Sequence[str], algorithms: Sequence[str], targ
       if runs := seeds_of(cells, partition, name):
         acc = runs[0]["accuracy"]
         ax.plot(range(1, len(acc) + 1), acc, label=name, linewidth=1,
-                linestyle="-" if name.startswith(("fedavg", "scaffold")) else "--")
+                linestyle="-" if name in (approaches.FEDAVG.name, "scaffold") else "--")
     ax.axhline(target, color="grey", linestyle=":", linewidth=0.8)
     ax.set_ylim(0.8, 1.0)
     ax.set_title(partition)
