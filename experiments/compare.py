@@ -72,10 +72,6 @@ def define_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_float("client_learning_rate", 0.1, "FedAvg client learning rate.",
                      flag_values=fv)
-  flags.DEFINE_enum("fedavg_backend", None, list(fed_config.BACKENDS), "FedAvg rows' "
-                    "--fedavg_backend (default: the trainer's).", flag_values=fv)
-  flags.DEFINE_enum("gossip_topology", None, list(mixing_lib.TOPOLOGIES), "Gossip rows' "
-                    "--topology (default: the trainer's, ring).", flag_values=fv)
   flags.DEFINE_string("run_dir", None, "Compare directory (default runs/compare-<time>).",
                       flag_values=fv)
   flags.DEFINE_bool("single_process", True, "Also train one plain Keras process (the "
@@ -105,6 +101,15 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   _define_job_flags(fv)
   _define_noniid_flags(fv)
+  _define_row_flags(fv)
+
+
+def _define_row_flags(fv: flags.FlagValues) -> None:
+  """Flags that reach one approach's rows only."""
+  flags.DEFINE_enum("fedavg_backend", None, list(fed_config.BACKENDS), "FedAvg rows' "
+                    "--fedavg_backend (default: the trainer's).", flag_values=fv)
+  flags.DEFINE_enum("gossip_topology", None, list(mixing_lib.TOPOLOGIES), "Gossip rows' "
+                    "--topology (default: the trainer's, ring).", flag_values=fv)
 
 
 def _define_noniid_flags(fv: flags.FlagValues) -> None:
@@ -340,7 +345,13 @@ def main(argv: list[str] | None = None, console=sys.stdout) -> int:
         lambda: measure_compute(fv, num_train, root, console), root, row_names(fv),
         fv.target_accuracy, _preamble(fv, plan_runs(fv, num_train, root), "N"), console,
         fv.reuse)
-  root = os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}"))
+  return run_comparison(fv, num_train,
+                        os.path.abspath(fv.run_dir or os.path.join("runs", f"compare-{stamp}")),
+                        console)
+
+
+def run_comparison(fv: flags.FlagValues, num_train: int, root: str, console) -> int:
+  """The comparison: the single-process row, every approach's run, the report."""
   # The comparison (not the grids, whose regimes and worker counts a single process
   # cannot take) starts with the single-process reference row.
   runs = ((single_process_runs(fv, num_train, root) if fv.single_process else []) +

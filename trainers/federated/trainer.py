@@ -34,12 +34,12 @@ import tensorflow_federated as tff
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, port_of
 from trainers.common import data, entry, model, session, volume
+from trainers.common import server as server_lib
 from trainers.federated import checkpoint, clients as clients_lib, executors, federation
 from trainers.federated import fedmath
 from trainers.federated import process as process_lib, rounds
 from trainers.federated import config as approach_config
 from trainers.federated.config import APPROACH
-from trainers.ps import servers
 
 FedAvgConfig = approach_config.Config  # TF-free: the launcher checks it too
 
@@ -195,7 +195,7 @@ def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
   if task.task_type == "worker" and "chief" in task.cluster:
     serve_clients(config, task)
     if mapreduce:
-      servers.serve(task, APPROACH)  # never returns
+      server_lib.serve(task, APPROACH)  # never returns
     executors.exec_executor_service(port_of(task.address))  # never returns
   if not task.is_chief:
     raise ConfigError(f"approach {APPROACH} runs one chief and executor-service workers, "

@@ -1,7 +1,7 @@
 """The parameter server's non-chief tasks, and how the chief reaches them.
 
 Worker and ps tasks run a `tf.distribute.Server` and no Python of ours while they
-serve. So the chief stops them (training over: exit 0) or crashes one (fault
+serve (trainers/common/server.py). So the chief stops them (training over: exit 0) or crashes one (fault
 injection: SIGABRT) with TF's `Abort` op placed on that task's device.
 """
 
@@ -10,20 +10,8 @@ import logging
 import tensorflow as tf
 
 from cluster.tf_config import TaskInfo, split_task_name
-from trainers.common import lifecycle
 
 SERVER_ROLES = ("worker", "ps")
-
-
-def serve(task: TaskInfo, tag: str = "ps") -> None:
-  """Worker and ps tasks (also FedAvg's mapreduce services): serve the cluster until
-  the chief (or the launcher) stops us."""
-  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-  server = tf.distribute.Server(resolver.cluster_spec(), job_name=task.task_type,
-                                task_index=task.task_index, protocol="grpc", start=True)
-  print(f"[{tag}] {task.name} serving at {task.address}", flush=True)
-  lifecycle.honour_sigterm(grace_s=0.5)  # join() blocks in C++: the watcher ends us
-  server.join()
 
 
 def abort_task(role: str, index: int, message: str, exit_without_error: bool) -> None:

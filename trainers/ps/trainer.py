@@ -28,6 +28,7 @@ import tensorflow as tf
 from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, task_name
 from trainers.common import data, entry, model, session, volume
+from trainers.common import server as server_lib
 from trainers.ps import aggregation, servers
 from trainers.ps import config as approach_config
 from trainers.ps.config import APPROACH
@@ -256,7 +257,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
         datasets=None) -> dict | None:
   """Chief: trains and returns the summary. Other tasks: serve until stopped."""
   if task.task_type in servers.SERVER_ROLES:
-    servers.serve(task)
+    server_lib.serve(task, APPROACH)
     return None
   if task.task_type != "chief" or "ps" not in task.cluster or task.num_workers < 1:
     raise ConfigError("approach ps needs TF_CONFIG with chief, worker and ps tasks "
