@@ -119,6 +119,9 @@ def _define_noniid_flags(fv: flags.FlagValues) -> None:
                     f"({', '.join(noniid_lib.ALGORITHMS)}).", flag_values=fv)
   flags.DEFINE_integer("noniid_max_rounds", noniid_lib.MAX_ROUNDS, "noniid: round cap per "
                        "run.", flag_values=fv)
+  flags.DEFINE_bool("noniid_report", False, "noniid: launch nothing; write noniid.md/json/png "
+                    "from the runs already in --run_dir (a study run in parts).",
+                    flag_values=fv)
 
 
 def _define_job_flags(fv: flags.FlagValues) -> None:
@@ -496,6 +499,10 @@ def run_noniid(fv: flags.FlagValues, root: str, console) -> int:
               f"--target_accuracy={fv.target_accuracy:g} "
               f"--noniid_max_rounds={fv.noniid_max_rounds} --num_workers={fv.num_workers} "
               f"--seed={fv.seed} --seeds={fv.seeds} --run_dir={root}`")
+  if fv.noniid_report:
+    print(noniid_lib.report(root, fv.noniid_partitions, fv.noniid_algorithms, seeds,
+                            fv.target_accuracy, fv.noniid_max_rounds, preamble), file=console)
+    return 0
   return noniid_lib.run(root, fv.noniid_partitions, fv.noniid_algorithms, seeds, data_of(fv),
                         fv.num_workers, fv.noniid_max_rounds, fv.target_accuracy,
                         fv.client_learning_rate, fv.timeout, preamble, console)

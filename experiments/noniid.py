@@ -186,6 +186,19 @@ def plot(cells: dict, partitions: Sequence[str], algorithms: Sequence[str], targ
   return True
 
 
+def report(root: str, partitions: Sequence[str], algorithms: Sequence[str],
+           seeds: Sequence[int], target: float, max_rounds: int, preamble: str) -> str:
+  """noniid.md/json/png from the runs already in root (of those partitions, algorithms
+  and seeds), launching nothing: the study's one report after runs made in parts."""
+  cells = {}
+  for at in (point(p, s, seeds[0]) for s in seeds for p in partitions):
+    found = {a: cell(os.path.join(root, at, a), target) for a in algorithms
+             if os.path.isdir(os.path.join(root, at, a))}
+    if found:
+      cells[at] = found
+  return write(root, cells, partitions, algorithms, target, max_rounds, preamble)
+
+
 def run(root: str, partitions: Sequence[str], algorithms: Sequence[str], seeds: Sequence[int],
         data: runspec.Data, num_workers: int, max_rounds: int, target: float,
         client_learning_rate: float, timeout: float, preamble: str, console) -> int:

@@ -89,3 +89,9 @@ def test_the_study_writes_its_tables_and_reuses_finished_runs(tmp_path, monkeypa
   # Run again: every finished run is reported, none launched.
   assert compare.main(argv, console=io.StringIO()) == 0
   assert len(calls) == 8
+  # A report over more algorithms than ran: the missing ones are left out, none launched.
+  assert compare.main(argv[:3] + ["--noniid_algorithms=fedavg,scaffold,fedprox_mu1",
+                                  "--noniid_report"] + argv[4:], console=io.StringIO()) == 0
+  assert len(calls) == 8
+  assert "| fedavg | not in 3 (best 95.0 %) | 3 (3-3) |" in (tmp_path / "noniid.md").read_text()
+  assert "| fedprox_mu1 |" not in (tmp_path / "noniid.md").read_text()
