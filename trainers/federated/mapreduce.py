@@ -20,7 +20,8 @@ TensorFlow. Here:
   grappler's rewrites), concurrently as in worker_binary.
 
 A slot without a client this round reads nothing (`take(0)`): its update is zero with
-weight zero. Processes whose round has no MapReduceForm (SCAFFOLD keeps client state;
+weight zero. With `wire_bits` (--aggregator=compression) a service's partial aggregate
+leaves it quantized. Processes whose round has no MapReduceForm (SCAFFOLD keeps client state;
 secure aggregation needs secure sums this backend does not run) are refused with one
 line (config.py; form_of for any other process without a MapReduceForm).
 """
@@ -38,6 +39,7 @@ from tensorflow_federated.python.core.impl.types import type_conversions
 
 from cluster.errors import ConfigError
 from trainers.federated import executors
+
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
@@ -136,11 +138,11 @@ def packed(values: Sequence, type_spec):
       structure.pack_sequence_as(type_spec, list(values)), type_spec)
 
 
-def placeholders(g: Graph, count: int | None = None) -> list[tf.Tensor]:
-  """Placeholders like g's first `count` inputs (all by default): dtype and shape."""
+def placeholders(g: Graph) -> list[tf.Tensor]:
+  """Placeholders like g's inputs: dtype and shape."""
   nodes = {n.name: n for n in g.graph_def.node}
   out = []
-  for name in g.inputs[:count]:
+  for name in g.inputs:
     node = nodes[name.split(":")[0]]
     out.append(tf.compat.v1.placeholder(
         tf.as_dtype(node.attr["dtype"].type),
@@ -177,7 +179,8 @@ def dequantize(codes: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, bits: int) -> tf.
 
 class RoundGraph:
   """The round as one TF graph over the chief (`server`) and the services' devices
-  (`devices`, `slots` clients each at most); `run(state, clients)` runs one round.
+  (`devices`, `slots` clients each at most): `init` then `outputs` with `feed(...)` is
+  one round.
   With `wire_bits`, each service's partial aggregate leaves it quantized (its float
   tensors of QUANTIZE_ABOVE elements or more) and the chief dequantizes it."""
 
