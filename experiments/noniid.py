@@ -83,22 +83,18 @@ def rounds_to(accuracy: Sequence[float], mark: float) -> int | None:
 def cell(run_dir: str, target: float = TARGET) -> dict:
   """One run: status, its accuracy per round, rounds to the target and to MARKS."""
   ended = outcome_lib.of_run(run_dir)
-  run = (report_lib.load_run(run_dir) if os.path.exists(os.path.join(run_dir, "summary.json"))
-         else {"records": _records(run_dir), "summary": {}})
+  try:  # a run stopped mid-line leaves a torn last record: no curve then, not a crash
+    run = (report_lib.load_run(run_dir) if os.path.exists(os.path.join(run_dir,
+                                                                       "summary.json"))
+           else {"records": report_lib.load_records(run_dir), "summary": {}})
+  except ValueError:
+    run = {"records": [], "summary": {}}
   _, accuracy = report_lib.round_series(run, "test_accuracy")
   return {"status": ended.status, "ok": ended.ok, "accuracy": accuracy,
           "rounds_run": len(accuracy), "best": max(accuracy, default=None),
           "rounds_to_target": rounds_to(accuracy, target),
           **{f"rounds_to_{round(100 * m)}": rounds_to(accuracy, m) for m in MARKS},
           "wall_s": run["summary"].get("wall_time_s")}
-
-
-def _records(run_dir: str) -> list[dict]:
-  try:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-      return [json.loads(line) for line in f if line.strip()]
-  except (OSError, ValueError):
-    return []
 
 
 def seeds_of(cells: dict, partition: str, algorithm: str) -> list[dict]:

@@ -45,11 +45,16 @@ def load_run(run_dir: str) -> dict:
   if os.path.exists(os.path.join(run_dir, "config.json")):
     with open(os.path.join(run_dir, "config.json")) as f:
       config = json.load(f)
-  records = []
-  if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-      records = [json.loads(line) for line in f if line.strip()]
-  return {"run_dir": run_dir, "summary": summary, "config": config, "records": records}
+  return {"run_dir": run_dir, "summary": summary, "config": config,
+          "records": load_records(run_dir)}
+
+
+def load_records(run_dir: str) -> list[dict]:
+  """metrics.jsonl of one run ([] when it has none)."""
+  if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+    return []
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 PEER_COLOURS = ("black", "#b8860b")  # the peers' own colours (outside matplotlib's cycle)
