@@ -12,12 +12,13 @@ TensorFlow. Here:
   its own clients' files;
 - the chief builds one round graph: prepare, merge, report and update on itself; on
   each service, `slots` copies of `work` (one per client it may train in a round, each
-  with its own variables) chained through `accumulate`, each reading its client's
-  file there through the same pipeline as the native backend (federation.py);
+  with its own variables) chained through `accumulate`, one client after another,
+  each reading its client's file there through the same pipeline as the native
+  backend (federation.py);
 - a round is one `session.run`: the broadcast model crosses to each service once
   (TF sends a tensor once per device pair and step), each service's partial aggregate
   comes back once, and the clients run on TF's kernels (oneDNN where TF enables it,
-  grappler's rewrites), concurrently as in worker_binary.
+  grappler's rewrites), a service's clients in turn (the services side by side).
 
 A slot without a client this round reads nothing (`take(0)`): its update is zero with
 weight zero. With `wire_bits` (--aggregator=compression) a service's partial aggregate
@@ -112,7 +113,7 @@ def import_graph(g: Graph, inputs: Sequence[tf.Tensor], scope: str
                  ) -> tuple[list[tf.Tensor], tf.Operation | None]:
   """g's outputs with `inputs` wired in, under `scope` (into the default graph, on
   the current device); its variables get names of their own, so copies imported
-  side by side never share one."""
+  side by side never share one, nor do their loops' frames."""
   if len(inputs) != len(g.inputs):
     raise ValueError(f"{scope}: {len(inputs)} inputs for {len(g.inputs)}")
   graph_def = tf.compat.v1.GraphDef()
@@ -120,6 +121,8 @@ def import_graph(g: Graph, inputs: Sequence[tf.Tensor], scope: str
   for node in graph_def.node:
     if node.op == "VarHandleOp":
       node.attr["shared_name"].s = f"{scope}/{node.attr['shared_name'].s.decode()}".encode()
+    if node.op in ("Enter", "RefEnter"):  # a loop's frame is named by an attr, not by scope
+      node.attr["frame_name"].s = f"{scope}/{node.attr['frame_name'].s.decode()}".encode()
   wanted = list(g.outputs) + ([g.init_op] if g.init_op else [])
   found = tf.compat.v1.import_graph_def(graph_def, input_map=dict(zip(g.inputs, inputs)),
                                         return_elements=wanted, name=scope)
@@ -177,6 +180,15 @@ def dequantize(codes: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, bits: int) -> tf.
   return tf.cast(codes, tf.float32) / float(2 ** bits - 1) * (hi - lo) + lo
 
 
+def _after(done: Sequence[tf.Tensor], tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+  """`tensors`, available only once `done` are computed: a service's clients train one
+  after another. Ten client loops side by side in one process ran 1.4x slower on two
+  cores than the same clients in turn (docs/probe_mapreduce_round.py), and stalled
+  for whole seconds at times."""
+  with tf.control_dependencies(done):
+    return [tf.identity(t) for t in tensors]
+
+
 class RoundGraph:
   """The round as one TF graph over the chief (`server`) and the services' devices
   (`devices`, `slots` clients each at most): `init` then `outputs` with `feed(...)` is
@@ -232,8 +244,12 @@ class RoundGraph:
       seed = tf.compat.v1.placeholder(tf.int64, (), f"s{s}_c{j}_seed")
       take = tf.compat.v1.placeholder(tf.int64, (), f"s{s}_c{j}_take")
       variant = tf.data.experimental.to_variant(pipeline(path, seed).take(take))
-      update, init = import_graph(self.form.work, [variant] + broadcast, f"s{s}_c{j}_work")
-      acc, _ = import_graph(self.form.accumulate, acc + update, f"s{s}_c{j}_acc")
+      update, init = import_graph(self.form.work, [variant] + _after(acc, broadcast),
+                                  f"s{s}_c{j}_work")
+      summed, _ = import_graph(self.form.accumulate, acc + update, f"s{s}_c{j}_acc")
+      for total, before in zip(summed, acc):  # shapes lost in the client's loop: the
+        total.set_shape(before.shape)         # wire's quantizer needs them (`_wire`)
+      acc = summed
       self.inits.append(init)
       slots.append((path, seed, take))
     self.clients.append(slots)

@@ -81,6 +81,15 @@ class StatelessClients:
   prune_clients = load_clients = save_clients
 
 
+# A client's local steps as a loop over the dataset's iterator, not TFF's default
+# `dataset.reduce`: the step then runs in the graph's own while loop, where the runtime
+# schedules its ops like any other (inside ReduceDataset it is a tf.data function call
+# per batch). Measured side by side (experiments.bench, BENCHMARKS.md "FedAvg on TF's
+# own runtime"), both backends' rounds got faster. SCAFFOLD's own client loop
+# (scaffold.py) iterates the same way.
+LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
+
+
 def server_optimizer(name: str, learning_rate: float) -> tff.learning.optimizers.Optimizer:
   """The TFF optimizer of --server_optimizer (the names mean what model.OPTIMIZER_SPECS says)."""
   family, kwargs = model.optimizer_spec(name, "server_optimizer")
@@ -100,14 +109,15 @@ def build(config: Config, tff_model_fn) -> FederatedProcess:
   agg = aggregators.model_aggregator(config)
   if config.algorithm == "fedsgd":
     return StatelessClients(tff.learning.algorithms.build_fed_sgd(
-        tff_model_fn, server_optimizer_fn=server, model_aggregator=agg))
+        tff_model_fn, server_optimizer_fn=server, model_aggregator=agg, loop_implementation=LOOP))
   client = (ProximalSGD(config.client_learning_rate, config.proximal_strength)
             if config.algorithm == "fedprox" else
             tff.learning.optimizers.build_sgdm(config.client_learning_rate))
   builder = (tff.learning.algorithms.build_unweighted_fed_avg if config.private else
              tff.learning.algorithms.build_weighted_fed_avg)
   return StatelessClients(builder(tff_model_fn, client_optimizer_fn=client,
-                                  server_optimizer_fn=server, model_aggregator=agg))
+                                  server_optimizer_fn=server, model_aggregator=agg,
+                                  loop_implementation=LOOP))
 
 
 class ProximalSGD(tff.learning.optimizers.Optimizer):
