@@ -1,12 +1,13 @@
 """Probe (issue 32): one FedAvg round as TFF's MapReduceForm, in one process, with the
 kernels TF picks from TF_ENABLE_ONEDNN_OPTS: where the mapreduce backend's round time goes.
 
-    TF_ENABLE_ONEDNN_OPTS=1 python docs/probe_mapreduce_round.py mlp
-    TF_ENABLE_ONEDNN_OPTS=0 python docs/probe_mapreduce_round.py mlp
+    TF_ENABLE_ONEDNN_OPTS=1 python docs/probe_mapreduce_round.py mlp [LANES]
+    TF_ENABLE_ONEDNN_OPTS=0 python docs/probe_mapreduce_round.py mlp [LANES]
 
 Writes the 100 IID clients of MNIST to a temporary directory, builds the round graph
-for 10 clients (E=1, B=10, 6,000 examples) on this process's CPU and prints four round
-times (the first includes grappler and the graph's set-up).
+for 10 clients (E=1, B=10, 6,000 examples) on this process's CPU, LANES of them trained
+at once (default 1; 10: all at once), and prints six round times (the first includes
+grappler and the graph's set-up).
 """
 
 import os
@@ -23,7 +24,7 @@ from trainers.federated import config as fed_config
 from trainers.federated import federation, mapreduce, trainer
 
 
-def main(model: str) -> None:
+def main(model: str, lanes: int) -> None:
   run_dir = tempfile.mkdtemp()
   config = fed_config.Config(train=config_lib.TrainConfig(
       approach="fedavg", model=model, run_dir=run_dir,
@@ -38,17 +39,17 @@ def main(model: str) -> None:
   state = mapreduce.packed(mapreduce._run_graph(form.initialize),  # pylint: disable=protected-access
                            process.initialize.type_signature.result.member)
   graph = mapreduce.RoundGraph(form, "/cpu:0", ["/cpu:0"], len(ids),
-                               federation.client_pipeline(10, 1))
+                               federation.client_pipeline(10, 1), lanes=lanes)
   session = tf.compat.v1.Session(graph=graph.graph)
   times = []
-  for _ in range(4):
+  for _ in range(6):
     start = time.perf_counter()
     session.run(graph.init)
     session.run(graph.outputs, graph.feed(state, [args]))
     times.append(time.perf_counter() - start)
-  print(f"{model}, TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}:"
+  print(f"{model}, {lanes} lane(s), TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}:"
         f" round s {', '.join(f'{t:.2f}' for t in times)}")
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else "mlp")
+  main(sys.argv[1] if len(sys.argv) > 1 else "mlp", int(sys.argv[2]) if len(sys.argv) > 2 else 1)

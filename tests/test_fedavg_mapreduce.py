@@ -129,3 +129,11 @@ def test_every_recipe_but_scaffold_has_a_map_reduce_form_of_plain_tf_graphs(extr
                            process.initialize.type_signature.result.member)
   assert [w.shape for w in state.global_model_weights.trainable] == [
       w.shape for w in build_model("mlp").trainable_weights]
+
+
+def test_a_service_trains_a_client_per_core_of_its_share():
+  from trainers.federated import mapreduce  # pylint: disable=g-import-not-at-top
+  assert mapreduce.lanes(1, cores=2) == 2
+  assert mapreduce.lanes(2, cores=2) == 1
+  assert mapreduce.lanes(4, cores=2) == 1   # never none
+  assert mapreduce.lanes(2, cores=16) == 8

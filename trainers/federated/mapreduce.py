@@ -12,13 +12,14 @@ TensorFlow. Here:
   its own clients' files;
 - the chief builds one round graph: prepare, merge, report and update on itself; on
   each service, `slots` copies of `work` (one per client it may train in a round, each
-  with its own variables) chained through `accumulate`, one client after another,
+  with its own variables) chained through `accumulate`, in `lanes` of clients trained
+  one after another (a lane per core of the service's share),
   each reading its client's file there through the same pipeline as the native
   backend (federation.py);
 - a round is one `session.run`: the broadcast model crosses to each service once
   (TF sends a tensor once per device pair and step), each service's partial aggregate
   comes back once, and the clients run on TF's kernels (oneDNN where TF enables it,
-  grappler's rewrites), a service's clients in turn (the services side by side).
+  grappler's rewrites), a lane per core.
 
 A slot without a client this round reads nothing (`take(0)`): its update is zero with
 weight zero. With `wire_bits` (--aggregator=compression) a service's partial aggregate
@@ -29,6 +30,7 @@ line (config.py; form_of for any other process without a MapReduceForm).
 
 import contextlib
 import dataclasses
+import os
 from typing import Sequence
 
 import numpy as np
@@ -180,11 +182,19 @@ def dequantize(codes: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, bits: int) -> tf.
   return tf.cast(codes, tf.float32) / float(2 ** bits - 1) * (hi - lo) + lo
 
 
+def lanes(num_services: int, cores: int | None = None) -> int:
+  """Clients a service trains at once: its share of the host's cores (the launcher's
+  CPU budget gives each of N services on a host cores / N intra-op threads), at least 1.
+  Measured on 2 cores, 10 clients in one process (docs/probe_mapreduce_round.py): all
+  ten at once stalled for whole seconds at times and ran 1.4x slower than one at a
+  time; two at a time (a lane a core) ran 1.3-1.9x faster than one at a time."""
+  cores = cores or len(os.sched_getaffinity(0))
+  return max(1, cores // max(1, num_services))
+
+
 def _after(done: Sequence[tf.Tensor], tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-  """`tensors`, available only once `done` are computed: a service's clients train one
-  after another. Ten client loops side by side in one process ran 1.4x slower on two
-  cores than the same clients in turn (docs/probe_mapreduce_round.py), and stalled
-  for whole seconds at times."""
+  """`tensors`, available only once `done` are computed: a lane's clients train one
+  after another."""
   with tf.control_dependencies(done):
     return [tf.identity(t) for t in tensors]
 
@@ -194,11 +204,12 @@ class RoundGraph:
   (`devices`, `slots` clients each at most): `init` then `outputs` with `feed(...)` is
   one round.
   With `wire_bits`, each service's partial aggregate leaves it quantized (its float
-  tensors of QUANTIZE_ABOVE elements or more) and the chief dequantizes it."""
+  tensors of QUANTIZE_ABOVE elements or more) and the chief dequantizes it. A service
+  trains `lanes` clients at once (slot j after slot j - lanes)."""
 
   def __init__(self, form: Form, server: str, devices: Sequence[str], slots: int,
-               pipeline, wire_bits: int | None = None):
-    self.form, self.slots = form, slots
+               pipeline, wire_bits: int | None = None, lanes: int = 1):
+    self.form, self.slots, self.lanes = form, slots, lanes
     self.graph = tf.Graph()
     with self.graph.as_default():
       with tf.device(server):
@@ -238,14 +249,16 @@ class RoundGraph:
   def _service(self, s: int, broadcast, pipeline) -> list[tf.Tensor]:
     """Service s: `slots` clients' work chained into its partial aggregate."""
     acc, _ = import_graph(self.form.zero, [], f"s{s}_zero")
-    slots = []
+    slots, lane_last = [], [[] for _ in range(self.lanes)]
     for j in range(self.slots):
       path = tf.compat.v1.placeholder(tf.string, (), f"s{s}_c{j}_path")
       seed = tf.compat.v1.placeholder(tf.int64, (), f"s{s}_c{j}_seed")
       take = tf.compat.v1.placeholder(tf.int64, (), f"s{s}_c{j}_take")
       variant = tf.data.experimental.to_variant(pipeline(path, seed).take(take))
-      update, init = import_graph(self.form.work, [variant] + _after(acc, broadcast),
+      update, init = import_graph(self.form.work,
+                                  [variant] + _after(lane_last[j % self.lanes], broadcast),
                                   f"s{s}_c{j}_work")
+      lane_last[j % self.lanes] = update
       summed, _ = import_graph(self.form.accumulate, acc + update, f"s{s}_c{j}_acc")
       for total, before in zip(summed, acc):  # shapes lost in the client's loop: the
         total.set_shape(before.shape)         # wire's quantizer needs them (`_wire`)
@@ -297,10 +310,10 @@ class MapReduceProcess:
   client_state_messages = 0
 
   def __init__(self, process, target: str, server: str, devices: Sequence[str], slots: int,
-               pipeline, wire_bits: int | None = None):
+               pipeline, wire_bits: int | None = None, lanes: int = 1):
     self.form = form_of(process)
     self._state_type = process.initialize.type_signature.result.member
-    self._round = RoundGraph(self.form, server, devices, slots, pipeline, wire_bits)
+    self._round = RoundGraph(self.form, server, devices, slots, pipeline, wire_bits, lanes)
     self._session = tf.compat.v1.Session(target, graph=self._round.graph)
     self._sizes: list[int] | None = None
 

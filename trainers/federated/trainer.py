@@ -149,7 +149,8 @@ def mapreduce_backend(target: str, server: str, devices: list[str]):
         build_process(run_.model_fn, federation.element_spec(), exact)._process,  # pylint: disable=protected-access
         target, server, devices, config.clients_per_round,
         federation.client_pipeline(config.local_batch_size, config.local_epochs),
-        wire_bits=approach_config.COMPRESSION_BITS if compressed else None)
+        wire_bits=approach_config.COMPRESSION_BITS if compressed else None,
+        lanes=mapreduce.lanes(len(devices)))
     return process, process
   return make
 
