@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from cluster.errors import ConfigError
-from cluster.tf_config import TaskInfo, task_name
-from trainers.common import data, entry, model, session, volume
+from cluster.tf_config import TaskInfo, host_of, task_name, task_names
+from trainers.common import data, entry, model, profiling, session, volume
 from trainers.common import server as server_lib
 from trainers.ps import aggregation, servers
 from trainers.ps import config as approach_config
@@ -205,9 +205,11 @@ class Coordinator:
 
 
 def train(run_: session.Run, replica: Replica, ps: Coordinator,
-          manager: tf.train.CheckpointManager, start_step: int) -> int:
+          manager: tf.train.CheckpointManager, start_step: int,
+          window: profiling.Window | None = None) -> int:
   """The loop: chunks of steps to each progress point, evaluation and a checkpoint
-  at each epoch end. Returns the final step."""
+  at each epoch end (and the --profile_ms window opened on the way). Returns the final
+  step."""
   cfg, progress = run_.config, run_.progress
   injected, step = False, start_step
   for chunk in run_.schedule(start_step):
@@ -222,6 +224,8 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
       todo -= 1
     ps.run_steps(max(todo, 0))
     step = replica.step
+    if window:
+      window.observe(step)
     extra = {"grad_phase_frac": ps.grad_phase_frac} if ps.config.sync else {}
     progress.step(chunk.epoch, chunk.step_in_epoch, step, float(replica.loss.result()),
                   float(replica.accuracy.result()), **extra)
@@ -256,6 +260,8 @@ def restore(replica: Replica, manager: tf.train.CheckpointManager) -> str | None
 def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | None = None,
         datasets=None) -> dict | None:
   """Chief: trains and returns the summary. Other tasks: serve until stopped."""
+  if config.profile_ms:
+    profiling.serve(config.train.run_dir, task.name, host_of(task.address))
   if task.task_type in servers.SERVER_ROLES:
     server_lib.serve(task, APPROACH)
     return None
@@ -283,7 +289,11 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
                   f"{cfg.batch_size}/worker, {steps_per_epoch} steps/epoch x {cfg.epochs} "
                   f"epoch(s), model {cfg.model}, dataset {cfg.dataset} "
                   f"({len(run_.train)} train / {len(run_.test)} test)")
-    step = train(run_, replica, ps, manager, replica.step)
+    tasks = task_names({role: len(a) for role, a in task.cluster.items()})
+    window = (profiling.Window(cfg.run_dir, tasks, config.profile_ms, config.profile_at_step)
+              if config.profile_ms else None)
+    step = train(run_, replica, ps, manager, replica.step, window)
+    profile = _profile(window, run_.announce) if window else {}
     notes = f"{num_ps} ps" + (f"; {100 * ps.grad_phase_frac:.0f}% gradient phase / "
                               f"{100 * (1 - ps.grad_phase_frac):.0f}% apply phase"
                               if config.sync else "")
@@ -297,7 +307,21 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
         ps_mode=config.ps_mode, num_ps=num_ps, batch_size_per_worker=cfg.batch_size,
         epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, steps=step,
         partitioned=num_ps > 1, notes=notes, **placement, **ps.phase_fields(),
-        **({"sync_aggregation": config.sync_aggregation} if config.sync else {}))
+        **({"sync_aggregation": config.sync_aggregation} if config.sync else {}), **profile)
+
+
+def _profile(window: profiling.Window, announce) -> dict:
+  """The --profile_ms window's traces: breakdown.json, one line per task, the summary's
+  `profile` field (ms per global step of each kind of work, per task)."""
+  result, steps = window.finish()
+  path = profiling.write(window.run_dir, result, steps)
+  per_step = profiling.per_step(result, steps)
+  for task, b in per_step.items():
+    announce(f"profile {task}: " + (b["error"] if "error" in b else ", ".join(
+        f"{k} {b[k]:.2f}" for k in ("compute", "transfer", "runtime", "idle")) +
+        f" ms/step over {steps:.0f} steps, {b['threads']} thread(s)"))
+  announce(f"profile: {path}")
+  return {"profile": {"steps_in_window": round(steps, 1), "per_step_ms": per_step}}
 
 
 def _after_run(task: TaskInfo, summary: dict | None) -> None:
