@@ -2,8 +2,8 @@
 # Where a parameter-server step's time goes (issue 33): TF's profiler traces every task
 # of a run at once for 3 s from step 150 (--profile_ms, trainers/common/profiling.py) and
 # splits each task's TF thread time into compute (op kernels), transfer (_Send/_Recv,
-# RPCs: waiting on another task), runtime (the executor around the kernels) and idle,
-# per global step. small_cnn, batch 64, 300 steps a row: PS async at N = 1 with 1 and 10
+# RPCs: waiting on another task) and runtime (the executor around the kernels), and the
+# coordinator's time inside remote calls (remote_call), per global step. small_cnn, batch 64, 300 steps a row: PS async at N = 1 with 1 and 10
 # steps per closure, PS async and sync at N = 2, and a plain fit's step for scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ print(f"{sys.argv[2]}: {s['examples_per_sec']:.0f} ex/s; {p['steps_in_window']:.
 for task, b in p["per_step_ms"].items():
   top = p["tasks"][task].get("top_ops_ms", {})
   print(f"  {task:9s} " + (b["error"] if "error" in b else "  ".join(
-      f"{k} {b[k]:6.2f}" for k in ("compute", "transfer", "runtime", "idle")) +
-      f" ms/step  ({b['threads']} threads; top ops ms: " +
+      f"{k} {b[k]:6.2f}" for k in ("compute", "transfer", "runtime", "remote_call")) +
+      f" ms per {b['wall']:.2f} ms step ({b['threads']} TF threads; top ops ms: " +
       ", ".join(f"{o} {t:.0f}" for o, t in list(top.items())[:4]) + ")"))
 PYEOF
 }

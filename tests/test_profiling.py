@@ -19,6 +19,10 @@ def test_op_kernel_events_are_told_apart_from_runtime_events():
   assert profiling.classify("edge_12_dense/kernel/read:_Recv") == "transfer"
   assert profiling.classify("ExecutorState::Process") == "runtime"
   assert profiling.classify("MemoryAllocation") is None
+  # A thread blocked in the call of a function whose ops other threads run: not work.
+  assert profiling.op_type("EagerLocalExecute: __inference_async_closure_1077") is None
+  assert profiling.classify("EagerService:Enqueue") is None
+  assert profiling.classify("KernelAndDeviceFunc::Run") is None
 
 
 def test_the_innermost_event_owns_its_time_and_the_rest_is_idle():
@@ -49,15 +53,17 @@ def test_a_trace_breaks_down_over_compute_threads_only():
   space = _space({
       "tf_Compute/1": [(0, 8, "ExecutorState::Process"), (0, 6, "c/Conv2D:Conv2D")],
       "tf_Compute/2": [(10, 10, "ExecutorState::Process"), (12, 8, "v/read:_Recv")],
-      "python": [(0, 20, "SessionRun")],  # the caller's thread: not counted
+      "python": [(0, 9, "TFE_Py_ExecuteCancelable"), (10, 9, "TFE_Py_ExecuteCancelable")],
   })
   got = profiling.breakdown(space)
   assert got["window_ms"] == 20 and got["threads"] == 2
   assert got["compute"] == 6 and got["transfer"] == 8 and got["runtime"] == 4
   assert got["idle"] == 20 + 20 - 18
   assert got["top_ops_ms"] == {"_Recv": 8, "Conv2D": 6}
+  assert got["remote_call"] == 18 and got["remote_calls"] == 2  # the coordinator's side
   per = profiling.per_step({"worker:0": got, "ps:0": {"error": "x"}}, steps=4)
-  assert per["worker:0"]["compute"] == 1.5 and per["ps:0"] == {"error": "x"}
+  assert per["worker:0"]["compute"] == 1.5 and per["worker:0"]["wall"] == 5
+  assert per["ps:0"] == {"error": "x"}
 
 
 def test_steps_in_the_window_are_interpolated_from_the_chiefs_points():
@@ -84,4 +90,5 @@ def test_a_parameter_server_run_traces_every_task(tmp_path):
                                                    "_FusedMatMul"))
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["profile"]["per_step_ms"]["worker:0"]["compute"] > 0
+  assert summary["profile"]["per_step_ms"]["chief:0"]["remote_call"] > 0
   assert "profile worker:0: compute" in out

@@ -15,7 +15,9 @@
     runtime   the executor's own work around the kernels (ExecutorState::Process time
               not inside a kernel) and function dispatch;
   each summed over TF's compute threads, and `idle`: those threads' time in the window
-  in none of them. A profile is a diagnosis: its own RPCs cross the wire too, so a
+  in none of them (a thread blocked in a function call while others run its ops counts
+  as idle). On Python threads (the coordinator) `remote_call`: time inside calls into
+  the runtime that return when a remote function has run (a closure on a worker). A profile is a diagnosis: its own RPCs cross the wire too, so a
   profiled run's measured bytes are not its algorithm's.
 """
 
@@ -29,6 +31,7 @@ import time
 from typing import Iterable, Mapping, Sequence
 
 PORTS = os.path.join("profile", "ports")
+KINDS = ("compute", "transfer", "runtime")
 
 # Op types whose kernel time is a task waiting on another task, not computing.
 TRANSFER_OPS = ("_Send", "_Recv", "_HostSend", "_HostRecv", "_Retval", "_Arg",
@@ -36,6 +39,11 @@ TRANSFER_OPS = ("_Send", "_Recv", "_HostSend", "_HostRecv", "_Retval", "_Arg",
 _TRANSFER_EVENTS = re.compile(r"RecvTensor|RemoteCall|Rendezvous|GrpcRemote|RunComponentFunction"
                               r"|RunGraph|EagerService|CreateContext")
 _RUNTIME_EVENTS = ("ExecutorState::Process",)
+_CALLER_EVENTS = ("EagerService", "EagerExecute", "EagerLocalExecute", "EagerKernelExecute",
+                  "KernelAndDeviceFunc", "TFE_Py")
+# The coordinator's (Python) side: a call into the runtime that returns when the remote
+# function (a closure on a worker) has run.
+_REMOTE_CALL = "TFE_Py_ExecuteCancelable"
 _COMPUTE_THREAD = re.compile(r"^tf_(Compute|inter_op|intra_op)|^tf_.*Eigen|^tf_Worker")
 
 
@@ -153,7 +161,10 @@ def op_type(event_name: str) -> str | None:
   """The op type of an executor kernel event ('dense/MatMul:MatMul' -> 'MatMul'), or None
   for an event that is not one op's kernel."""
   name, colon, kind = event_name.rpartition(":")
-  return kind if colon and name and kind and "::" not in event_name else None
+  if not (colon and name and kind) or "::" in event_name or " " in event_name or (
+      event_name.startswith(_CALLER_EVENTS)):
+    return None
+  return kind
 
 
 def _intervals(events: Iterable) -> list[tuple[int, int, str]]:
@@ -162,6 +173,8 @@ def _intervals(events: Iterable) -> list[tuple[int, int, str]]:
 
 def classify(name: str) -> str | None:
   """compute / transfer / runtime for an event of a compute thread, None for others."""
+  if name.startswith(_CALLER_EVENTS):
+    return None  # a thread blocked in a function call while other threads run its ops
   kind = op_type(name)
   if kind is not None:
     return "transfer" if kind in TRANSFER_OPS else "compute"
@@ -204,7 +217,7 @@ def breakdown(space) -> dict:
   the window's length, the thread count and the top op types by time."""
   out = collections.Counter()
   ops = collections.Counter()
-  threads, window_ps = 0, 0
+  threads, window_ps, remote_ps, remote_calls = 0, 0, 0, 0
   for plane in space.planes:
     if not plane.name.startswith("/host:"):
       continue
@@ -217,6 +230,8 @@ def breakdown(space) -> dict:
       continue
     window_ps = max(window_ps, max(e for _, e in spans) - min(s for s, _ in spans))
     for line, events in lines:
+      calls = [d for _, d, name in events if name == _REMOTE_CALL]
+      remote_ps, remote_calls = remote_ps + sum(calls), remote_calls + len(calls)
       if not events or not _COMPUTE_THREAD.search(line.name or line.display_name):
         continue
       threads += 1
@@ -227,7 +242,9 @@ def breakdown(space) -> dict:
         if kind:
           ops[kind] += duration
   ms = {k: round(v / 1e9, 3) for k, v in out.items()}
-  return {"window_ms": round(window_ps / 1e9, 3), "threads": threads, **ms,
+  return {"window_ms": round(window_ps / 1e9, 3), "threads": threads,
+          **{k: 0.0 for k in KINDS}, **ms, "remote_call": round(remote_ps / 1e9, 3),
+          "remote_calls": remote_calls,
           "top_ops_ms": {k: round(v / 1e9, 3) for k, v in ops.most_common(8)}}
 
 
@@ -239,7 +256,8 @@ def per_step(result: Mapping[str, dict], steps: float) -> dict[str, dict]:
       out[task] = dict(b)
       continue
     out[task] = {k: round(b.get(k, 0.0) / steps, 3)
-                 for k in ("compute", "transfer", "runtime", "idle")}
+                 for k in (*KINDS, "idle", "remote_call", "window_ms")}
+    out[task]["wall"] = out[task].pop("window_ms")
     out[task]["threads"] = b["threads"]
   return out
 

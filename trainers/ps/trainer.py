@@ -318,8 +318,8 @@ def _profile(window: profiling.Window, announce) -> dict:
   per_step = profiling.per_step(result, steps)
   for task, b in per_step.items():
     announce(f"profile {task}: " + (b["error"] if "error" in b else ", ".join(
-        f"{k} {b[k]:.2f}" for k in ("compute", "transfer", "runtime", "idle")) +
-        f" ms/step over {steps:.0f} steps, {b['threads']} thread(s)"))
+        f"{k} {b[k]:.2f}" for k in (*profiling.KINDS, "remote_call")) +
+        f" ms per {b['wall']:.2f} ms step ({steps:.0f} steps, {b['threads']} TF thread(s))"))
   announce(f"profile: {path}")
   return {"profile": {"steps_in_window": round(steps, 1), "per_step_ms": per_step}}
 
