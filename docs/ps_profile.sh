@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Where a parameter-server step's time goes (issue 33): TF's profiler traces every task
-# of a run at once for 3 s from step 150 (--profile_ms, trainers/common/profiling.py) and
+# of a run at once for 2 s from step 200 (--profile_ms, trainers/common/profiling.py) and
 # splits each task's TF thread time into compute (op kernels), transfer (_Send/_Recv,
 # RPCs: waiting on another task) and runtime (the executor around the kernels), and the
-# coordinator's time inside remote calls (remote_call), per global step. small_cnn, batch 64, 300 steps a row: PS async at N = 1 with 1 and 10
+# coordinator's time inside remote calls (remote_call), per global step. small_cnn,
+# batch 64, 600 steps a row: PS async at N = 1 with 1 and 10
 # steps per closure, PS async and sync at N = 2, and a plain fit's step for scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${1:-runs/ps-profile}
 COMMON=(--model=small_cnn --dataset=mnist --batch_size=64 --epochs=1 --log_every=25
-        --steps_per_epoch=300)
-PROFILE=(--profile_ms=3000 --profile_at_step=150)
+        --steps_per_epoch=600)
+PROFILE=(--profile_ms=2000 --profile_at_step=200)
 show() {
   $PY - "$1" "$2" <<'PYEOF'
 import json, sys

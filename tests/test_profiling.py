@@ -77,8 +77,8 @@ def test_a_parameter_server_run_traces_every_task(tmp_path):
   code, out, _ = helpers.run_launcher(
       ["--approach=ps", "--num_workers=1", f"--run_dir={tmp_path}", "--timeout=240", "--",
        "--dataset=synthetic", "--synthetic_examples=4096", "--batch_size=32", "--log_every=4",
-       "--steps_per_epoch=128", "--steps_per_closure=4", "--profile_ms=1500",
-       "--profile_at_step=8"], timeout_s=300)
+       "--steps_per_epoch=128", "--epochs=4", "--steps_per_closure=4", "--profile_ms=1000",
+       "--profile_at_step=16"], timeout_s=300)
   assert code == 0, out[-3000:]
   found = json.loads((tmp_path / "profile" / "breakdown.json").read_text())
   assert set(found["tasks"]) == {"chief:0", "worker:0", "ps:0"}

@@ -253,7 +253,9 @@ def per_step(result: Mapping[str, dict], steps: float) -> dict[str, dict]:
   out = {}
   for task, b in result.items():
     if "error" in b or steps <= 0:
-      out[task] = dict(b)
+      out[task] = dict(b) if "error" in b else {
+          "error": "the window outlasted the steps the chief saw: open it earlier "
+                   "(--profile_at_step) or shorter (--profile_ms)"}
       continue
     out[task] = {k: round(b.get(k, 0.0) / steps, 3)
                  for k in (*KINDS, "idle", "remote_call", "window_ms")}
