@@ -47,9 +47,11 @@ def main(model: str, lanes: int) -> None:
     session.run(graph.init)
     session.run(graph.outputs, graph.feed(state, [args]))
     times.append(time.perf_counter() - start)
-  print(f"{model}, {lanes} lane(s), TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}:"
+  onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
+  print(f"{model}, {lanes} lane(s), TF_ENABLE_ONEDNN_OPTS={onednn}:"
         f" round s {', '.join(f'{t:.2f}' for t in times)}")
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else "mlp", int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+  main(sys.argv[1] if len(sys.argv) > 1 else "mlp",
+       int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -17,8 +17,9 @@
   each summed over TF's compute threads, and `idle`: those threads' time in the window
   in none of them (a thread blocked in a function call while others run its ops counts
   as idle). On Python threads (the coordinator) `remote_call`: time inside calls into
-  the runtime that return when a remote function has run (a closure on a worker). A profile is a diagnosis: its own RPCs cross the wire too, so a
-  profiled run's measured bytes are not its algorithm's.
+  the runtime that return when a remote function has run (a closure on a worker).
+  A profile is a diagnosis: its own RPCs cross the wire too, so a profiled run's
+  measured bytes are not its algorithm's.
 """
 
 import collections
