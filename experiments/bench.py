@@ -94,7 +94,7 @@ def kernels_of(spec: runspec.RunSpec) -> str:
   (asked of TF with the run's environment), or, for the suite's FedAvg, in TFF's
   executor services (whose prebuilt worker_binary has its own)."""
   if (spec.approach == approaches.FEDAVG.name and not spec.program and
-      "--fedavg_backend=mapreduce" not in spec.trainer_args):
+      fed_config.backend_of_args(spec.trainer_args) == fed_config.NATIVE):
     return f"TFF services: oneDNN {'on' if machine_lib.TFF_SERVICES_ONEDNN else 'off'}"
   return {True: "oneDNN on", False: "oneDNN off", None: "unknown"}[_onednn(spec.env)]
 

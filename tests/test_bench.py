@@ -54,10 +54,12 @@ def test_each_row_says_which_kernels_its_training_ran_on(monkeypatch):
   fedavg = runspec.RunSpec("fedavg", "/r/c", approaches.FEDAVG.name)
   flower = runspec.RunSpec("flower_fedavg", "/r/d", approaches.FEDAVG.name,
                            program=("python", "-m", "peers.flower_fedavg"))
-  mapreduce = fedavg.with_args(trainer_args=("--fedavg_backend=mapreduce",))
-  assert [bench.kernels_of(s) for s in (plain, off, fedavg, flower, plain, mapreduce)] == [
+  native = fedavg.with_args(trainer_args=("--fedavg_backend=native",))
+  scaffold = fedavg.with_args(trainer_args=("--algorithm=scaffold",))  # auto: native
+  assert [bench.kernels_of(s) for s in (plain, off, native, flower, plain, fedavg,
+                                        scaffold)] == [
       "oneDNN on", "oneDNN off", "TFF services: oneDNN off", "oneDNN on", "oneDNN on",
-      "oneDNN on"]
+      "oneDNN on", "TFF services: oneDNN off"]
   assert len(asked) == 2  # once per environment
   bench._onednn.cache_clear()
 

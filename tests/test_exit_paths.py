@@ -1,6 +1,6 @@
 """Every way a job can end leaves nothing behind, and says why (real processes).
 
-Launcher killed outright (PS: silent servers; FedAvg: TFF's worker_binary), Ctrl-C
+Launcher killed outright (PS: silent servers; FedAvg: TFF's worker_binary or TF servers), Ctrl-C
 at random moments of start-up, SIGTERM honoured by the trainers, a peer that never
 starts, a port already taken, a diverging loss, and a console that goes away. Each
 test bounds its time and checks that no process of its run survives.
@@ -40,16 +40,18 @@ def _seconds_to_clean_state(tag: str, limit_s: float) -> float:
   return time.monotonic() - start
 
 
-@pytest.mark.parametrize("approach,ready,tasks", [
-    ("ps", "serving at", 4),                       # chief + 2 workers + ps, servers silent
-    ("fedavg", "executor service (worker_binary)", 3)])  # chief + 2 worker_binary
-def test_a_killed_launcher_takes_every_task_with_it(tmp_path, approach, ready, tasks):
+FEDAVG_LONG = ["--dataset=synthetic", "--rounds=100000", "--num_clients=10",
+               "--clients_per_round=2", "--model=fedavg_2nn"]
+
+
+@pytest.mark.parametrize("approach,args,ready,tasks", [
+    ("ps", LONG, "serving at", 4),                 # chief + 2 workers + ps, servers silent
+    ("fedavg", [*FEDAVG_LONG, "--fedavg_backend=native"],  # chief + 2 worker_binary
+     "executor service (worker_binary)", 3),
+    ("fedavg", FEDAVG_LONG, "TF server(s) (MapReduceForm", 3)])  # the default: TF servers
+def test_a_killed_launcher_takes_every_task_with_it(tmp_path, approach, args, ready, tasks):
   launch = helpers.Launch([f"--approach={approach}", "--num_workers=2",
-                           f"--run_dir={tmp_path}", "--", *(
-                               LONG if approach == "ps" else
-                               ["--dataset=synthetic", "--rounds=100000", "--num_clients=10",
-                                "--clients_per_round=2", "--model=fedavg_2nn"])],
-                          timeout_s=180)
+                           f"--run_dir={tmp_path}", "--", *args], timeout_s=180)
   try:
     _wait_for(launch, ready)
     deadline = time.monotonic() + 60

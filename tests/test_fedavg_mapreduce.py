@@ -107,6 +107,20 @@ def test_what_the_backend_cannot_run_is_one_line():
                     server_optimizer="adam", fedavg_backend="mapreduce")
 
 
+def test_auto_takes_mapreduce_wherever_it_can_run_and_every_task_agrees():
+  train = config_lib.TrainConfig(approach="fedavg")
+  assert fed_config.Config(train=train).backend == "mapreduce"  # the default
+  assert fed_config.Config(train=train, algorithm="scaffold").backend == "native"
+  assert fed_config.Config(train=train, client_scores=True).backend == "native"
+  assert fed_config.Config(train=train, fedavg_backend="native").backend == "native"
+  # What a run spec's arguments resolve to (the bench's kernels column) is the same rule.
+  assert fed_config.backend_of_args(()) == "mapreduce"
+  assert fed_config.backend_of_args(("--algorithm=scaffold",)) == "native"
+  assert fed_config.backend_of_args(("--client_scores", "--noclient_scores")) == "mapreduce"
+  assert fed_config.backend_of_args(("--client_scores",)) == "native"
+  assert fed_config.backend_of_args(("--fedavg_backend=native",)) == "native"
+
+
 @pytest.mark.parametrize("extra", [
     {}, {"algorithm": "fedprox", "proximal_strength": 0.1}, {"algorithm": "fedsgd"},
     {"server_optimizer": "yogi"}, {"aggregator": "compression"},

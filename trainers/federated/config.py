@@ -23,9 +23,29 @@ SERVER_LR = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01, "yogi": 0.01, "adagrad":
 FEDSGD_SERVER_LR = 0.1  # FedSGD's server step is a gradient step: 1.0 would diverge
 COMPRESSION_BITS = 8    # tff.learning.compression_aggregator's uniform quantization
 # Where the clients' work runs: TFF's worker_binary (native), or TFF's MapReduceForm of
-# the round as plain TF graphs on TF's own runtime (mapreduce.py).
-NATIVE, MAPREDUCE = "native", "mapreduce"
-BACKENDS = (NATIVE, MAPREDUCE)
+# the round as plain TF graphs on TF's own runtime (mapreduce.py); auto: mapreduce, the
+# faster (BENCHMARKS.md, issue 32), wherever the run has a MapReduceForm, else native.
+AUTO, NATIVE, MAPREDUCE = "auto", "native", "mapreduce"
+BACKENDS = (AUTO, NATIVE, MAPREDUCE)
+
+
+def resolve_backend(requested: str, algorithm: str, client_scores: bool) -> str:
+  """Pure: the backend a run uses. Every task resolves it alike from its flags (the
+  services must know whether to be TFF executors or TF servers). auto gives native
+  only where mapreduce cannot run: SCAFFOLD's client state, per-client scores."""
+  if requested != AUTO:
+    return requested
+  return NATIVE if algorithm == "scaffold" or client_scores else MAPREDUCE
+
+
+def backend_of_args(args) -> str:
+  """Pure: the backend that trainer arguments (a run spec's --flag=value list) resolve to."""
+  value = lambda name, default: next((a.split("=", 1)[1] for a in reversed(args)
+                                      if a.startswith(f"--{name}=")), default)
+  scores = next((a == "--client_scores" for a in reversed(args)
+                 if a in ("--client_scores", "--noclient_scores")), False)
+  return resolve_backend(value("fedavg_backend", AUTO), value("algorithm", FEDAVG_ALGORITHM),
+                         scores)
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -74,11 +94,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_integer("eval_every", 1, "Evaluate the server model on the full test split "
                        "every N rounds (and after the last).", flag_values=fv)
-  flags.DEFINE_enum("fedavg_backend", NATIVE, BACKENDS, "Where the clients train: native "
+  flags.DEFINE_enum("fedavg_backend", AUTO, BACKENDS, "Where the clients train: native "
                     "(TFF's executor service, worker_binary) or mapreduce (TFF compiles the "
                     "round to its MapReduceForm; the services are tf.distribute.Servers "
                     "and TF's own runtime runs the clients' graphs, with TF's kernels). "
-                    "mapreduce refuses SCAFFOLD and --client_scores.", flag_values=fv)
+                    "mapreduce refuses SCAFFOLD and --client_scores; auto: mapreduce, "
+                    "native for those two.", flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +123,7 @@ class Config(config_lib.ApproachConfig):
   eval_every: int = 1
   client_data_dir: str | None = None
   client_scores: bool = False
-  fedavg_backend: str = NATIVE
+  fedavg_backend: str = AUTO
 
   def __post_init__(self):
     check_choice("fedavg_backend", self.fedavg_backend, BACKENDS)
@@ -164,6 +185,11 @@ class Config(config_lib.ApproachConfig):
           ("fedsgd", "sgd") else SERVER_LR[self.server_optimizer]))
     if not self.server_learning_rate > 0:
       raise ConfigError(f"--server_learning_rate must be > 0, got {self.server_learning_rate}")
+
+  @property
+  def backend(self) -> str:
+    """The backend this run uses (--fedavg_backend with auto resolved)."""
+    return resolve_backend(self.fedavg_backend, self.algorithm, self.client_scores)
 
   @property
   def private(self) -> bool:

@@ -94,7 +94,8 @@ def describe(config: FedAvgConfig, num_params: int, where: str) -> str:
           f"E={config.local_epochs}, B={config.local_batch_size}, {config.rounds} rounds, "
           f"model {cfg.model} ({num_params} params), {config.algorithm}, server "
           f"{config.server_optimizer} lr {config.server_learning_rate:g}, aggregator "
-          f"{'dp' if config.private else config.aggregator}{dropout}; running {where}")
+          f"{'dp' if config.private else config.aggregator}{dropout}, backend "
+          f"{config.backend}; running {where}")
 
 
 def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, process,
@@ -111,7 +112,7 @@ def summary_fields(run_: session.Run, config: FedAvgConfig, num_params: int, pro
       "client_learning_rate", "server_optimizer", "server_learning_rate", "algorithm",
       "proximal_strength", "aggregator", "client_dropout")}
   return dict(
-      recipe, rounds_run=last_round, partition=cfg.partition,
+      recipe, fedavg_backend=config.backend, rounds_run=last_round, partition=cfg.partition,
       **rounds.final_extras(history, config, num_params),
       rounds_to_target=reached["steps_to_target"] if reached else None,
       round_time_s=run_.progress.train_time_s / max(len(history), 1),
@@ -192,7 +193,7 @@ def run(config: FedAvgConfig, task: TaskInfo, flag_values: dict | None = None,
         datasets=None) -> dict:
   """The chief trains; worker tasks write their clients, then become TFF executor
   services or (mapreduce) TF servers, and never return."""
-  mapreduce = config.fedavg_backend == approach_config.MAPREDUCE
+  mapreduce = config.backend == approach_config.MAPREDUCE
   if task.task_type == "worker" and "chief" in task.cluster:
     serve_clients(config, task)
     if mapreduce:
