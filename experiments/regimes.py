@@ -18,6 +18,7 @@ import os
 from typing import Sequence
 
 from experiments import outcome
+from experiments import report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +85,8 @@ def cell_of_run(run_dir: str) -> dict:
   if out["ok"]:
     return out
   try:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-      evals = [r for r in map(json.loads, f) if r.get("test_accuracy") is not None]
-  except (OSError, ValueError):
+    evals = [r for r in report.load_records(run_dir) if r.get("test_accuracy") is not None]
+  except (OSError, ValueError):  # a killed run's half-written last line
     evals = []
   if evals:
     last = evals[-1]
