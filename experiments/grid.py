@@ -33,7 +33,7 @@ def run_all(specs: Sequence[runspec.RunSpec], console, reuse: bool = False,
   for i, spec in enumerate(specs, 1):
     head = f"{tag}: [{i}/{len(specs)}] {spec.label}"
     before = outcome_lib.of_run(spec.run_dir)
-    if reuse and before.reusable:
+    if reuse and before.reusable_within(spec.timeout_s):
       print(f"{head}: reused {spec.run_dir}", file=console, flush=True)
       _tally(ran, spec, before)
       continue

@@ -8,7 +8,8 @@ decide "did it finish?", "did it reach the target?" and "run it again?" here:
 
 - ok: summary.json exists and its status is "ok" (results to report);
 - reached: ok and the summary says the target was reached;
-- reusable (--reuse): ok, or the launcher timed it out (it would time out again).
+- reusable (--reuse): ok, or the launcher timed it out (it would time out again,
+  unless the run is now given more time: `reusable_within`).
   A diverged or otherwise failed run is run again.
 """
 
@@ -49,7 +50,16 @@ class Outcome:
 
   @property
   def reusable(self) -> bool:
-    return self.ok or self.status == "timeout"
+    return self.reusable_within(None)
+
+  def reusable_within(self, timeout_s: float | None) -> bool:
+    """Reusable for a run now given `timeout_s`: a timed-out run only when it had at
+    least that long (given more time, it runs again; with --resume it continues)."""
+    if self.ok:
+      return True
+    if self.status != "timeout":
+      return False
+    return timeout_s is None or self.seconds is None or self.seconds >= timeout_s
 
   @property
   def error(self) -> str:

@@ -57,6 +57,12 @@ class RunSpec:
       raise ValueError(f"{self.name}: a program run takes no trainer flags")
     object.__setattr__(self, "env", tuple(sorted(dict(self.env).items())))
 
+  @property
+  def timeout_s(self) -> float | None:
+    """The launcher's --timeout (the last one given), None when there is none."""
+    given = [a.split("=", 1)[1] for a in self.launcher_args if a.startswith("--timeout=")]
+    return float(given[-1]) if given else None
+
   def argv(self) -> list[str]:
     """The launcher's command line (argv[0] included)."""
     return ["launch", f"--approach={self.approach}", *self.launcher_args,

@@ -307,6 +307,11 @@ def test_a_timed_out_regime_run_shows_its_last_evaluation_and_is_not_rerun(tmp_p
   assert regimes.cell_text(c) == ("timed out at 1201 s: 96.88% at its last evaluation, "
                                   "500 MB/worker")
   assert outcome.of_run(str(run)).reusable  # --reuse: a timeout would time out again
+  assert outcome.of_run(str(run)).reusable_within(1200.0)
+  assert not outcome.of_run(str(run)).reusable_within(3600.0)  # given more time: run again
+  from experiments import runspec  # pylint: disable=g-import-not-at-top
+  assert runspec.RunSpec("r", str(run), "ps", launcher_args=(
+      "--timeout=1200", "--timeout=3600")).timeout_s == 3600.0  # what run_all compares
   (run / outcome.EXIT_FILE).write_text(json.dumps({"exit_code": 1, "seconds": 3.0}))
   assert not outcome.of_run(str(run)).reusable  # a failure is run again
 
