@@ -49,6 +49,7 @@ from absl import flags
 
 from cluster import approaches, cli, exits, traffic
 from cluster.tf_config import parse_tf_config, task_name
+import launch
 from launch import links as links_lib
 from launch import shim
 from launch import plan as planning
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None, console=sys.stdout,
   """Parses argv, checks, plans, and (unless --dry_run) runs the job. Returns the exit
   code. `env`: variables every task gets on top of the launcher's environment (which
   stays untouched): how an experiment sets, say, the kernel library of one run."""
+  launch.started()  # from here a Ctrl-C is this function's to answer
   argv = sys.argv if argv is None else argv
   launched = time.time()  # time to accuracy counts from here, start-up included
   fv = flags.FlagValues()
