@@ -104,7 +104,8 @@ def seeds_of(cells: dict, partition: str, algorithm: str) -> list[dict]:
 
 
 def summary_text(runs: Sequence[dict], key: str) -> str:
-  """'23' (one seed), '23 (21-25)' (mean, min-max), 'not in 80 (best 96.1 %)'."""
+  """'23' (one seed), '23 (21-25)' (mean, min-max), 'not in 80 (best 96.1 %)',
+  'diverged after 19 (best 95.8 %)'."""
   if not runs:
     return ""
   values = [r[key] for r in runs]
@@ -115,8 +116,11 @@ def summary_text(runs: Sequence[dict], key: str) -> str:
     if best is None:
       return missed[0]["status"]
     ran = max(r["rounds_run"] for r in missed)
+    # A run that ended early (diverged, timed out) did not use its cap: say so.
+    ended = sorted({r["status"] for r in missed} - {outcome_lib.OK})
+    lead = f"{'/'.join(ended)} after" if ended else "not in"
     if not reached:
-      return f"not in {ran} (best {100 * best:.1f} %)"
+      return f"{lead} {ran} (best {100 * best:.1f} %)"
     return (f"{'/'.join(map(str, reached))} in {len(reached)}/{len(values)} seeds (else "
             f"best {100 * best:.1f} % in {ran})")
   if len(values) == 1:

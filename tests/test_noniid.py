@@ -46,6 +46,9 @@ def test_rounds_to_a_mark_and_the_seed_summary():
   assert noniid.summary_text([one], "rounds_to_target") == "12"
   assert noniid.summary_text([one, other], "rounds_to_target") == "15 (12-18)"
   assert noniid.summary_text([missed], "rounds_to_target") == "not in 80 (best 96.1 %)"
+  diverged = dict(missed, status="diverged", rounds_run=19, best=0.958)
+  assert noniid.summary_text([diverged], "rounds_to_target") == (
+      "diverged after 19 (best 95.8 %)")
   assert noniid.summary_text([one, missed], "rounds_to_target") == (
       "12 in 1/2 seeds (else best 96.1 % in 80)")
 
