@@ -161,3 +161,17 @@ def test_the_computation_cache_keys_by_content_not_by_object():
   assert executors.computation_key(a) == executors.computation_key(b)
   assert executors.computation_key(a) != executors.computation_key(c)
   executors.check_tff_version()  # the pinned TFF
+
+
+def test_a_service_needs_slots_for_its_busiest_round_only():
+  from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from trainers.federated import clients, config as fed_config, fedmath, rounds  # pylint: disable=g-import-not-at-top
+  config = fed_config.Config(train=TrainConfig(approach="fedavg"), rounds=10)
+  # One service trains every sampled client; four need far fewer slots than C each.
+  assert rounds.busiest_service(config, 42, 1) == 10
+  four = rounds.busiest_service(config, 42, 4)
+  assert four == max(len(g) for r in range(1, 11) for g in clients.by_service(
+      fedmath.sample_clients(100, 10, r, 42), 4))
+  assert 3 <= four < 10
+  # A resumed run's remaining rounds need no more than the whole run's.
+  assert rounds.busiest_service(config, 42, 4, first_round=6) <= four

@@ -51,6 +51,15 @@ class Clients:
     return self.pool.groups(sizes) if self.pool is not None else contextlib.nullcontext()
 
 
+def busiest_service(config: Config, seed: int, num_services: int, first_round: int = 1) -> int:
+  """Pure: the most clients any one service trains in a round of rounds first_round..
+  config.rounds (the seeded samples, before dropout, which only removes clients): how
+  many client slots a service needs (the mapreduce round graph's)."""
+  return max((max(map(len, clients_lib.by_service(fedmath.sample_clients(
+      config.num_clients, config.clients_per_round, r, seed), num_services)))
+              for r in range(first_round, config.rounds + 1)), default=1)
+
+
 def model_weights(process, state) -> list[np.ndarray]:
   return [np.asarray(w) for w in process.get_model_weights(state).trainable]
 

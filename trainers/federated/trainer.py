@@ -146,9 +146,12 @@ def mapreduce_backend(target: str, server: str, devices: list[str]):
     # exactly on their service, and the service's partial aggregate leaves it quantized.
     compressed = config.aggregator == "compression"
     exact = dataclasses.replace(config, aggregator="mean") if compressed else config
+    # A service's client slots: the most it trains in any round of this run (at N
+    # services about C/N, not C: every slot is built, optimized and run each round).
+    slots = rounds.busiest_service(config, run_.config.seed, len(devices))
     process = mapreduce.MapReduceProcess(
         build_process(run_.model_fn, federation.element_spec(), exact)._process,  # pylint: disable=protected-access
-        target, server, devices, config.clients_per_round,
+        target, server, devices, slots,
         federation.client_pipeline(config.local_batch_size, config.local_epochs),
         wire_bits=approach_config.COMPRESSION_BITS if compressed else None,
         lanes=mapreduce.lanes(len(devices)))
