@@ -68,9 +68,8 @@ def test_a_killed_launcher_takes_every_task_with_it(tmp_path, approach, args, re
 
 def test_ctrl_c_at_random_moments_of_start_up_orphans_nothing(tmp_path):
   rng = random.Random(2026)  # seeded: a failure names its delay, and a rerun repeats it
-  # The first while Python still compiles and imports the launcher (launch/__init__.py's
-  # window), then while tasks are being started and are starting.
-  for attempt, delay in enumerate([0.15] + [rng.uniform(0.3, 2.5) for _ in range(5)]):
+  for attempt in range(6):
+    delay = rng.uniform(0.3, 2.5)  # while tasks are being started and are starting
     launch = helpers.Launch(["--approach=ps", "--num_workers=3", "--num_ps=2",
                              f"--run_dir={tmp_path / str(attempt)}", "--", *LONG],
                             timeout_s=60)
@@ -83,6 +82,23 @@ def test_ctrl_c_at_random_moments_of_start_up_orphans_nothing(tmp_path):
     # A signal's code, never the usage code (2) or a traceback's.
     assert code == 128 + signal.SIGINT, f"after {delay:.2f}s: {out[-2000:]}"
     assert "Traceback" not in out, f"after {delay:.2f}s: {out[-2000:]}"
+
+
+def test_ctrl_c_while_python_still_loads_a_launch_tool_is_one_line_and_130():
+  """`python -m launch.local` imports the launch package while Python still locates and
+  compiles the tool (no bytecode is written here: under load that takes a while); a
+  Ctrl-C there gets launch/__init__.py's answer. Simulated exactly: the package imported
+  with sys.argv[0] == "-m", as runpy leaves it then, and the signal sent at once."""
+  code = ("import os, signal, sys, time\n"
+          "sys.argv[0] = '-m'\n"
+          "import launch\n"
+          "os.kill(os.getpid(), signal.SIGINT)\n"
+          "time.sleep(30)\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=60, cwd=helpers.REPO, check=False)
+  assert done.returncode == 128 + signal.SIGINT, done.stderr[-2000:]
+  assert done.stderr.strip() == ("launcher: interrupted (SIGINT) while starting; "
+                                 "nothing started")
 
 
 def test_sigterm_is_honoured_by_trainers_and_by_the_launcher(tmp_path):
