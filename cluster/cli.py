@@ -38,6 +38,13 @@ _RESET = re.compile(r'^:\{"created".*"grpc_message":"(Connection reset by peer|f
 _CPP_INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I ")
 
 
+def flag_value(args: Sequence[str], name: str, default: str | None = None) -> str | None:
+  """Pure: the value of the last `--name=value` in a command line's `args` (absl's
+  rule: the last one wins), `default` when there is none."""
+  return next((a.split("=", 1)[1] for a in reversed(args) if a.startswith(f"--{name}=")),
+              default)
+
+
 def is_tf_noise(line: str) -> bool:
   """A TF/TFF start-up or informational line that says nothing about this run."""
   return (any(h in line for h in TF_NOISE) or bool(_CPP_INFO.match(line))

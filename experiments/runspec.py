@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
+from cluster import cli
 from experiments import outcome
 from experiments.budget import Budget
 from launch import local
@@ -60,8 +61,8 @@ class RunSpec:
   @property
   def timeout_s(self) -> float | None:
     """The launcher's --timeout (the last one given), None when there is none."""
-    given = [a.split("=", 1)[1] for a in self.launcher_args if a.startswith("--timeout=")]
-    return float(given[-1]) if given else None
+    given = cli.flag_value(self.launcher_args, "timeout")
+    return None if given is None else float(given)
 
   def argv(self) -> list[str]:
     """The launcher's command line (argv[0] included)."""

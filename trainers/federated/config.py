@@ -6,7 +6,7 @@ import dataclasses
 
 from absl import flags
 
-from cluster import approaches
+from cluster import approaches, cli
 from cluster.errors import ConfigError, check_choice
 from trainers.common import config as config_lib
 from trainers.common import flags as common_flags
@@ -40,12 +40,10 @@ def resolve_backend(requested: str, algorithm: str, client_scores: bool) -> str:
 
 def backend_of_args(args) -> str:
   """Pure: the backend that trainer arguments (a run spec's --flag=value list) resolve to."""
-  value = lambda name, default: next((a.split("=", 1)[1] for a in reversed(args)
-                                      if a.startswith(f"--{name}=")), default)
   scores = next((a == "--client_scores" for a in reversed(args)
                  if a in ("--client_scores", "--noclient_scores")), False)
-  return resolve_backend(value("fedavg_backend", AUTO), value("algorithm", FEDAVG_ALGORITHM),
-                         scores)
+  return resolve_backend(cli.flag_value(args, "fedavg_backend", AUTO),
+                         cli.flag_value(args, "algorithm", FEDAVG_ALGORITHM), scores)
 
 
 def define_flags(fv: flags.FlagValues) -> None:
