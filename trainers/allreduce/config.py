@@ -24,6 +24,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("bytes_per_pack", 0, "Split the gradient all-reduce into packs of "
                        "about this many bytes, which run concurrently (0: one pack; TF's "
                        "CommunicationOptions).", flag_values=fv)
+  common_flags.define_profile_flags(fv, "each worker (itself, in lock step with the others)")
   flags.DEFINE_bool("plain_keras", False, "Single process only: plain Keras fit with no "
                     "tf.distribute strategy (the benchmarks' baseline).", flag_values=fv)
 
@@ -35,8 +36,11 @@ class Config(config_lib.ApproachConfig):
   plain_keras: bool = False
   steps_per_execution: int = 10
   bytes_per_pack: int = 0
+  profile_ms: int = 0
+  profile_at_step: int = 50
 
   def __post_init__(self):
+    config_lib.check_profile(self.profile_ms, self.profile_at_step)
     check_choice("communication", self.communication, COMMUNICATIONS)
     config_lib.check_positive("steps_per_execution", self.steps_per_execution)
     if self.bytes_per_pack < 0:

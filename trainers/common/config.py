@@ -76,6 +76,12 @@ def check_positive(name: str, value: int) -> None:
     raise ConfigError(f"--{name} must be >= 1, got {value}")
 
 
+def check_profile(profile_ms: int, profile_at_step: int) -> None:
+  if profile_ms < 0 or profile_at_step < 1:
+    raise ConfigError(f"--profile_ms must be >= 0 and --profile_at_step >= 1, got "
+                      f"{profile_ms} and {profile_at_step}")
+
+
 class ApproachConfig:
   """What every approach's config adds to its own fields (a frozen dataclass with
   `train`, the shared TrainConfig, and the approach's flags): built from the flags

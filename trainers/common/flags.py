@@ -101,6 +101,17 @@ def define_sgd_flags(fv: flags.FlagValues) -> None:
                        "only at each epoch's end.", flag_values=fv)
 
 
+def define_profile_flags(fv: flags.FlagValues, who: str) -> None:
+  """--profile_ms / --profile_at_step: a TF profiler window over `who` (the PS: every
+  task from the chief; all-reduce: each worker over itself), trainers/common/profiling.py."""
+  flags.DEFINE_integer("profile_ms", 0, f"Trace {who} with TF's profiler for this many "
+                       "ms once the run reaches --profile_at_step (0: no trace); writes "
+                       "<run_dir>/profile/breakdown*.json (trainers/common/profiling.py).",
+                       flag_values=fv)
+  flags.DEFINE_integer("profile_at_step", 50, "The global step the --profile_ms window "
+                       "opens at (past the first steps' set-up).", flag_values=fv)
+
+
 def parse(fv: flags.FlagValues, argv: list[str]) -> flags.FlagValues:
   """Parses argv (argv[0] the program) into `fv`; flags.Error on a bad flag or a
   stray argument."""

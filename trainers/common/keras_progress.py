@@ -81,3 +81,20 @@ class ProgressCallback(tf.keras.callbacks.Callback):
     if self.progress.target.stop and self.agree(self.progress.should_stop):
       self.model.stop_training = True
       self._stopped_at = done
+
+
+class ProfileCallback(tf.keras.callbacks.Callback):
+  """Feeds a profiling.LocalWindow the global step at each Keras call's end (every K-th
+  step with steps_per_execution K), so the window opens and closes at the same steps on
+  every worker."""
+
+  def __init__(self, window, steps_per_epoch: int):
+    super().__init__()
+    self.window, self.steps_per_epoch = window, steps_per_epoch
+    self._epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.window.observe(self._epoch * self.steps_per_epoch + batch + 1)

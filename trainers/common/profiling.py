@@ -18,6 +18,9 @@
   in none of them (a thread blocked in a function call while others run its ops counts
   as idle). On Python threads (the coordinator) `remote_call`: time inside calls into
   the runtime that return when a remote function has run (a closure on a worker).
+  All-reduce: `collective`, the window's time with a collective op in flight on any
+  thread (an interval union: it overlaps compute where the runtime overlaps them), and
+  `collectives`, how many collective ops the compute threads launched.
   A profile is a diagnosis: its own RPCs cross the wire too, so a profiled run's
   measured bytes are not its algorithm's.
 """
@@ -39,6 +42,7 @@ TRANSFER_OPS = ("_Send", "_Recv", "_HostSend", "_HostRecv", "_Retval", "_Arg",
                 "RecvTensor", "RemoteCall")
 _TRANSFER_EVENTS = re.compile(r"RecvTensor|RemoteCall|Rendezvous|GrpcRemote|RunComponentFunction"
                               r"|RunGraph|EagerService|CreateContext")
+_COLLECTIVE_OPS = ("Collective", "Nccl")
 _RUNTIME_EVENTS = ("ExecutorState::Process",)
 _CALLER_EVENTS = ("EagerService", "EagerExecute", "EagerLocalExecute", "EagerKernelExecute",
                   "KernelAndDeviceFunc", "TFE_Py")
@@ -46,6 +50,11 @@ _CALLER_EVENTS = ("EagerService", "EagerExecute", "EagerLocalExecute", "EagerKer
 # function (a closure on a worker) has run.
 _REMOTE_CALL = "TFE_Py_ExecuteCancelable"
 _COMPUTE_THREAD = re.compile(r"^tf_(Compute|inter_op|intra_op)|^tf_.*Eigen|^tf_Worker")
+
+
+def task_file(task_name_: str) -> str:
+  """A task's name as a file name ('worker:1' -> 'worker_1')."""
+  return task_name_.replace(":", "_")
 
 
 def _free_port(host: str) -> int:
@@ -62,7 +71,7 @@ def serve(run_dir: str, task_name_: str, host: str) -> str:
   address = f"{host}:{port}"
   directory = os.path.join(run_dir, PORTS)
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, task_name_.replace(":", "_"))
+  path = os.path.join(directory, task_file(task_name_))
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(address)
   os.replace(path + ".tmp", path)  # the chief never reads half an address
@@ -76,7 +85,7 @@ def addresses(run_dir: str, tasks: Sequence[str], timeout_s: float = 60.0) -> di
   while True:
     found = {}
     for task in tasks:
-      path = os.path.join(run_dir, PORTS, task.replace(":", "_"))
+      path = os.path.join(run_dir, PORTS, task_file(task))
       if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
           found[task] = f.read().strip()
@@ -128,7 +137,7 @@ class Window:
 
   def _trace(self, task: str, address: str) -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    logdir = os.path.join(self.run_dir, "profile", task.replace(":", "_"))
+    logdir = os.path.join(self.run_dir, "profile", task_file(task))
     try:
       tf.profiler.experimental.client.trace(f"grpc://{address}", logdir, self.ms,
                                             num_tracing_attempts=2)
@@ -142,6 +151,54 @@ class Window:
     steps = (steps_between(self._points, self.started_at, self.started_at + self.ms / 1e3)
              if self.started_at else 0.0)
     return {task: self._results.get(task, {"error": "no trace"}) for task in self.tasks}, steps
+
+
+class LocalWindow:
+  """A process traces itself (tf.profiler.experimental.start/stop into `logdir`): for
+  workers in lock step (all-reduce's, a plain fit), each over its own steps, no chief
+  in between. `observe(step)` at each step the loop reports opens the trace at the first
+  step >= `at_step` and closes it at the first step `ms` after; `finish()` closes it if
+  training ended first and returns (breakdown, steps traced), the steps exact."""
+
+  def __init__(self, logdir: str, ms: int, at_step: int, clock=time.monotonic,
+               start=None, stop=None):
+    self.logdir, self.ms, self.at_step, self.clock = logdir, ms, at_step, clock
+    self._start, self._stop = start, stop
+    self.opened: tuple[float, int] | None = None  # (time, step) at the open
+    self.closed_at_step: int | None = None
+    self._last = 0
+
+  def observe(self, step: int) -> None:
+    self._last = step
+    if self.opened is None and step >= self.at_step:
+      self._trace_start()
+      self.opened = (self.clock(), step)
+    elif (self.opened and self.closed_at_step is None
+          and (self.clock() - self.opened[0]) * 1e3 >= self.ms):
+      self._close(step)
+
+  def _trace_start(self) -> None:
+    if self._start is None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.profiler.experimental.start(self.logdir)
+    else:
+      self._start(self.logdir)
+
+  def _close(self, step: int) -> None:
+    if self._stop is None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.profiler.experimental.stop()
+    else:
+      self._stop()
+    self.closed_at_step = step
+
+  def finish(self) -> tuple[dict, int]:
+    if self.opened is None:
+      return {"error": f"the run ended before step {self.at_step}: open the window earlier "
+                       "(--profile_at_step)"}, 0
+    if self.closed_at_step is None:
+      self._close(self._last)
+    return breakdown_of_dir(self.logdir), self.closed_at_step - self.opened[1]
 
 
 def breakdown_of_dir(logdir: str) -> dict:
@@ -187,6 +244,24 @@ def classify(name: str) -> str | None:
   return None
 
 
+def is_collective(event_name: str) -> bool:
+  """An all-reduce/gather/broadcast op's event (CollectiveReduceV2, NcclAllReduce, ...):
+  on a compute thread its launch, on TF's collective threads its run to completion."""
+  kind = op_type(event_name)
+  return bool(kind) and kind.startswith(_COLLECTIVE_OPS)
+
+
+def union_ps(intervals: Iterable[tuple[int, int]]) -> int:
+  """Length of the union of [start, end) intervals."""
+  total, end_ = 0, None
+  for start, end in sorted(intervals):
+    if end_ is None or start > end_:
+      total, end_ = total + end - start, end
+    elif end > end_:
+      total, end_ = total + end - end_, end
+  return total
+
+
 def thread_breakdown(events: Sequence[tuple[int, int, str]], window_ps: int) -> dict[str, float]:
   """One thread's events (start ps, duration ps, name) as ps of each kind: the innermost
   classified event owns each instant (a kernel inside ExecutorState::Process is compute
@@ -218,7 +293,8 @@ def breakdown(space) -> dict:
   the window's length, the thread count and the top op types by time."""
   out = collections.Counter()
   ops = collections.Counter()
-  threads, window_ps, remote_ps, remote_calls = 0, 0, 0, 0
+  threads, window_ps, remote_ps, remote_calls, launches = 0, 0, 0, 0, 0
+  collective: list[tuple[int, int]] = []  # a collective op in flight, on any thread
   for plane in space.planes:
     if not plane.name.startswith("/host:"):
       continue
@@ -233,9 +309,11 @@ def breakdown(space) -> dict:
     for line, events in lines:
       calls = [d for _, d, name in events if name == _REMOTE_CALL]
       remote_ps, remote_calls = remote_ps + sum(calls), remote_calls + len(calls)
+      collective += [(s, s + d) for s, d, name in events if is_collective(name)]
       if not events or not _COMPUTE_THREAD.search(line.name or line.display_name):
         continue
       threads += 1
+      launches += sum(1 for _, _, name in events if is_collective(name))
       for kind, ps in thread_breakdown(events, window_ps).items():
         out[kind] += ps
       for start, duration, name in events:
@@ -245,7 +323,8 @@ def breakdown(space) -> dict:
   ms = {k: round(v / 1e9, 3) for k, v in out.items()}
   return {"window_ms": round(window_ps / 1e9, 3), "threads": threads,
           **{k: 0.0 for k in KINDS}, **ms, "remote_call": round(remote_ps / 1e9, 3),
-          "remote_calls": remote_calls,
+          "remote_calls": remote_calls, "collective": round(union_ps(collective) / 1e9, 3),
+          "collectives": launches,
           "top_ops_ms": {k: round(v / 1e9, 3) for k, v in ops.most_common(8)}}
 
 
@@ -259,14 +338,17 @@ def per_step(result: Mapping[str, dict], steps: float) -> dict[str, dict]:
                    "(--profile_at_step) or shorter (--profile_ms)"}
       continue
     out[task] = {k: round(b.get(k, 0.0) / steps, 3)
-                 for k in (*KINDS, "idle", "remote_call", "window_ms")}
+                 for k in (*KINDS, "idle", "remote_call", "collective", "collectives",
+                           "window_ms")}
     out[task]["wall"] = out[task].pop("window_ms")
     out[task]["threads"] = b["threads"]
   return out
 
 
-def write(run_dir: str, result: Mapping[str, dict], steps: float) -> str:
-  path = os.path.join(run_dir, "profile", "breakdown.json")
+def write(run_dir: str, result: Mapping[str, dict], steps: float,
+          name: str = "breakdown.json") -> str:
+  path = os.path.join(run_dir, "profile", name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     json.dump({"steps_in_window": round(steps, 1), "tasks": result,
                "per_step_ms": per_step(result, steps)}, f, indent=1)

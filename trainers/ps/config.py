@@ -5,7 +5,7 @@ import dataclasses
 from absl import flags
 
 from cluster import approaches
-from cluster.errors import ConfigError, check_choice
+from cluster.errors import check_choice
 from trainers.common import config as config_lib
 from trainers.common import flags as common_flags
 
@@ -23,12 +23,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "N gradients of a global step.", flag_values=fv)
   flags.DEFINE_integer("steps_per_closure", 10, "Async mode: training steps a worker runs per "
                        "scheduled closure (amortises the coordinator round trip).", flag_values=fv)
-  flags.DEFINE_integer("profile_ms", 0, "Trace every task with TF's profiler for this many "
-                       "ms once the run reaches --profile_at_step (0: no trace); writes "
-                       "<run_dir>/profile/breakdown.json (trainers/common/profiling.py).",
-                       flag_values=fv)
-  flags.DEFINE_integer("profile_at_step", 50, "The global step the --profile_ms window "
-                       "opens at (past the first steps' set-up).", flag_values=fv)
+  common_flags.define_profile_flags(fv, "every task (chief, workers, ps) at once")
   flags.DEFINE_integer("min_shard_bytes", 256 << 10, "With several ps tasks, variables are "
                        "partitioned into shards of at least this many bytes.", flag_values=fv)
 
@@ -48,9 +43,7 @@ class Config(config_lib.ApproachConfig):
     check_choice("sync_aggregation", self.sync_aggregation, SYNC_AGGREGATIONS)
     config_lib.check_positive("steps_per_closure", self.steps_per_closure)
     config_lib.check_positive("min_shard_bytes", self.min_shard_bytes)
-    if self.profile_ms < 0 or self.profile_at_step < 1:
-      raise ConfigError(f"--profile_ms must be >= 0 and --profile_at_step >= 1, got "
-                        f"{self.profile_ms} and {self.profile_at_step}")
+    config_lib.check_profile(self.profile_ms, self.profile_at_step)
 
   @property
   def sync(self) -> bool:
