@@ -5,7 +5,8 @@
 # RPCs: waiting on another task) and runtime (the executor around the kernels), and the
 # coordinator's time inside remote calls (remote_call), per global step. small_cnn,
 # batch 64, 600 steps a row: PS async at N = 1 with 1 and 10
-# steps per closure, PS async and sync at N = 2, and a plain fit's step for scale.
+# steps per closure, PS async and sync at N = 2, and a plain fit's step for scale (traced
+# the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,9 +28,17 @@ for task, b in p["per_step_ms"].items():
       ", ".join(f"{o} {t:.0f}" for o, t in list(top.items())[:4]) + ")"))
 PYEOF
 }
+# The plain fit traces itself the same way (all-reduce's LocalWindow), for its kernels'
+# time with the same instrument.
 $PY -m launch.local --approach=allreduce --num_workers=1 --run_dir=$OUT/plain -- \
-  "${COMMON[@]}" --plain_keras >/dev/null
-$PY -c "import json; s = json.load(open('$OUT/plain/summary.json')); print(f\"plain keras fit: {s['examples_per_sec']:.0f} ex/s = {64e3 / s['examples_per_sec']:.1f} ms a step\")"
+  "${COMMON[@]}" "${PROFILE[@]}" --plain_keras >/dev/null
+$PY - "$OUT/plain" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1] + "/summary.json"))
+b = s["profile"]["per_step_ms"]["worker:0"]
+print(f"plain keras fit: {s['examples_per_sec']:.0f} ex/s = {64e3 / s['examples_per_sec']:.1f} ms a "
+      f"step; traced: compute {b['compute']:.2f} runtime {b['runtime']:.2f} ms per {b['wall']:.2f} ms step")
+PYEOF
 for row in "1 async 1" "1 async 10" "2 async 10" "2 sync 10"; do
   set -- $row
   d=$OUT/n$1-$2-k$3
