@@ -39,7 +39,7 @@ b = s["profile"]["per_step_ms"]["worker:0"]
 print(f"plain keras fit: {s['examples_per_sec']:.0f} ex/s = {64e3 / s['examples_per_sec']:.1f} ms a "
       f"step; traced: compute {b['compute']:.2f} runtime {b['runtime']:.2f} ms per {b['wall']:.2f} ms step")
 PYEOF
-for row in "1 async 1" "1 async 10" "2 async 10" "2 sync 10"; do
+for row in "1 async 1" "1 async 10" "2 async 10" "2 sync 1"; do
   set -- $row
   d=$OUT/n$1-$2-k$3
   $PY -m launch.local --approach=ps --num_workers=$1 --run_dir=$d -- "${COMMON[@]}" \

@@ -14,7 +14,7 @@ from tests import helpers
 SYN_TRAIN = 512
 
 
-def _train(queue, run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> None:
+def _train(queue, run_dir: str, ps_mode: str, steps_per_closure: int | None = 3) -> None:
   """Child: an in-process PS cluster and the trainer's run(), with the strategy passed in."""
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -47,7 +47,7 @@ def _train(queue, run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> Non
     os._exit(0)  # pylint: disable=protected-access  # in-process servers never stop
 
 
-def _run_in_child(run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> dict:
+def _run_in_child(run_dir: str, ps_mode: str, steps_per_closure: int | None = 3) -> dict:
   ctx = multiprocessing.get_context("spawn")
   queue = ctx.Queue()
   tag = os.urandom(8).hex()
@@ -71,7 +71,8 @@ def _run_in_child(run_dir: str, ps_mode: str, steps_per_closure: int = 3) -> dic
 @pytest.mark.parametrize("ps_mode,examples_per_step", [("async", 16), ("sync", 32)])
 def test_ps_run_in_one_process_takes_the_planned_steps_and_writes_the_contract(
     tmp_path, ps_mode, examples_per_step):
-  summary = _run_in_child(str(tmp_path), ps_mode)
+  # Each mode's default steps per closure (sync: one, and the two phases timed).
+  summary = _run_in_child(str(tmp_path), ps_mode, None)
   steps_per_epoch = SYN_TRAIN // examples_per_step  # the shared formula
   assert summary["label"] == f"ps/{ps_mode}" and summary["num_workers"] == 2
   assert summary["steps"] == 2 * steps_per_epoch == summary["steps_per_epoch"] * 2
@@ -88,18 +89,26 @@ def test_ps_run_in_one_process_takes_the_planned_steps_and_writes_the_contract(
   assert list((tmp_path / "ckpt").glob("ckpt-*.index"))
 
 
-def test_several_steps_per_closure_keep_the_examples_and_the_evaluation_points(tmp_path):
-  """Async PS: a closure of 5 steps (one dispatch for five updates) trains the same
-  examples and evaluates at the same steps as one step per closure."""
+@pytest.mark.parametrize("ps_mode,examples_per_step", [("async", 16), ("sync", 32)])
+def test_several_steps_per_closure_keep_the_examples_and_the_evaluation_points(
+    tmp_path, ps_mode, examples_per_step):
+  """A closure of 5 steps (async: one dispatch for five updates; sync: N closures that
+  meet at the barrier five times) trains the same examples and evaluates at the same
+  steps as one step per closure."""
   points = {}
   for per in (1, 5):
     run_dir = tmp_path / f"per_{per}"
-    summary = _run_in_child(str(run_dir), "async", per)
+    summary = _run_in_child(str(run_dir), ps_mode, per)
     records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     points[per] = ([(r["step"], r["examples_seen"]) for r in records
                     if r.get("test_accuracy") is not None],
                    summary["steps"], summary["examples_processed"])
+    if ps_mode == "sync":  # the barrier's run says so, and times no phases
+      assert ("barrier" in summary["notes"]) == (per > 1), summary["notes"]
+      assert ("grad_phase_s" in summary) == (per == 1)
   assert points[1] == points[5]
   evals, steps, examples = points[5]
-  assert steps == 2 * (SYN_TRAIN // 16) and examples == steps * 16
-  assert [s for s, _ in evals] == [16, 32, 48, 64]  # every 256 examples, and epoch ends
+  per_epoch = SYN_TRAIN // examples_per_step
+  assert steps == 2 * per_epoch and examples == steps * examples_per_step
+  # Every 256 examples, and the epochs' ends.
+  assert [s for s, _ in evals] == [k * per_epoch // 2 for k in (1, 2, 3, 4)]

@@ -52,3 +52,38 @@ def test_closure_sizes_add_up_to_exactly_the_planned_steps():
   assert closure_sizes(37, 10) == [10, 10, 10, 7]
   assert closure_sizes(40, 10) == [10] * 4
   assert closure_sizes(3, 10) == [3]
+
+
+def test_sync_closures_default_to_one_step_and_async_to_ten():
+  from trainers.common.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from trainers.ps.config import Config  # pylint: disable=g-import-not-at-top
+  train = TrainConfig(approach="ps", dataset="synthetic", run_dir="/tmp/unused")
+  assert Config(train).closure_steps == 10
+  assert Config(train, ps_mode="sync").closure_steps == 1
+  assert Config(train, ps_mode="sync", steps_per_closure=4).closure_steps == 4
+  with pytest.raises(Exception, match="--sync_stall_s must be > 0"):
+    Config(train, ps_mode="sync", sync_stall_s=0)
+
+
+def test_the_barrier_watchdog_fires_once_when_the_step_stops_and_never_while_it_moves():
+  """barrier.Watchdog on a fake clock: the step moves for a while, then stops."""
+  import threading  # pylint: disable=g-import-not-at-top
+  from trainers.ps import barrier  # pylint: disable=g-import-not-at-top
+  now, steps, fired = [0.0], iter([0, 1, 2, 3] + [3] * 10_000), threading.Event()
+
+  def read_step():
+    now[0] += 1.0  # one second a poll
+    return next(steps)
+
+  with barrier.Watchdog(read_step, fired.set, stall_s=5.0, poll_s=0.001,
+                        clock=lambda: now[0]) as dog:
+    assert fired.wait(5.0)
+  assert dog.fired
+  # Stopped at step 3 after 4 reads; fired at the first read 5 s after the last change.
+  assert 8.0 <= now[0] <= 10.0
+  # A step that keeps moving never fires; leaving the context stops the thread.
+  moving = iter(range(10 ** 9))
+  with barrier.Watchdog(lambda: next(moving), fired.clear, stall_s=0.01,
+                        poll_s=0.001) as dog:
+    threading.Event().wait(0.1)
+  assert not dog.fired and not dog._thread.is_alive()  # pylint: disable=protected-access

@@ -28,10 +28,16 @@ def make_accumulators(variables: Sequence[tf.Variable],
   return out
 
 
-def accumulate(accumulators: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) -> None:
-  """Adds one worker's gradients into the accumulators."""
-  for acc, g in zip(accumulators, grads):
-    acc.assign_add(tf.convert_to_tensor(g))
+def accumulate(accumulators: Sequence[tf.Variable], grads: Sequence[tf.Tensor]) -> list:
+  """Adds one worker's gradients into the accumulators; the additions, for a caller
+  that must order something after them."""
+  return [acc.assign_add(tf.convert_to_tensor(g)) for acc, g in zip(accumulators, grads)]
+
+
+def zero(accumulators: Sequence[tf.Variable]) -> None:
+  for acc in accumulators:
+    with tf.device(acc.device):
+      acc.assign(tf.zeros(acc.shape, acc.dtype))
 
 
 def aggregate(accumulators: Sequence[tf.Variable], num_grads, mode: str) -> list[tf.Tensor]:
@@ -60,9 +66,7 @@ def apply_and_reset(optimizer: tf.keras.optimizers.Optimizer,
   # replica all-reduce would copy the aggregate to the worker and back.
   optimizer.apply_gradients(zip(aggregate(accumulators, num_grads, mode), variables),
                             skip_gradients_aggregation=True)
-  for acc in accumulators:
-    with tf.device(acc.device):
-      acc.assign(tf.zeros(acc.shape, acc.dtype))
+  zero(accumulators)
 
 
 def closure_sizes(num_steps: int, per_closure: int) -> list[int]:

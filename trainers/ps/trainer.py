@@ -11,6 +11,9 @@ scheduling closures onto whichever worker is free. Started by the launcher:
 --ps_mode=sync (the seed's semantics): each global step, N gradients (one per worker
   batch) are added into accumulators on the ps, then one optimizer step is applied with
   their mean (or sum, --sync_aggregation) and every worker continues from the new model.
+  With --steps_per_closure K > 1 (sync's default is 1) the chief schedules N closures of
+  K steps at once, which meet at a barrier on the ps every step (barrier.py); a lost
+  worker breaks the barrier and the rest of the run takes one step a closure.
 
 A worker that dies mid-run is tolerated: the coordinator re-schedules its closures on
 the remaining workers (and rebuilds its dataset if it comes back). A ps or chief death
@@ -29,7 +32,7 @@ from cluster.errors import ConfigError
 from cluster.tf_config import TaskInfo, host_of, task_name, task_names
 from trainers.common import data, entry, model, profiling, session, volume
 from trainers.common import server as server_lib
-from trainers.ps import aggregation, servers
+from trainers.ps import aggregation, barrier, servers
 from trainers.ps import config as approach_config
 from trainers.ps.config import APPROACH
 
@@ -63,6 +66,9 @@ class Replica:
       self.accumulators = (aggregation.make_accumulators(
           self.model.trainable_variables, strategy.extended.colocate_vars_with)
                            if config.sync else [])
+      self.barrier = (barrier.Barrier(self.num_workers, strategy.extended.colocate_vars_with(
+          self.optimizer.iterations)) if config.sync and config.closure_steps > 1
+                      else None)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     self._shapes = [w.shape for w in run_.model_fn().weights]
 
@@ -103,7 +109,7 @@ class Replica:
       return loss
     loss = tf.constant(0.0)
     for _ in tf.range(num_steps):
-      x, y = next(iterator)
+      x, y, _ = next(iterator)
       loss = self.strategy.run(replica_step, args=(x, y))
     return loss
 
@@ -114,8 +120,45 @@ class Replica:
       grads, loss = self._gradients(x, y)
       aggregation.accumulate(self.accumulators, grads)
       return loss
-    x, y = next(iterator)
+    x, y, _ = next(iterator)
     return self.strategy.run(replica_step, args=(x, y))
+
+  @tf.function
+  def sync_closure(self, iterator, num_steps):
+    """Sync, `num_steps` global steps in one closure; the chief runs N at once, one per
+    worker. Each step: this worker's gradient into the accumulators, its arrival at the
+    barrier; the N-th to arrive applies the step and releases the others; each waits
+    for its token before its next batch. Returns the steps it took part in (fewer when
+    the chief aborted the barrier)."""
+    def replica_step(x, y):
+      grads, loss = self._gradients(x, y)
+      with tf.control_dependencies(aggregation.accumulate(self.accumulators, grads)):
+        return tf.identity(loss)
+
+    def apply_step():
+      aggregation.apply_and_reset(self.optimizer, self.accumulators,
+                                  self.model.trainable_variables, self.num_workers,
+                                  self.config.sync_aggregation)
+      return self.optimizer.iterations
+
+    done = tf.constant(0, tf.int64)
+    for _ in tf.range(num_steps):
+      if self.barrier.aborted():
+        break
+      x, y, worker = next(iterator)
+      loss = self.strategy.run(replica_step, args=(x, y))
+      if self.barrier.arrive(after=[loss]) == self.num_workers:
+        self.barrier.release(after=[self.strategy.run(apply_step)])
+      if not self.barrier.wait(worker):
+        break
+      done += 1
+    return done
+
+  def drop_partial_step(self) -> None:
+    """After an aborted barrier (every closure returned): the half-accumulated step's
+    gradients dropped, the barrier cleared."""
+    aggregation.zero(self.accumulators)
+    self.barrier.reset()
 
   @tf.function
   def apply_closure(self):
@@ -134,7 +177,8 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
   so workers never train on identical batches. The function carries which shard
   each example is in (2 bytes an example), not the examples: a worker reads its
   shard from the prepared files on its own host (synthetic data, made in memory,
-  travels as constants)."""
+  travels as constants). Each batch also carries k mod N, the worker's number: sync's
+  barrier keeps a token queue per worker."""
   n = run_.num_workers
   shards = run_.partition(n)
   owner = np.zeros(len(run_.train), np.int16)  # example -> its shard
@@ -153,7 +197,8 @@ def dataset_fn(run_: session.Run, counter: tf.Variable, batch_size: int):
       rows = tf.where(tf.equal(owner, mine))[:, 0]
       ds = tf.data.Dataset.from_tensor_slices((tf.gather(run_.train.x, rows),
                                                tf.gather(run_.train.y, rows)))
-    return data.batched(ds, length, batch_size, cfg.seed)
+    batches = data.batched(ds, length, batch_size, cfg.seed)
+    return batches.map(lambda x, y: (x, y, mine))
   return make
 
 
@@ -164,6 +209,7 @@ class Coordinator:
     self.coordinator, self.replica, self.iterator = coordinator, replica, iterator
     self.config = config
     self.grad_phase_s = self.apply_phase_s = 0.0
+    self.fallback = False  # sync: the barrier was broken; one step a closure from then on
 
   def first_step(self) -> None:
     """One lone step, so the start-up latency to the first update is measured."""
@@ -171,13 +217,39 @@ class Coordinator:
 
   def run_steps(self, count: int) -> None:
     if self.config.sync:
+      if self.replica.barrier is not None and not self.fallback:
+        count = self._sync_closures(count)
       for _ in range(count):
         self._sync_step()
       return
-    for n in aggregation.closure_sizes(count, self.config.steps_per_closure):
+    for n in aggregation.closure_sizes(count, self.config.closure_steps):
       self.coordinator.schedule(self.replica.async_closure,
                                 args=(self.iterator, tf.constant(n)))
     self.coordinator.join()
+
+  def _sync_closures(self, count: int) -> int:
+    """Sync, K steps a closure: N closures at once per chunk, meeting at the barrier.
+    Returns the steps left to run one a closure: 0, or after an aborted barrier those
+    not applied."""
+    start = self.replica.step
+    for n in aggregation.closure_sizes(count, self.config.closure_steps):
+      for _ in range(self.replica.num_workers):
+        self.coordinator.schedule(self.replica.sync_closure,
+                                  args=(self.iterator, tf.constant(n, tf.int64)))
+      with barrier.Watchdog(lambda: self.replica.step, self._abort,
+                            self.config.sync_stall_s) as watchdog:
+        self.coordinator.join()
+      if watchdog.fired:
+        self.replica.drop_partial_step()
+        self.fallback = True
+        return count - (self.replica.step - start)
+    return 0
+
+  def _abort(self) -> None:
+    print(f"[{APPROACH}] sync: no global step for {self.config.sync_stall_s:g} s with "
+          f"{self.replica.num_workers} closures at the barrier (a worker lost?): breaking "
+          "it; the rest of the run takes one step a closure", flush=True)
+    self.replica.barrier.abort()
 
   def _sync_step(self) -> None:
     # PS sync: N gradient closures (any free worker takes each), then one update.
@@ -192,14 +264,16 @@ class Coordinator:
     self.apply_phase_s += time.perf_counter() - t2
 
   @property
-  def grad_phase_frac(self) -> float:
-    return self.grad_phase_s / max(self.grad_phase_s + self.apply_phase_s, 1e-9)
+  def grad_phase_frac(self) -> float | None:
+    total = self.grad_phase_s + self.apply_phase_s
+    return self.grad_phase_s / total if total else None
 
   def phase_fields(self) -> dict:
-    """Sync: wall time of the two phases of every global step, seen from the chief:
-    phase 1 = N workers fetch variables, compute gradients and push them into the
-    accumulators; phase 2 = one update applied on the ps (workers idle)."""
-    if not self.config.sync:
+    """Sync one step a closure: wall time of the two phases of every global step, seen
+    from the chief: phase 1 = N workers fetch variables, compute gradients and push them
+    into the accumulators; phase 2 = one update applied on the ps (workers idle). With
+    K steps a closure both happen inside the closures: no fields."""
+    if not self.config.sync or self.grad_phase_frac is None:
       return {}
     return {"grad_phase_s": self.grad_phase_s, "apply_phase_s": self.apply_phase_s}
 
@@ -226,7 +300,8 @@ def train(run_: session.Run, replica: Replica, ps: Coordinator,
     step = replica.step
     if window:
       window.observe(step)
-    extra = {"grad_phase_frac": ps.grad_phase_frac} if ps.config.sync else {}
+    frac = ps.grad_phase_frac
+    extra = {"grad_phase_frac": frac} if frac is not None else {}
     progress.step(chunk.epoch, chunk.step_in_epoch, step, float(replica.loss.result()),
                   float(replica.accuracy.result()), **extra)
     if chunk.evaluates:
@@ -294,9 +369,12 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
               if config.profile_ms else None)
     step = train(run_, replica, ps, manager, replica.step, window)
     profile = _profile(window, run_.announce) if window else {}
-    notes = f"{num_ps} ps" + (f"; {100 * ps.grad_phase_frac:.0f}% gradient phase / "
-                              f"{100 * (1 - ps.grad_phase_frac):.0f}% apply phase"
-                              if config.sync else "")
+    frac = ps.grad_phase_frac
+    notes = f"{num_ps} ps" + (
+        f"; {100 * frac:.0f}% gradient phase / {100 * (1 - frac):.0f}% apply phase"
+        if frac is not None else
+        f"; {config.closure_steps} steps a closure at a barrier" if config.sync else "") + (
+        "; barrier broken, then one step a closure" if ps.fallback else "")
     # One global step is one worker's step (async) or every worker's (sync).
     worker_steps = step * (1 if config.sync else 1 / run_.num_workers)
     placement, params = replica.placement(), replica.model.count_params()
