@@ -156,8 +156,8 @@ def local_metrics_train_step(net: tf.keras.Model):
   metric, on the step's critical path) for logs the suite reads every `log_every` steps
   (distribute_reduction_method 'first': worker 0's anyway). The epoch's logs stay global:
   fit reads them with `get_metrics_result()` across replicas at the epoch's end. Measured
-  (BENCHMARKS.md, issue 33): 1.15-1.35x the examples/s at N = 2 on 2 cores. The update
-  is Keras' own; only the step's logs differ.  The plain fit keeps Keras' step (no
+  (BENCHMARKS.md, issue 33): 1.18-1.27x the examples/s at N = 2 on 2 cores. The update
+  is Keras' own; only the step's logs differ. The plain fit keeps Keras' step (no
   strategy: its result() is already local)."""
   def train_step(batch):
     x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(batch)

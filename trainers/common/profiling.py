@@ -153,6 +153,16 @@ class Window:
     return {task: self._results.get(task, {"error": "no trace"}) for task in self.tasks}, steps
 
 
+def _trace_start(logdir: str) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.profiler.experimental.start(logdir)
+
+
+def _trace_stop() -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.profiler.experimental.stop()
+
+
 class LocalWindow:
   """A process traces itself (tf.profiler.experimental.start/stop into `logdir`): for
   workers in lock step (all-reduce's, a plain fit), each over its own steps, no chief
@@ -163,7 +173,7 @@ class LocalWindow:
   def __init__(self, logdir: str, ms: int, at_step: int, clock=time.monotonic,
                start=None, stop=None):
     self.logdir, self.ms, self.at_step, self.clock = logdir, ms, at_step, clock
-    self._start, self._stop = start, stop
+    self._start, self._stop = start or _trace_start, stop or _trace_stop
     self.opened: tuple[float, int] | None = None  # (time, step) at the open
     self.closed_at_step: int | None = None
     self._last = 0
@@ -171,25 +181,14 @@ class LocalWindow:
   def observe(self, step: int) -> None:
     self._last = step
     if self.opened is None and step >= self.at_step:
-      self._trace_start()
+      self._start(self.logdir)
       self.opened = (self.clock(), step)
     elif (self.opened and self.closed_at_step is None
           and (self.clock() - self.opened[0]) * 1e3 >= self.ms):
       self._close(step)
 
-  def _trace_start(self) -> None:
-    if self._start is None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.profiler.experimental.start(self.logdir)
-    else:
-      self._start(self.logdir)
-
   def _close(self, step: int) -> None:
-    if self._stop is None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.profiler.experimental.stop()
-    else:
-      self._stop()
+    self._stop()
     self.closed_at_step = step
 
   def finish(self) -> tuple[dict, int]:
