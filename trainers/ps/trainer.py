@@ -268,12 +268,24 @@ class Coordinator:
     total = self.grad_phase_s + self.apply_phase_s
     return self.grad_phase_s / total if total else None
 
+  def notes(self) -> list[str]:
+    """The report's notes on how sync ran: its phases, or its barrier."""
+    out = []
+    frac = self.grad_phase_frac
+    if frac is not None:
+      out.append(f"{100 * frac:.0f}% gradient phase / {100 * (1 - frac):.0f}% apply phase")
+    elif self.config.sync:
+      out.append(f"{self.config.closure_steps} steps a closure at a barrier")
+    if self.fallback:
+      out.append("barrier broken, then one step a closure")
+    return out
+
   def phase_fields(self) -> dict:
     """Sync one step a closure: wall time of the two phases of every global step, seen
     from the chief: phase 1 = N workers fetch variables, compute gradients and push them
     into the accumulators; phase 2 = one update applied on the ps (workers idle). With
     K steps a closure both happen inside the closures: no fields."""
-    if not self.config.sync or self.grad_phase_frac is None:
+    if self.grad_phase_frac is None:  # async, or sync K steps a closure
       return {}
     return {"grad_phase_s": self.grad_phase_s, "apply_phase_s": self.apply_phase_s}
 
@@ -369,12 +381,7 @@ def run(config: PSConfig, task: TaskInfo, strategy=None, flag_values: dict | Non
               if config.profile_ms else None)
     step = train(run_, replica, ps, manager, replica.step, window)
     profile = _profile(window, run_.announce) if window else {}
-    frac = ps.grad_phase_frac
-    notes = f"{num_ps} ps" + (
-        f"; {100 * frac:.0f}% gradient phase / {100 * (1 - frac):.0f}% apply phase"
-        if frac is not None else
-        f"; {config.closure_steps} steps a closure at a barrier" if config.sync else "") + (
-        "; barrier broken, then one step a closure" if ps.fallback else "")
+    notes = "; ".join([f"{num_ps} ps", *ps.notes()])
     # One global step is one worker's step (async) or every worker's (sync).
     worker_steps = step * (1 if config.sync else 1 / run_.num_workers)
     placement, params = replica.placement(), replica.model.count_params()
